@@ -1,0 +1,102 @@
+"""`python -m explorer ...`: everything a page can do, as JSON."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from explorer.errors import ExplorerError
+from explorer.spec import ModelSpec, parse_size
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    """key=value, the value read as JSON when it parses (true, 3, 0.5, "x"), else as a string."""
+    if "=" not in text:
+        raise ExplorerError(f"option {text!r} must look like name=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def spec_from_args(args) -> ModelSpec:
+    return ModelSpec(
+        arch=args.arch,
+        input_size=parse_size(args.input) if args.input else None,
+        batch=args.batch,
+        options=tuple(_parse_option(o) for o in args.option or ()),
+    )
+
+
+def cmd_list(args) -> Any:
+    from explorer.catalog import catalog_rows
+
+    rows = catalog_rows()
+    if args.json:
+        return rows
+    for row in rows:
+        status = "" if row["implemented"] else "  (needs a native implementation)"
+        print(f"{row['id']:<32} {row['family']:<28} {row['year']}  {row['source']:<11}{status}")
+    return None
+
+
+def cmd_cost(args) -> Any:
+    from explorer.cost import analyse
+
+    result = analyse(spec_from_args(args), with_layers=not args.no_layers)
+    if args.json:
+        return result
+    from explorer.units import format_count
+
+    print(f"{result['arch']}  input {'×'.join(map(str, result['input_shape']))}")
+    print(f"  params               {format_count(result['params'])}")
+    print(f"  MACs                 {format_count(result['macs'])}  (FLOPs = 2 × MACs = {format_count(result['flops'])})")
+    print(f"  memory access cost   {result['memory_access_bytes'] / 1e6:,.1f} MB  ({format_count(result['memory_access_elements'])} elements, fp32)")
+    print(f"  activations          {format_count(result['activations'])} elements")
+    print(f"  elementwise ops      {format_count(result['elementwise_ops'])}")
+    if result["uncounted_ops"]:
+        names = ", ".join(f"{u['op']} ×{u['count']}" for u in result["uncounted_ops"])
+        print(f"  not costed           {names}")
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m explorer", description="Architecture explorer engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="the catalog: every roster architecture and its variants")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("cost", help="params, MACs, memory access cost and activations, per layer and in total")
+    _model_args(p)
+    p.add_argument("--no-layers", action="store_true", help="totals only, no per-layer rows")
+    p.set_defaults(func=cmd_cost)
+    return parser
+
+
+def _model_args(p):
+    p.add_argument("arch", help="a catalog id (see `list`), torchvision:NAME or timm:NAME")
+    p.add_argument("--input", help="input size per sample, e.g. 3,224,224 (default: the model's native size)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--option", action="append", metavar="NAME=VALUE", help="builder keyword argument (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except ExplorerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    if result is not None:
+        json.dump(result, sys.stdout, default=str)
+        sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,457 @@
+"""The cost engine: parameters, MACs, memory access cost and activations, per layer and in total.
+
+One forward pass runs under a TorchDispatchMode that sees every aten op. Each op is
+costed once and attributed to every module on the call stack (so a block's figures
+include its children) and to the innermost module as its "self" cost.
+
+Definitions (units are part of the names):
+- MACs: multiply-accumulates of convolutions, matrix products, attention, deformable
+  conv and grid sampling. FLOPs = 2 × MACs. Bias additions are not counted, as in
+  torchvision's `_ops` metadata.
+- elementwise ops: one per output element of pointwise ops (activations, additions,
+  scaling); one per input element of normalisation, softmax, pooling and reductions.
+  Reported separately, never folded into MACs.
+- memory access cost: elements read (distinct input tensors, weights included) plus
+  elements written (outputs) by every op that is not a view; bytes use each tensor's
+  dtype. For a stride-1 "same" conv without bias this is hw(cᵢ+cₒ) + k²cᵢcₒ elements,
+  the ShuffleNetV2 / VoVNet quantity. It is NOT "MACs".
+- activations: elements written by the MAC ops (conv/linear/attention outputs), the
+  definition of Radosavovic et al. (RegNet); per layer, the elements of the module's output.
+- uncounted ops: ops with no formula here, listed by name and count (their memory
+  traffic is still counted).
+"""
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.utils.flop_counter as flop_counter
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from explorer.catalog import resolve
+from explorer.models import build_model, example_input, forward_errors, input_size_of
+from explorer.spec import ModelSpec
+
+aten = torch.ops.aten
+
+
+# --- MAC formulas -----------------------------------------------------------------------------
+
+def _sdpa_macs(query, key, value, *args, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape) // 2
+
+
+def _native_mha_macs(query, key, value, embed_dim, num_head, qkv_weight, *args, **kwargs) -> int:
+    # nn.MultiheadAttention's fused fast path: q/k/v projections, QK^T, AV, output projection.
+    batch, lq, e = query.shape
+    lk = key.shape[1]
+    projections = batch * (lq + 2 * lk) * e * e + batch * lq * e * e
+    attention = 2 * batch * lq * lk * e
+    return projections + attention
+
+
+def _deform_conv2d_macs(inp, weight, offset, mask, bias, *args, **kwargs) -> int:
+    use_mask = bool(args[-1]) if args else False
+    n, c_in = inp.shape[:2]
+    c_out, c_in_per_group, kh, kw = weight.shape
+    h_out, w_out = offset.shape[-2:]
+    taps = n * h_out * w_out * kh * kw
+    conv = taps * c_out * c_in_per_group
+    bilinear = taps * c_in * 4  # each sampled value interpolates 4 neighbours
+    modulation = taps * c_in if use_mask else 0
+    return conv + bilinear + modulation
+
+
+_GRID_SAMPLE_TAPS = {0: 4, 1: 0, 2: 16}  # bilinear, nearest, bicubic
+
+
+def _grid_sampler_macs(inp, grid, interpolation_mode, *args, **kwargs) -> int:
+    n, c = inp.shape[:2]
+    points = math.prod(grid.shape[1:-1])
+    return n * c * points * _GRID_SAMPLE_TAPS.get(int(interpolation_mode), 4)
+
+
+def _affine_grid_macs(theta, size, *args, **kwargs) -> int:
+    n = size[0]
+    points = math.prod(size[2:])
+    return n * points * theta.shape[-1] * theta.shape[-2]
+
+
+def _roi_align_macs(inp, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, *args, **kwargs) -> int:
+    # Each output bin averages sampling_ratio² bilinear samples (4 taps each); an adaptive
+    # ratio (<= 0) depends on the boxes, and torchvision's detectors use 2.
+    samples = max(int(sampling_ratio), 1) ** 2 if int(sampling_ratio) > 0 else 4
+    return rois.shape[0] * inp.shape[1] * pooled_height * pooled_width * samples * 4
+
+
+def _mv_macs(mat, vec, *args, **kwargs) -> int:
+    return mat.shape[0] * mat.shape[1]
+
+
+def _addmv_macs(bias, mat, vec, *args, **kwargs) -> int:
+    return mat.shape[0] * mat.shape[1]
+
+
+def _dot_macs(a, b, *args, **kwargs) -> int:
+    return a.shape[0]
+
+
+def _flop_registry_macs(func):
+    formula = flop_counter.flop_registry[func]  # takes raw args and `out_val`, returns FLOPs
+
+    def macs(*args, **kwargs):
+        return formula(*args, **kwargs) // 2
+
+    return macs
+
+
+def _build_mac_formulas():
+    formulas = {}
+    for func in flop_counter.flop_registry:
+        if isinstance(func, torch._ops.OpOverloadPacket):
+            for name in func.overloads():
+                formulas[getattr(func, name)] = _flop_registry_macs(func)
+        elif isinstance(func, torch._ops.OpOverload):
+            formulas[func] = _flop_registry_macs(func)
+    extra = {
+        "_scaled_dot_product_flash_attention_for_cpu": _sdpa_macs,
+        "_scaled_dot_product_attention_math": _sdpa_macs,
+        "_native_multi_head_attention": _native_mha_macs,
+        "grid_sampler_2d": _grid_sampler_macs,
+        "affine_grid_generator": _affine_grid_macs,
+        "mv": _mv_macs,
+        "addmv": _addmv_macs,
+        "dot": _dot_macs,
+    }
+    for name, formula in extra.items():
+        packet = getattr(aten, name, None)
+        if packet is not None:
+            for overload in packet.overloads():
+                formulas[getattr(packet, overload)] = formula
+    import torchvision  # noqa: F401  (registers the torchvision:: ops)
+
+    formulas[torch.ops.torchvision.deform_conv2d.default] = _deform_conv2d_macs
+    formulas[torch.ops.torchvision.roi_align.default] = _roi_align_macs
+    return formulas
+
+
+# Normalisation / softmax / pooling ops: one elementwise op per INPUT element.
+_PER_INPUT_ELEMENT = {
+    "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+    "native_layer_norm", "native_group_norm", "_softmax", "_safe_softmax", "_log_softmax",
+    "max_pool1d", "max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d",
+    "avg_pool3d", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d",
+    "adaptive_max_pool3d", "_local_scalar_dense", "cumsum", "_weight_norm_interface", "rms_norm",
+    "_fused_rms_norm", "native_dropout", "_pdist_forward", "_cdist_forward", "im2col", "col2im",
+}
+# Pointwise ops without the `pointwise` tag: one elementwise op per OUTPUT element.
+_PER_OUTPUT_ELEMENT = {
+    "hardswish", "hardswish_", "hardsigmoid_", "mish", "mish_", "softplus", "elu", "elu_",
+    "leaky_relu_", "gelu_", "upsample_bilinear2d", "upsample_bicubic2d", "_upsample_bilinear2d_aa",
+    "upsample_linear1d", "upsample_trilinear3d", "prelu", "_prelu_kernel", "glu", "silu_", "rsub",
+}
+# Ops that move or create data without arithmetic: no compute, memory traffic only.
+_DATA_MOVEMENT = {
+    "cat", "stack", "clone", "copy_", "_to_copy", "constant_pad_nd", "reflection_pad2d",
+    "replication_pad2d", "index", "index_select", "gather", "scatter", "scatter_add", "roll", "flip",
+    "repeat", "embedding", "new_zeros", "new_ones", "new_full", "new_empty", "new_empty_strided",
+    "zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "fill_", "zero_", "arange",
+    "scalar_tensor", "lift_fresh", "lift_fresh_copy", "_unsafe_index", "upsample_nearest1d",
+    "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact2d", "index_put_", "index_put",
+    "masked_scatter", "tril", "triu", "_pad_circular", "pixel_shuffle", "pixel_unshuffle",
+    "channel_shuffle", "native_channel_shuffle", "linspace", "tensor", "bernoulli_", "rand", "randn",
+    "randint", "normal_", "uniform_", "empty", "empty_like", "empty_strided", "set_", "resize_",
+    "_reshape_alias", "unfold", "diag_embed", "expand_copy", "slice_scatter", "select_scatter",
+    "copy", "alias_copy", "detach_copy", "max_unpool2d", "one_hot", "_unique2",
+}
+# These allocate without writing anything.
+_NO_TRAFFIC = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "set_", "resize_"}
+# Ops whose result is a view even though the schema does not say so.
+_VIEW_LIKE = {"_unsafe_view", "_reshape_alias", "lift_fresh", "as_strided_"}
+
+
+def _op_name(func) -> str:
+    return func._schema.name.split("::", 1)[-1]
+
+
+def _is_view(func) -> bool:
+    if _op_name(func) in _VIEW_LIKE or torch.Tag.inplace_view in func.tags:
+        return True
+    returns = func._schema.returns
+    return bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+
+
+_MAC_FORMULAS = _build_mac_formulas()
+
+
+@dataclass
+class Totals:
+    macs: int = 0
+    elementwise_ops: int = 0
+    read_elements: int = 0
+    write_elements: int = 0
+    read_bytes: int = 0
+    write_bytes: int = 0
+    activations: int = 0  # elements written by MAC ops
+
+    def add(self, other: "Totals"):
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def memory_access_elements(self) -> int:
+        return self.read_elements + self.write_elements
+
+    @property
+    def memory_access_bytes(self) -> int:
+        return self.read_bytes + self.write_bytes
+
+
+@dataclass
+class _OpCost:
+    category: str  # "mac", "elementwise", "data", "uncounted"
+    totals: Totals
+
+
+def _tensors(tree) -> list[torch.Tensor]:
+    leaves, _ = tree_flatten(tree)
+    seen, out = set(), []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor) and id(leaf) not in seen:
+            seen.add(id(leaf))
+            out.append(leaf)
+    return out
+
+
+def cost_of_op(func, args, kwargs, out) -> _OpCost:
+    """Cost one aten op call from its arguments' and outputs' shapes."""
+    name = _op_name(func)
+    totals = Totals()
+    inputs = _tensors((args, kwargs))
+    outputs = _tensors(out)
+    if name not in _NO_TRAFFIC:
+        for t in inputs:
+            totals.read_elements += t.numel()
+            totals.read_bytes += t.numel() * t.element_size()
+        for t in outputs:
+            totals.write_elements += t.numel()
+            totals.write_bytes += t.numel() * t.element_size()
+    if func in _MAC_FORMULAS:
+        totals.macs = int(_MAC_FORMULAS[func](*args, out_val=out, **kwargs))
+        totals.activations = outputs[0].numel() if outputs else 0
+        return _OpCost("mac", totals)
+    if name in _PER_INPUT_ELEMENT or (torch.Tag.reduction in func.tags):
+        totals.elementwise_ops = inputs[0].numel() if inputs else 0
+        return _OpCost("elementwise", totals)
+    if torch.Tag.pointwise in func.tags or name in _PER_OUTPUT_ELEMENT:
+        totals.elementwise_ops = outputs[0].numel() if outputs else 0
+        return _OpCost("elementwise", totals)
+    if name in _DATA_MOVEMENT:
+        return _OpCost("data", totals)
+    return _OpCost("uncounted", totals)
+
+
+class CostEngineError(Exception):
+    """An internal failure of the cost engine (never blamed on the person's input)."""
+
+
+class _CostMode(TorchDispatchMode):
+    """Costs every non-view aten op and hands it to the module stack."""
+
+    def __init__(self, recorder: "_Recorder"):
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if not _is_view(func):
+            try:
+                cost = cost_of_op(func, args, kwargs, out)
+            except Exception as exc:  # a bug in a formula must not pass for a bad input
+                raise CostEngineError(f"costing {func} failed: {exc!r}") from exc
+            self.recorder.record(func, cost)
+        return out
+
+
+@dataclass
+class _ModuleStats:
+    inclusive: Totals = field(default_factory=Totals)
+    self_: Totals = field(default_factory=Totals)
+    calls: int = 0
+    output_shape: Any = None
+    output_elements: int = 0
+
+
+class _Recorder:
+    def __init__(self):
+        self.stack: list[str] = []
+        self.modules: dict[str, _ModuleStats] = collections.defaultdict(_ModuleStats)
+        self.total = Totals()
+        self.by_op: dict[str, dict[str, Any]] = {}
+
+    def record(self, func, cost: _OpCost):
+        self.total.add(cost.totals)
+        name = str(func)
+        entry = self.by_op.setdefault(name, {"op": name, "category": cost.category, "count": 0, "totals": Totals(), "modules": collections.Counter()})
+        entry["count"] += 1
+        entry["totals"].add(cost.totals)
+        for module_name in set(self.stack):
+            self.modules[module_name].inclusive.add(cost.totals)
+        if self.stack:
+            self.modules[self.stack[-1]].self_.add(cost.totals)
+            entry["modules"][self.stack[-1]] += 1
+
+
+def _shape_of(value):
+    tensors = [leaf for leaf in tree_flatten(value)[0] if isinstance(leaf, torch.Tensor)]
+    if len(tensors) == 1:
+        return list(tensors[0].shape), tensors[0].numel()
+    shapes = [list(t.shape) for t in tensors[:4]]
+    return shapes, sum(t.numel() for t in tensors)
+
+
+def _attach_hooks(model: nn.Module, recorder: _Recorder):
+    handles = []
+    for name, module in model.named_modules():
+        def pre(mod, inputs, name=name):
+            recorder.stack.append(name)
+            recorder.modules[name].calls += 1
+
+        def post(mod, inputs, output, name=name):
+            if recorder.stack and recorder.stack[-1] == name:
+                recorder.stack.pop()
+            shape, elements = _shape_of(output)
+            stats = recorder.modules[name]
+            stats.output_shape, stats.output_elements = shape, elements
+
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post, always_call=True))
+    return handles
+
+
+def _count_params(module: nn.Module, recurse: bool) -> tuple[int, int]:
+    params = list(module.parameters(recurse=recurse))
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def trace_costs(model: nn.Module, inputs: torch.Tensor, grad_enabled: bool = False) -> _Recorder:
+    """Run one forward pass of `model` on `inputs` and record every op's cost."""
+    recorder = _Recorder()
+    handles = _attach_hooks(model, recorder)
+    try:
+        with torch.set_grad_enabled(grad_enabled), _CostMode(recorder):
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return recorder
+
+
+def _layer_rows(model: nn.Module, recorder: _Recorder, total: Totals) -> list[dict[str, Any]]:
+    rows = []
+    for name, module in model.named_modules():
+        stats = recorder.modules.get(name, _ModuleStats())
+        params, trainable = _count_params(module, recurse=True)
+        own_params, _ = _count_params(module, recurse=False)
+        inc, own = stats.inclusive, stats.self_
+        rows.append(
+            {
+                "name": name or "(model)",
+                "type": type(module).__name__,
+                "depth": 0 if not name else name.count(".") + 1,
+                "is_leaf": not any(True for _ in module.children()),
+                "calls": stats.calls,
+                "output_shape": stats.output_shape,
+                "output_elements": stats.output_elements,
+                "params": params,
+                "trainable_params": trainable,
+                "self_params": own_params,
+                "macs": inc.macs,
+                "self_macs": own.macs,
+                "flops": 2 * inc.macs,
+                "elementwise_ops": inc.elementwise_ops,
+                "memory_access_bytes": inc.memory_access_bytes,
+                "memory_access_elements": inc.memory_access_elements,
+                "self_memory_access_bytes": own.memory_access_bytes,
+                "activations": inc.activations,
+                "share_macs": inc.macs / total.macs if total.macs else 0.0,
+                "share_memory_access": inc.memory_access_bytes / total.memory_access_bytes if total.memory_access_bytes else 0.0,
+            }
+        )
+    return rows
+
+
+def analyse(spec: ModelSpec, *, with_layers: bool = True, grad_enabled: bool = False) -> dict[str, Any]:
+    """Cost of the model a spec describes, as plain JSON-friendly data.
+
+    `grad_enabled` runs the forward with autograd on (the counts must not change).
+    Runs on the meta device (no weights in memory) when the model allows it; models whose
+    forward depends on data (e.g. detection post-processing) run once on the CPU instead.
+    """
+    variant = resolve(spec.arch)
+    size = input_size_of(spec, variant)
+    device = "meta"
+    with forward_errors(spec, size):
+        model = build_model(spec, device="meta")
+        try:
+            recorder = trace_costs(model, example_input(spec, "meta"), grad_enabled)
+        except Exception as exc:
+            if not _is_data_dependent(exc):
+                raise
+            device = "cpu"
+            model = build_model(spec, device="cpu")
+            recorder = trace_costs(model, example_input(spec, "cpu"), grad_enabled)
+    total = recorder.total
+    params, trainable = _count_params(model, recurse=True)
+    uncounted = [
+        {"op": e["op"], "count": e["count"], "modules": sorted(e["modules"])[:8]}
+        for e in recorder.by_op.values()
+        if e["category"] == "uncounted"
+    ]
+    by_op = sorted(
+        (
+            {
+                "op": e["op"],
+                "category": e["category"],
+                "count": e["count"],
+                "macs": e["totals"].macs,
+                "elementwise_ops": e["totals"].elementwise_ops,
+                "memory_access_bytes": e["totals"].memory_access_bytes,
+            }
+            for e in recorder.by_op.values()
+        ),
+        key=lambda row: (-row["macs"], -row["memory_access_bytes"]),
+    )
+    result = {
+        "spec": spec.to_dict(),
+        "arch": spec.arch,
+        "builder": variant.builder,
+        "input_shape": [spec.batch, *size],
+        "params": params,
+        "trainable_params": trainable,
+        "macs": total.macs,
+        "flops": 2 * total.macs,
+        "elementwise_ops": total.elementwise_ops,
+        "memory_access_bytes": total.memory_access_bytes,
+        "memory_access_elements": total.memory_access_elements,
+        "activations": total.activations,
+        "dtype": "float32",
+        "traced_on": device,
+        "uncounted_ops": uncounted,
+        "ops": by_op,
+    }
+    if with_layers:
+        result["layers"] = _layer_rows(model, recorder, total)
+    return result
+
+
+def _is_data_dependent(exc: BaseException) -> bool:
+    """Did the forward fail only because meta tensors carry no data?"""
+    text = str(exc).lower()
+    return any(marker in text for marker in ("meta", "data-dependent", "data dependent", "no data"))

@@ -1,0 +1,119 @@
+"""Build an nn.Module from a ModelSpec: torchvision, timm or native, on any device (meta included)."""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from explorer.catalog import Variant, native_input_size, resolve, torchvision_task
+from explorer.errors import ExplorerError
+from explorer.native import NATIVE_BUILDERS
+from explorer.spec import ModelSpec
+
+
+class ListInputWrapper(nn.Module):
+    """torchvision detection models take a list of images; this lets them take a batch tensor."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor):
+        return self.model(list(images))
+
+
+def input_size_of(spec: ModelSpec, variant: Variant | None = None) -> tuple[int, ...]:
+    return spec.input_size or native_input_size(variant or resolve(spec.arch))
+
+
+def _builder_kwargs(variant: Variant, spec: ModelSpec) -> dict[str, Any]:
+    kwargs = spec.options_dict
+    if variant.library == "torchvision":
+        task = torchvision_task(variant)
+        if task in ("detection", "segmentation"):
+            # Their builders default to downloading ImageNet backbone weights: never at run time.
+            kwargs.setdefault("weights_backbone", None)
+        if task == "classification" and variant.name.startswith("vit_"):
+            # torchvision builds ViT for one resolution (its 384/518 weights set image_size likewise).
+            size = input_size_of(spec, variant)
+            if len(size) == 3 and size[1] == size[2]:
+                kwargs.setdefault("image_size", size[1])
+    return kwargs
+
+
+def _construct(variant: Variant, kwargs: dict[str, Any]) -> nn.Module:
+    if variant.library == "torchvision":
+        import torchvision.models as tvm
+
+        model = tvm.get_model(variant.name, weights=None, **kwargs)
+        if torchvision_task(variant) == "detection":
+            model = ListInputWrapper(model)
+        return model
+    if variant.library == "timm":
+        import timm
+
+        return timm.create_model(variant.name, pretrained=False, **kwargs)
+    if variant.name not in NATIVE_BUILDERS:
+        raise ExplorerError(f"{variant.id} needs a native implementation that is not written yet")
+    return NATIVE_BUILDERS[variant.name](**kwargs)
+
+
+def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Module:
+    """The model in eval mode with random weights on `device`.
+
+    On 'meta' the weights take no memory; builders that compute with tensors at
+    construction time (e.g. torchvision's RegNet) are built on the CPU and moved.
+    """
+    variant = resolve(spec.arch)
+    kwargs = _builder_kwargs(variant, spec)
+    device = torch.device(device)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if device.type == "meta":
+                try:
+                    with torch.device("meta"):
+                        model = _construct(variant, kwargs)
+                except (NotImplementedError, RuntimeError):
+                    model = _construct(variant, kwargs).to("meta")
+            else:
+                model = _construct(variant, kwargs).to(device)
+    except ExplorerError:
+        raise
+    except TypeError as exc:
+        raise ExplorerError(f"cannot build {spec.arch} with options {spec.options_dict}: {one_line(exc)}") from None
+    except Exception as exc:  # a library's own validation (bad option values, ...)
+        raise ExplorerError(f"cannot build {spec.arch}: {one_line(exc)}") from None
+    return model.eval()
+
+
+def example_input(spec: ModelSpec, device: str | torch.device = "cpu", dtype=torch.float32) -> torch.Tensor:
+    size = input_size_of(spec)
+    shape = (spec.batch, *size)
+    if torch.device(device).type == "meta":
+        return torch.empty(shape, device=device, dtype=dtype)
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+@contextlib.contextmanager
+def forward_errors(spec: ModelSpec, size: tuple[int, ...]):
+    """Turn a model's refusal of an input into a one-line ExplorerError."""
+    try:
+        yield
+    except ExplorerError:
+        raise
+    except (RuntimeError, ValueError, AssertionError, IndexError, TypeError) as exc:
+        raise ExplorerError(f"{spec.arch} cannot take input {format_shape((spec.batch, *size))}: {one_line(exc)}") from None
+
+
+def format_shape(shape) -> str:
+    return "×".join(str(s) for s in shape)
