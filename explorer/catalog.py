@@ -245,29 +245,31 @@ def library_metadata(variant: Variant) -> dict[str, Any]:
     return {}
 
 
-def published_accuracy(variant: Variant) -> tuple[float | None, str | None]:
-    """Top-1 (%) and where it comes from: torchvision's weight metadata first, then the paper."""
+def published_figures(variant: Variant) -> dict[str, Any]:
+    """Params (M), GMACs, top-1 (%) and their source: torchvision's weight metadata, else the paper."""
     if variant.library == "torchvision":
         meta = torchvision_weights_meta(variant.name)
         if meta:
-            metrics = meta.get("_metrics", {})
-            imagenet = metrics.get("ImageNet-1K", {})
-            if "acc@1" in imagenet:
-                return float(imagenet["acc@1"]), f"torchvision {meta['weights']}"
-    if variant.published and variant.published.get("top1") is not None:
-        return float(variant.published["top1"]), variant.published.get("source", "paper")
-    return None, None
+            imagenet = meta.get("_metrics", {}).get("ImageNet-1K", {})
+            return {
+                "params_m": meta["num_params"] / 1e6,
+                "gmacs": meta.get("_ops"),
+                "top1": imagenet.get("acc@1"),
+                "metric": "ImageNet top-1 (%)" if imagenet else None,
+                "source": f"torchvision {meta['weights']}",
+            }
+    published = dict(variant.published or {})
+    if published:
+        published.setdefault("metric", "ImageNet top-1 (%)")
+    return published
 
 
 def catalog_rows() -> list[dict[str, Any]]:
     """One row per variant, for `explorer list` and the catalog page."""
     rows = []
-    catalog = load_catalog()
-    for family in catalog.families:
+    for family in load_catalog().families:
         for variant in family.variants:
-            top1, top1_source = published_accuracy(variant)
-            published = variant.published or {}
-            tv_meta = torchvision_weights_meta(variant.name) if variant.library == "torchvision" else None
+            published = published_figures(variant)
             rows.append(
                 {
                     "id": variant.id,
@@ -281,10 +283,11 @@ def catalog_rows() -> list[dict[str, Any]]:
                     "paper": family.paper,
                     "description": family.description,
                     "teach": family.teach,
-                    "published_params_m": published.get("params_m", (tv_meta or {}).get("num_params", 0) / 1e6 or None),
-                    "published_gmacs": published.get("gmacs", (tv_meta or {}).get("_ops")),
-                    "published_top1": top1,
-                    "published_source": top1_source or published.get("source"),
+                    "published_params_m": published.get("params_m"),
+                    "published_gmacs": published.get("gmacs"),
+                    "published_top1": published.get("top1"),
+                    "published_metric": published.get("metric"),
+                    "published_source": published.get("source"),
                     "native_note": family.native_note,
                 }
             )

@@ -63,6 +63,17 @@ def cmd_cost(args) -> Any:
     return None
 
 
+def cmd_measure_catalog(args) -> Any:
+    from explorer.measured import measure_catalog, write_measured
+
+    data = measure_catalog(args.ids or None)
+    if args.write:
+        write_measured(data)
+        print(f"wrote {len(data)} entries", file=sys.stderr)
+        return None
+    return data
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m explorer", description="Architecture explorer engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--no-layers", action="store_true", help="totals only, no per-layer rows")
     p.set_defaults(func=cmd_cost)
+
+    p = sub.add_parser("measure-catalog", help="cost every buildable catalog variant at its native input")
+    p.add_argument("ids", nargs="*", help="only these variant ids")
+    p.add_argument("--write", action="store_true", help="write explorer/data/measured_costs.json")
+    p.set_defaults(func=cmd_measure_catalog)
     return parser
 
 
@@ -96,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head`
+        return 0
     if result is not None:
         json.dump(result, sys.stdout, default=str)
         sys.stdout.write("\n")

@@ -86,6 +86,9 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
     except TypeError as exc:
         raise ExplorerError(f"cannot build {spec.arch} with options {spec.options_dict}: {one_line(exc)}") from None
     except Exception as exc:  # a library's own validation (bad option values, ...)
+        if "image_size" in kwargs and "image_size" not in spec.options_dict:
+            size = format_shape(input_size_of(spec, variant))
+            raise ExplorerError(f"{spec.arch} cannot take input {size}: {one_line(exc)}") from None
         raise ExplorerError(f"cannot build {spec.arch}: {one_line(exc)}") from None
     return model.eval()
 

@@ -1,0 +1,47 @@
+"""Our own cost figures for every buildable catalog variant, computed ahead of time.
+
+The catalog page filters and sorts by cost without building 100+ models per visit;
+`python -m explorer measure-catalog --write` regenerates the file, and a test checks
+that it agrees with a fresh analysis.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from explorer.catalog import load_catalog
+from explorer.errors import ExplorerError
+
+MEASURED_PATH = Path(__file__).parent / "data" / "measured_costs.json"
+FIELDS = ("input_shape", "params", "macs", "memory_access_bytes", "activations", "elementwise_ops")
+
+
+def measure_catalog(ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    from explorer.cost import analyse
+    from explorer.spec import ModelSpec
+
+    out = {}
+    for variant in load_catalog().variants.values():
+        if not variant.implemented or (ids and variant.id not in ids):
+            continue
+        try:
+            result = analyse(ModelSpec(variant.id), with_layers=False)
+        except ExplorerError as exc:
+            out[variant.id] = {"error": str(exc)}
+            continue
+        out[variant.id] = {k: result[k] for k in FIELDS}
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def load_measured() -> dict[str, dict[str, Any]]:
+    if not MEASURED_PATH.exists():
+        return {}
+    return json.loads(MEASURED_PATH.read_text(encoding="utf-8"))
+
+
+def write_measured(data: dict[str, dict[str, Any]]):
+    MEASURED_PATH.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    load_measured.cache_clear()

@@ -1,0 +1,126 @@
+"""Catalog: every roster architecture, searchable and filterable; any torchvision/timm model by name."""
+import pandas as pd
+import streamlit as st
+
+from explorer.catalog import catalog_rows, load_catalog
+from explorer.measured import load_measured
+from ui.common import guard, page_setup
+
+page_setup("Catalog", ":material/menu_book:")
+st.title("Catalog")
+
+
+@st.cache_data(show_spinner=False)
+def catalog_frame() -> pd.DataFrame:
+    measured = load_measured()
+    rows = []
+    for row in catalog_rows():
+        m = measured.get(row["id"], {})
+        rows.append(
+            {
+                "id": row["id"],
+                "family": row["family"],
+                "section": row["section"],
+                "year": row["year"],
+                "source": row["source"],
+                "status": "ready" if row["implemented"] else "needs native implementation",
+                "params (M)": m["params"] / 1e6 if "params" in m else None,
+                "GMACs": m["macs"] / 1e9 if "macs" in m else None,
+                "memory access (MB)": m["memory_access_bytes"] / 1e6 if "memory_access_bytes" in m else None,
+                "input": "×".join(map(str, m["input_shape"][1:])) if "input_shape" in m else None,
+                "published top-1 (%)": row["published_top1"],
+                "published params (M)": row["published_params_m"],
+                "published GMACs": row["published_gmacs"],
+                "published source": row["published_source"],
+                "paper": row["paper"]["url"],
+                "open": f"/Model?arch={row['id']}" if row["implemented"] else None,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    first = ["open", "id", "family", "year", "source", "status", "params (M)", "GMACs", "memory access (MB)", "published top-1 (%)", "input"]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+frame = catalog_frame()
+
+with st.container(border=True):
+    c1, c2, c3 = st.columns([2, 2, 2])
+    query = c1.text_input("Search", placeholder="name, family or id, e.g. swin, mobile, dense", key="catalog_query")
+    sections = c2.multiselect("Family", sorted(frame["section"].unique()), key="catalog_sections")
+    sources = c3.multiselect("Source", ["torchvision", "timm", "native"], key="catalog_sources",
+                             help="torchvision / timm: built from the library; native: written in this project")
+    c4, c5, c6 = st.columns([2, 2, 2])
+    years = c4.slider("Year", int(frame["year"].min()), int(frame["year"].max()),
+                      (int(frame["year"].min()), int(frame["year"].max())), key="catalog_years")
+    max_gmacs = float(frame["GMACs"].max(skipna=True) or 1.0)
+    gmacs = c5.slider("Cost (GMACs, at native input)", 0.0, float(round(max_gmacs + 0.5)), (0.0, float(round(max_gmacs + 0.5))),
+                      key="catalog_gmacs", help="Multiply-accumulates measured by this app at each model's native input size")
+    ready_only = c6.toggle("Only models I can build now", key="catalog_ready")
+
+view = frame
+if query:
+    q = query.lower()
+    view = view[view["id"].str.lower().str.contains(q, regex=False) | view["family"].str.lower().str.contains(q, regex=False)]
+if sections:
+    view = view[view["section"].isin(sections)]
+if sources:
+    view = view[view["source"].isin(sources)]
+view = view[(view["year"] >= years[0]) & (view["year"] <= years[1])]
+cost_filtered = (view["GMACs"] >= gmacs[0]) & (view["GMACs"] <= gmacs[1])
+if gmacs != (0.0, float(round(max_gmacs + 0.5))):
+    view = view[cost_filtered]  # rows without a measured cost drop out only when the cost filter is used
+if ready_only:
+    view = view[view["status"] == "ready"]
+
+st.caption(f"{len(view)} of {len(frame)} variants · costs are this app's own counts at each model's native input, "
+           "fp32; published figures come from torchvision's weight metadata or the paper named in the source column.")
+st.dataframe(
+    view,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "open": st.column_config.LinkColumn("open", display_text="open ↗", help="Open in the model page"),
+        "paper": st.column_config.LinkColumn("paper", display_text="paper ↗"),
+        "params (M)": st.column_config.NumberColumn(format="%.2f"),
+        "GMACs": st.column_config.NumberColumn(format="%.3f"),
+        "memory access (MB)": st.column_config.NumberColumn(format="%.1f"),
+        "published params (M)": st.column_config.NumberColumn(format="%.2f"),
+        "published GMACs": st.column_config.NumberColumn(format="%.3f"),
+        "published top-1 (%)": st.column_config.NumberColumn(format="%.2f"),
+    },
+    key="catalog_table",
+)
+
+st.subheader("Families")
+catalog = load_catalog()
+shown = [f for f in catalog.families if f.name in set(view["family"])]
+if not shown:
+    st.info("No family matches these filters.")
+for family in shown:
+    with st.expander(f"{family.name} · {family.year} · {', '.join(family.sources)}"):
+        st.markdown(f"**Paper:** [{family.paper['title']}]({family.paper['url']}) — {family.paper.get('authors', '')}, "
+                    f"{family.paper.get('venue', '')}")
+        st.markdown(family.description)
+        if family.teach:
+            st.markdown(f"**What to look at:** {family.teach}")
+        if family.native_note:
+            st.markdown(f"**Native implementation:** {family.native_note}")
+        cols = st.columns(min(len(family.variants), 6))
+        for i, variant in enumerate(family.variants):
+            col = cols[i % len(cols)]
+            if variant.implemented:
+                col.page_link("pages/2_Model.py", label=variant.id, query_params={"arch": variant.id})
+            else:
+                col.caption(f"{variant.id} (needs native implementation)")
+
+st.subheader("Beyond the roster")
+st.markdown("Any torchvision or timm model opens by name, with its library's own metadata.")
+with st.form("beyond"):
+    name = st.text_input("Model", placeholder="timm:convnext_tiny or torchvision:regnet_y_400mf")
+    submitted = st.form_submit_button("Open")
+if submitted:
+    with guard("Opening the model"):
+        from explorer.catalog import resolve
+
+        variant = resolve(name.strip())
+        st.switch_page("pages/2_Model.py", query_params={"arch": variant.id})

@@ -1,0 +1,218 @@
+"""Model page: build one model and show its cost, per layer and in total."""
+import json
+
+import pandas as pd
+import streamlit as st
+
+from explorer.catalog import library_metadata, load_catalog, native_input_size, published_figures, resolve
+from explorer.errors import ExplorerError
+from explorer.layers import max_depth, module_tree_text, rolled_up, shape_text, subtree
+from explorer.spec import ModelSpec, format_size, parse_size
+from explorer.units import format_bytes, format_count
+from ui.common import RANDOM_WEIGHTS_NOTE, cost_of, fvcore_of, guard, page_setup
+from ui.figures import cost_treemap
+
+page_setup("Model", ":material/biotech:")
+st.title("Model")
+
+catalog = load_catalog()
+ids = [v.id for v in catalog.variants.values() if v.implemented]
+params = st.query_params
+
+
+def spec_from_widgets() -> ModelSpec:
+    arch = st.session_state.model_arch_text.strip() or st.session_state.model_arch
+    size_text = st.session_state.model_input.strip()
+    options_text = st.session_state.model_options.strip()
+    try:
+        options = json.loads(options_text) if options_text else {}
+    except json.JSONDecodeError as exc:
+        raise ExplorerError(f"builder options must be a JSON object, e.g. {{\"num_classes\": 10}} ({exc.msg})") from None
+    if not isinstance(options, dict):
+        raise ExplorerError("builder options must be a JSON object, e.g. {\"num_classes\": 10}")
+    return ModelSpec(
+        arch=arch,
+        input_size=parse_size(size_text) if size_text else None,
+        batch=int(st.session_state.model_batch),
+        options=tuple(options.items()),
+    )
+
+
+# First visit: widgets start from the URL, so a shared link rebuilds the same model.
+if "model_arch" not in st.session_state:
+    arch = params.get("arch", "resnet50")
+    st.session_state.model_arch = arch if arch in ids else "resnet50"
+    st.session_state.model_arch_text = "" if arch in ids else arch
+    st.session_state.model_input = params.get("input", "")
+    st.session_state.model_batch = int(params.get("batch", "1")) if params.get("batch", "1").isdigit() else 1
+    st.session_state.model_options = params.get("options", "")
+elif params.get("arch") and params.get("arch") not in (st.session_state.model_arch, st.session_state.model_arch_text):
+    # Arrived from a link (catalog, home) while the session already had a model open.
+    arch = params["arch"]
+    st.session_state.model_arch = arch if arch in ids else st.session_state.model_arch
+    st.session_state.model_arch_text = "" if arch in ids else arch
+    st.session_state.model_input = params.get("input", "")
+    st.session_state.model_options = params.get("options", "")
+
+with st.container(border=True):
+    c1, c2, c3, c4 = st.columns([3, 3, 2, 1])
+    c1.selectbox("Architecture", ids, key="model_arch", help="Type to search the catalog")
+    c2.text_input("…or any library model", key="model_arch_text", placeholder="timm:convnext_tiny, torchvision:regnet_y_400mf")
+    c3.text_input("Input size (C,H,W)", key="model_input", placeholder="native", help="Per sample, without the batch; empty = the model's native size")
+    c4.number_input("Batch", min_value=1, max_value=1024, step=1, key="model_batch")
+    with st.expander("Builder options (JSON)"):
+        st.text_input("Keyword arguments for the builder", key="model_options", placeholder='{"num_classes": 10}')
+
+spec = None
+with guard("Reading the model settings"):
+    spec = spec_from_widgets()
+    st.query_params.from_dict(spec.to_query())
+
+if spec is None:
+    st.stop()
+
+result = None
+with guard("The cost analysis"):
+    variant = resolve(spec.arch)
+    family = catalog.family_of(variant)
+    with st.spinner(f"Building {spec.arch} and costing one forward pass…"):
+        result = cost_of(spec)
+
+if result is None:
+    st.stop()
+
+# --- header -------------------------------------------------------------------------------------
+if family:
+    st.subheader(f"{variant.id} · {family.name} ({family.year})")
+    st.markdown(f"[{family.paper['title']}]({family.paper['url']}) — {family.paper.get('authors', '')}, {family.paper.get('venue', '')}")
+    st.markdown(family.description)
+    if family.teach:
+        st.caption(f"What to look at: {family.teach}")
+else:
+    st.subheader(variant.id)
+    st.caption(f"Opened by name from {variant.library}; not in the roster.")
+st.info(RANDOM_WEIGHTS_NOTE, icon=":material/info:")
+
+# --- totals -------------------------------------------------------------------------------------
+st.markdown(f"**Input** {'×'.join(map(str, result['input_shape']))} (batch×channels×…), fp32 · "
+            f"native input {format_size(native_input_size(variant))}")
+top, bottom = st.columns(3), st.columns(3)
+top[0].metric("Parameters", format_count(result["params"]), help=f"{result['params']:,} ({result['trainable_params']:,} trainable)")
+top[1].metric("MACs", format_count(result["macs"]), help=f"{result['macs']:,} multiply-accumulates")
+top[2].metric("FLOPs (2 × MACs)", format_count(result["flops"]), help=f"{result['flops']:,} floating-point operations")
+bottom[0].metric("Memory access cost", format_bytes(result["memory_access_bytes"]),
+                 help=f"{result['memory_access_elements']:,} elements read + written by all ops, views excluded. Not MACs.")
+bottom[1].metric("Activations (elements)", format_count(result["activations"]), help="Elements written by conv / linear / attention ops")
+bottom[2].metric("Elementwise ops", format_count(result["elementwise_ops"]),
+                 help="Activation functions, normalisation, pooling, additions: one op per element, not counted in MACs")
+
+published = published_figures(variant)
+if published:
+    rows = []
+    if published.get("params_m") is not None:
+        rows.append({"figure": "Parameters (M)", "published": published["params_m"], "we measure": f"{result['params'] / 1e6:.3f}"})
+    if published.get("gmacs") is not None:
+        rows.append({"figure": "GMACs per image", "published": published["gmacs"], "we measure": f"{result['macs'] / 1e9 / spec.batch:.3f}"})
+    if published.get("top1") is not None:
+        rows.append({"figure": published.get("metric") or "top-1 (%)", "published": published["top1"], "we measure": "— (random weights)"})
+    if rows:
+        st.markdown("**Published vs measured**")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+            "published": st.column_config.NumberColumn(format="%.3f")})
+        st.caption(f"Published figures: {published.get('source', 'paper')}. Measured per image at this page's input size.")
+
+if result["uncounted_ops"]:
+    names = ", ".join(f"`{u['op']}` ×{u['count']}" for u in result["uncounted_ops"])
+    st.warning(f"Ops with no cost formula (their MACs are not included; their memory traffic is): {names}")
+else:
+    st.success("Every op in the forward pass was costed: none left uncounted.", icon=":material/check_circle:")
+if result["traced_on"] == "cpu":
+    st.caption("This model's forward depends on data (e.g. detection post-processing), so it was traced once on the CPU "
+               "with random weights; data-dependent parts (proposal counts) follow those weights.")
+
+# --- where the cost sits --------------------------------------------------------------------------
+layers = result["layers"]
+deepest = max_depth(layers)
+st.subheader("Where the cost sits")
+c1, c2 = st.columns([1, 3])
+metric = c1.radio("Size by", ["MACs", "Memory access cost", "Parameters"], key="model_treemap_metric")
+chart_depth = c1.slider("Chart depth", 1, max(deepest, 1), min(3, max(deepest, 1)), key="model_chart_depth")
+c2.plotly_chart(cost_treemap(layers, metric, chart_depth), width="stretch")
+
+# --- per-layer table -------------------------------------------------------------------------------
+st.subheader("Per layer")
+
+
+def layer_frame(rows, indent: bool) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "layer": [("\u2003" * (r["depth"] - 1) if indent and r["depth"] > 0 else "") + r["name"] for r in rows],
+            "type": [r["type"] for r in rows],
+            "output shape": [shape_text(r["output_shape"]) for r in rows],
+            "params": [r["params"] for r in rows],
+            "MACs (M)": [r["macs"] / 1e6 for r in rows],
+            "share of MACs (%)": [100 * r["share_macs"] for r in rows],
+            "memory access (MB)": [r["memory_access_bytes"] / 1e6 for r in rows],
+            "memory access (M elements)": [r["memory_access_elements"] / 1e6 for r in rows],
+            "share of memory access (%)": [100 * r["share_memory_access"] for r in rows],
+            "output (k elements)": [r["output_elements"] / 1e3 for r in rows],
+        }
+    )
+
+
+number_format = {
+    "params": st.column_config.NumberColumn(format="%d"),
+    "MACs (M)": st.column_config.NumberColumn(format="%.2f"),
+    "share of MACs (%)": st.column_config.ProgressColumn(format="%.1f%%", min_value=0, max_value=100),
+    "memory access (MB)": st.column_config.NumberColumn(format="%.2f"),
+    "memory access (M elements)": st.column_config.NumberColumn(format="%.3f"),
+    "share of memory access (%)": st.column_config.NumberColumn(format="%.1f"),
+    "output (k elements)": st.column_config.NumberColumn(format="%.1f"),
+}
+depth = st.slider("Roll up to depth", 1, max(deepest, 1), 1, key="model_depth",
+                  help="1 = stages/top-level blocks; deeper levels split each block into its layers. Each row's figures include its children.")
+st.dataframe(layer_frame(rolled_up(layers, depth), indent=False), hide_index=True, width="stretch", column_config=number_format)
+st.caption("Each row includes everything its module runs. Rows at one depth add up to the model's total; "
+           "ops run directly by a parent (e.g. a residual addition) count toward the parent only.")
+
+st.markdown("**Expand a stage**")
+for row in rolled_up(layers, 1):
+    if row["is_leaf"]:
+        continue
+    with st.expander(f"{row['name']} ({row['type']}) · {format_count(row['macs'], 'MAC')} · {format_bytes(row['memory_access_bytes'])}"):
+        st.dataframe(layer_frame(subtree(layers, row["name"]), indent=True), hide_index=True, width="stretch", column_config=number_format)
+
+with st.expander("Module tree with output shapes"):
+    tree_depth = st.slider("Tree depth", 1, max(deepest, 1), min(2, max(deepest, 1)), key="model_tree_depth")
+    st.code(module_tree_text(layers, tree_depth), language=None)
+
+with st.expander("Cost by operator (aten level)"):
+    ops = pd.DataFrame(result["ops"])
+    ops["MACs (M)"] = ops.pop("macs") / 1e6
+    ops["memory access (MB)"] = ops.pop("memory_access_bytes") / 1e6
+    st.dataframe(ops, hide_index=True, width="stretch")
+    st.caption("category: mac = counted in MACs; elementwise = counted as elementwise ops; data = moves data, no arithmetic; "
+               "uncounted = no formula.")
+
+# --- second opinion ---------------------------------------------------------------------------------
+st.subheader("Second opinion: fvcore")
+heavy = result["macs"] > 60e9
+if heavy and not st.button("Run fvcore on the CPU (this model is large: it takes a while)", key="model_run_fvcore"):
+    st.caption("fvcore traces the model on real CPU tensors; press the button to run it.")
+else:
+    with guard("fvcore"):
+        from explorer.second_opinion import explain_difference
+
+        with st.spinner("Tracing with fvcore on the CPU…"):
+            fv = fvcore_of(spec)
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Our MACs", format_count(result["macs"], "MAC"))
+        c2.metric("fvcore total", format_count(fv["total"], "MAC"), help="fvcore counts one 'flop' per multiply-accumulate")
+        c3.metric("fvcore, MAC ops only", format_count(fv["mac_ops_total"], "MAC"))
+        for reason in explain_difference(result["macs"], fv):
+            st.markdown(f"- {reason}")
+
+with st.expander("Library metadata"):
+    st.json(library_metadata(variant))
+with st.expander("This model as a spec (what the URL carries)"):
+    st.code(spec.key(), language="json")

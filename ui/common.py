@@ -1,0 +1,70 @@
+"""Page setup, error display and cached calls into the engine's backend."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import traceback
+
+import streamlit as st
+
+from explorer.backend import BACKEND
+from explorer.errors import ExplorerError
+from explorer.spec import ModelSpec
+
+log = logging.getLogger("explorer.ui")
+
+
+def page_setup(title: str, icon: str = ":material/explore:"):
+    st.set_page_config(page_title=f"{title} · Architecture Explorer", page_icon=icon, layout="wide")
+    with st.sidebar:
+        info = cached_device_info()
+        st.caption("Compute backend: in this process")
+        st.markdown(f"**Device:** {info['name']}")
+        if info.get("memory_bytes"):
+            st.caption(f"{info['memory_bytes'] / 2**30:.0f} GiB · compute capability {info['capability']}")
+        if info["device"] == "cuda":
+            cuda = f"CUDA {info['cuda']}"
+        else:
+            cuda = f"CUDA {info['cuda']} build, no GPU found" if info.get("cuda") else "CPU build"
+        st.caption(f"torch {info['torch']} · {cuda}")
+
+
+@contextlib.contextmanager
+def guard(what: str = "This"):
+    """Show a clear message instead of a traceback; the session and its state survive."""
+    try:
+        yield
+    except ExplorerError as exc:
+        st.error(str(exc))
+    except Exception as exc:  # an engine bug: say so plainly, keep details in the server log
+        log.error("unexpected error\n%s", traceback.format_exc())
+        st.error(f"{what} failed unexpectedly: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+
+
+@st.cache_resource
+def cached_device_info():
+    return BACKEND.device_info()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_cost(spec_key: str) -> dict:
+    return BACKEND.cost(json.loads(spec_key))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_fvcore(spec_key: str) -> dict:
+    return BACKEND.fvcore(json.loads(spec_key))
+
+
+def cost_of(spec: ModelSpec) -> dict:
+    return cached_cost(spec.key())
+
+
+def fvcore_of(spec: ModelSpec) -> dict:
+    return cached_fvcore(spec.key())
+
+
+RANDOM_WEIGHTS_NOTE = (
+    "Weights are random: no pretrained weights are loaded. Costs do not depend on weight values."
+)
