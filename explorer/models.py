@@ -80,7 +80,10 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
                 except (NotImplementedError, RuntimeError):
                     model = _construct(variant, kwargs).to("meta")
             else:
-                model = _construct(variant, kwargs).to(device)
+                # Same random weights every time, so data-dependent costs (detection proposals) repeat.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    model = _construct(variant, kwargs).to(device)
     except ExplorerError:
         raise
     except TypeError as exc:

@@ -9,7 +9,7 @@ from typing import Any
 from explorer.errors import ExplorerError
 
 _ARCH_RE = re.compile(r"^[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)?$")
-_OPTION_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_OPTION_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 MAX_SIDE = 4096
 MAX_ELEMENTS_PER_SAMPLE = 64 * 1024 * 1024
 MAX_BATCH = 1024

@@ -151,3 +151,32 @@ def test_modulated_deformable_conv_adds_the_mask_multiply():
     t = totals(Wrapped(), torch.randn(1, 4, 5, 5))
     taps = 5 * 5 * 9
     assert t.macs == taps * 6 * 4 + taps * 4 * 4 + taps * 4
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_large", "resnet50", "efficientnet_b0", "swin_t", "timm:resnest50d"])
+def test_meta_fast_path_matches_the_real_meta_kernels(arch):
+    """The shortcut outputs for batch norm and activations equal what the meta kernels return."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from explorer.cost import meta_fast_path
+    from explorer.models import build_model
+    from explorer.spec import ModelSpec
+
+    checked = []
+
+    class Compare(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            fast = meta_fast_path(func, args) if not kwargs else None
+            out = func(*args, **kwargs)
+            if fast is not None:
+                pairs = zip(fast, out) if isinstance(out, tuple) else [(fast, out)]
+                for a, b in pairs:
+                    assert (a.shape, a.dtype, a.stride()) == (b.shape, b.dtype, b.stride()), func
+                checked.append(func)
+            return out
+
+    model = build_model(ModelSpec(arch), "meta")
+    with torch.no_grad(), Compare():
+        model(torch.empty(1, 3, 224, 224, device="meta"))
+    assert len(checked) > 20

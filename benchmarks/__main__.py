@@ -1,0 +1,7 @@
+import importlib
+import sys
+
+ALL = ["cost_speed", "app_speed"]
+
+for name in sys.argv[1:] or ALL:
+    importlib.import_module(f"benchmarks.{name}").main()

@@ -1,0 +1,61 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "explorer", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cost_json_has_the_documented_fields():
+    proc = run_cli("cost", "resnet50", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for key in ("params", "trainable_params", "macs", "flops", "memory_access_bytes", "activations", "input_shape",
+                "uncounted_ops", "layers"):
+        assert key in result
+    assert result["params"] == 25_557_032  # torchvision's num_params
+    assert round(result["macs"] / 1e9, 3) == 4.089  # torchvision's _ops, in GMACs
+    assert result["flops"] == 2 * result["macs"]
+    assert result["input_shape"] == [1, 3, 224, 224]
+    assert result["uncounted_ops"] == []
+    assert {"name", "type", "params", "macs", "memory_access_bytes", "output_shape"} <= set(result["layers"][1])
+
+
+def test_cost_with_input_batch_and_library_name():
+    proc = run_cli("cost", "timm:resnet18", "--input", "3,112,112", "--batch", "2", "--json", "--no-layers")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["input_shape"] == [2, 3, 112, 112]
+    assert "layers" not in result
+
+
+def test_list_json_is_the_catalog():
+    proc = run_cli("list", "--json")
+    assert proc.returncode == 0
+    rows = json.loads(proc.stdout)
+    ids = {r["id"] for r in rows}
+    assert {"resnet50", "swin_t", "seresnet50", "lenet5"} <= ids
+    lenet = next(r for r in rows if r["id"] == "lenet5")
+    assert lenet["paper"]["url"] and lenet["year"] == 1998
+
+
+@pytest.mark.parametrize(
+    "args,reason",
+    [
+        (("cost", "no_such_model", "--json"), "unknown architecture"),
+        (("cost", "vit_b_16", "--input", "3,100,100", "--json"), "cannot take input 3×100×100"),
+        (("cost", "resnet50", "--input", "3,abc", "--json"), "not a list of integers"),
+        (("cost", "resnet50", "--batch", "0", "--json"), "batch must be"),
+    ],
+)
+def test_bad_requests_exit_non_zero_with_one_line(args, reason):
+    proc = run_cli(*args)
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and reason in lines[0], proc.stderr

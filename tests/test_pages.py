@@ -1,0 +1,99 @@
+"""Every page under streamlit's AppTest: renders, shows the engine's numbers, survives bad input."""
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explorer.cost import analyse
+from explorer.spec import ModelSpec
+from explorer.units import format_count
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("clear_streamlit_caches")
+
+
+def open_page(page=None, **query):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    if page:
+        for key, value in query.items():
+            at.query_params[key] = value
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_home_counts_the_catalog():
+    at = open_page()
+    assert metric(at, "Architecture families") == "64"
+
+
+def test_catalog_search_filters_the_table():
+    at = open_page("pages/1_Catalog.py")
+    full = at.dataframe[0].value
+    at.text_input(key="catalog_query").input("swin").run()
+    table = at.dataframe[0].value
+    assert set(table["id"]) == {"swin_t", "swin_s", "swin_b"}
+    assert len(full) >= 170
+
+
+def test_catalog_source_filter():
+    at = open_page("pages/1_Catalog.py")
+    at.multiselect(key="catalog_sources").select("native").run()
+    table = at.dataframe[0].value
+    assert set(table["source"]) == {"native"}
+    assert set(table["status"]) <= {"ready", "needs native implementation"}
+
+
+def test_model_page_shows_the_engine_totals():
+    at = open_page("pages/2_Model.py", arch="resnet50")
+    expected = analyse(ModelSpec("resnet50"), with_layers=False)
+    assert metric(at, "MACs") == format_count(expected["macs"]) == "4.09 G"
+    assert metric(at, "Parameters") == "25.56 M"
+    assert metric(at, "fvcore, MAC ops only") == "4.09 GMAC"
+    assert at.query_params["arch"] == ["resnet50"] or at.query_params["arch"] == "resnet50"
+
+
+def test_model_page_rolls_up_by_depth():
+    at = open_page("pages/2_Model.py", arch="resnet18")
+    table = at.dataframe[1].value  # [0] published vs measured, [1] per-layer
+    assert list(table["layer"])[:4] == ["conv1", "bn1", "relu", "maxpool"]
+    at.slider(key="model_depth").set_value(2).run()
+    deeper = at.dataframe[1].value
+    assert "layer1.0" in set(deeper["layer"]) and "layer1" not in set(deeper["layer"])
+    assert deeper["MACs (M)"].sum() == pytest.approx(table["MACs (M)"].sum())
+
+
+def test_bad_input_is_a_message_and_the_page_recovers():
+    at = open_page("pages/2_Model.py", arch="vit_b_16")
+    at.text_input(key="model_input").input("3,100,100").run()
+    assert not at.exception
+    assert any("cannot take input 3×100×100" in e.value for e in at.error)
+    # The person's choice of model survives; fixing the input brings the figures back.
+    assert at.selectbox(key="model_arch").value == "vit_b_16"
+    at.text_input(key="model_input").input("3,224,224").run()
+    assert not at.error
+    assert metric(at, "MACs") == "17.56 G"
+
+
+def test_garbage_in_every_field_never_raises():
+    at = open_page("pages/2_Model.py", arch="resnet18")
+    at.text_input(key="model_input").input("three by three").run()
+    assert not at.exception and at.error
+    at.text_input(key="model_input").input("").run()
+    at.text_input(key="model_options").input("{not json").run()
+    assert not at.exception and "JSON" in at.error[0].value
+    at.text_input(key="model_options").input('{"num_classes": 10}').run()
+    assert not at.error
+    assert metric(at, "Parameters") == format_count(11_689_512 - 1000 * 512 - 1000 + 10 * 512 + 10)
+    at.text_input(key="model_arch_text").input("timm:definitely_not_a_model").run()
+    assert not at.exception and "timm has no model" in at.error[0].value
+
+
+def test_a_url_with_a_library_model_opens_it():
+    at = open_page("pages/2_Model.py", arch="timm:resnet10t")
+    assert not at.error
+    assert at.text_input(key="model_arch_text").value == "timm:resnet10t"
