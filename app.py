@@ -2,7 +2,7 @@
 import streamlit as st
 
 from explorer.catalog import load_catalog
-from ui.common import page_setup
+from ui.common import page_setup, warm_up
 
 page_setup("Home")
 
@@ -35,3 +35,5 @@ st.markdown(
 - Every model is built with **random weights** unless you load pretrained ones: costs do not depend on weight values.
 """
 )
+
+warm_up()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import traceback
 
 import streamlit as st
@@ -40,6 +41,23 @@ def guard(what: str = "This"):
     except Exception as exc:  # an engine bug: say so plainly, keep details in the server log
         log.error("unexpected error\n%s", traceback.format_exc())
         st.error(f"{what} failed unexpectedly: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+
+
+@st.cache_resource
+def warm_up():
+    """Once per server: import the heavy libraries in the background so the first model page is quick.
+
+    Called at the end of the home page, so that its own rendering does not compete for the GIL."""
+
+    def work():
+        import plotly.graph_objects  # noqa: F401
+
+        from explorer.cost import analyse
+
+        analyse(ModelSpec("resnet18"), with_layers=False)
+
+    threading.Thread(target=work, name="explorer-warm-up", daemon=True).start()
+    return True
 
 
 @st.cache_resource
