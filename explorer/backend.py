@@ -55,6 +55,19 @@ class LocalBackend:
 
         return fvcore_count(ModelSpec.from_dict(spec))
 
+    def bench(self, spec: dict[str, Any], settings: dict[str, Any], on_wait=None) -> dict[str, Any]:
+        """Latency sweep; waits in the device's queue (`on_wait(position)` while waiting)."""
+        from explorer.latency import BenchSettings, bench
+
+        settings = dict(settings)
+        settings["batches"] = tuple(settings.get("batches", (1,)))
+        return bench(ModelSpec.from_dict(spec), BenchSettings(**settings), on_wait=on_wait)
+
+    def peaks(self, device: str, dtype: str) -> dict[str, Any]:
+        from explorer.roofline import peaks_for
+
+        return peaks_for(device, dtype)
+
     def device_info(self) -> dict[str, Any]:
         return device_info()
 

@@ -63,6 +63,36 @@ def cmd_cost(args) -> Any:
     return None
 
 
+def cmd_bench(args) -> Any:
+    from explorer.latency import BenchSettings, bench
+
+    try:
+        batches = tuple(int(b) for b in args.batch_sizes.split(","))
+    except ValueError:
+        raise ExplorerError(f"--batch must be a comma-separated list of integers, got {args.batch_sizes!r}") from None
+    settings = BenchSettings(
+        device=args.device, batches=batches, dtype=args.dtype, channels_last=args.channels_last,
+        compile=args.compile, per_layer=args.per_layer,
+        min_runs=args.min_runs, min_seconds=args.min_seconds,
+    )
+    spec = ModelSpec(arch=args.arch, input_size=parse_size(args.input) if args.input else None,
+                     options=tuple(_parse_option(o) for o in args.option or ()))
+    result = bench(spec, settings)
+    if result["error"] and not result["results"]:
+        raise ExplorerError(result["error"])
+    if args.json:
+        return result
+    s = result["settings"]
+    print(f"{result['arch']} on {s['device_name']}, {s['dtype']}, threads {s['threads']}")
+    print(f"{'batch':>6} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'img/s':>9} {'TFLOP/s':>8} {'GB/s':>8}")
+    for r in result["results"]:
+        print(f"{r['batch']:>6} {r['median_ms']:>10.3f} {r['p10_ms']:>8.3f} {r['p90_ms']:>8.3f} "
+              f"{r['throughput_per_s']:>9.1f} {r['achieved_tflops']:>8.3f} {r['achieved_gb_per_s']:>8.1f}")
+    if result["error"]:
+        print(f"stopped: {result['error']}")
+    return None
+
+
 def cmd_measure_catalog(args) -> Any:
     from explorer.measured import measure_catalog, write_measured
 
@@ -87,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-layers", action="store_true", help="totals only, no per-layer rows")
     p.set_defaults(func=cmd_cost)
 
+    p = sub.add_parser("bench", help="latency and throughput with the real kernels, per batch size")
+    p.add_argument("arch")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.add_argument("--batch", dest="batch_sizes", default="1", help="batch sizes, e.g. 1,8,64")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    p.add_argument("--per-layer", action="store_true", help="also time every leaf module with torch.profiler")
+    p.add_argument("--input", help="input size per sample, e.g. 3,224,224")
+    p.add_argument("--option", action="append", metavar="NAME=VALUE")
+    p.add_argument("--min-runs", type=int, default=10)
+    p.add_argument("--min-seconds", type=float, default=0.5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("measure-catalog", help="cost every buildable catalog variant at its native input")
     p.add_argument("ids", nargs="*", help="only these variant ids")
     p.add_argument("--write", action="store_true", help="write explorer/data/measured_costs.json")
@@ -107,14 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
+        if result is not None:
+            json.dump(result, sys.stdout, default=str)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
     except ExplorerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
         return 0
-    if result is not None:
-        json.dump(result, sys.stdout, default=str)
-        sys.stdout.write("\n")
     return 0

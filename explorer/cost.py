@@ -34,7 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from explorer.catalog import resolve
-from explorer.models import build_model, example_input, forward_errors, input_size_of
+from explorer.models import build_model, dtype_of, example_input, forward_errors, input_size_of
 from explorer.spec import ModelSpec
 
 aten = torch.ops.aten
@@ -419,26 +419,28 @@ def _layer_rows(model: nn.Module, recorder: _Recorder, total: Totals) -> list[di
     return rows
 
 
-def analyse(spec: ModelSpec, *, with_layers: bool = True, grad_enabled: bool = False) -> dict[str, Any]:
+def analyse(spec: ModelSpec, *, with_layers: bool = True, grad_enabled: bool = False, dtype: str = "fp32") -> dict[str, Any]:
     """Cost of the model a spec describes, as plain JSON-friendly data.
 
     `grad_enabled` runs the forward with autograd on (the counts must not change).
+    `dtype` ("fp32", "fp16", "bf16") sets the weights' and input's dtype, hence the bytes moved.
     Runs on the meta device (no weights in memory) when the model allows it; models whose
     forward depends on data (e.g. detection post-processing) run once on the CPU instead.
     """
     variant = resolve(spec.arch)
     size = input_size_of(spec, variant)
     device = "meta"
+    torch_dtype = dtype_of(dtype)
     with forward_errors(spec, size):
-        model = build_model(spec, device="meta")
+        model = build_model(spec, device="meta").to(torch_dtype)
         try:
-            recorder = trace_costs(model, example_input(spec, "meta"), grad_enabled)
+            recorder = trace_costs(model, example_input(spec, "meta", torch_dtype), grad_enabled)
         except Exception as exc:
             if not _is_data_dependent(exc):
                 raise
             device = "cpu"
-            model = build_model(spec, device="cpu")
-            recorder = trace_costs(model, example_input(spec, "cpu"), grad_enabled)
+            model = build_model(spec, device="cpu").to(torch_dtype)
+            recorder = trace_costs(model, example_input(spec, "cpu", torch_dtype), grad_enabled)
     total = recorder.total
     params, trainable = _count_params(model, recurse=True)
     uncounted = [
@@ -473,7 +475,7 @@ def analyse(spec: ModelSpec, *, with_layers: bool = True, grad_enabled: bool = F
         "memory_access_bytes": total.memory_access_bytes,
         "memory_access_elements": total.memory_access_elements,
         "activations": total.activations,
-        "dtype": "float32",
+        "dtype": dtype,
         "traced_on": device,
         "uncounted_ops": uncounted,
         "ops": by_op,

@@ -14,6 +14,15 @@ from explorer.native import NATIVE_BUILDERS
 from explorer.spec import ModelSpec
 
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def dtype_of(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ExplorerError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
 class ListInputWrapper(nn.Module):
     """torchvision detection models take a list of images; this lets them take a batch tensor."""
 
@@ -118,7 +127,14 @@ def forward_errors(spec: ModelSpec, size: tuple[int, ...]):
     except ExplorerError:
         raise
     except (RuntimeError, ValueError, AssertionError, IndexError, TypeError) as exc:
+        if is_out_of_memory(exc):
+            raise  # the device's limit, not the input's shape: the caller reports it
+
         raise ExplorerError(f"{spec.arch} cannot take input {format_shape((spec.batch, *size))}: {one_line(exc)}") from None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def format_shape(shape) -> str:

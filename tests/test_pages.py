@@ -97,3 +97,28 @@ def test_a_url_with_a_library_model_opens_it():
     at = open_page("pages/2_Model.py", arch="timm:resnet10t")
     assert not at.error
     assert at.text_input(key="model_arch_text").value == "timm:resnet10t"
+
+
+def test_latency_page_runs_a_sweep_and_keeps_it():
+    at = open_page("pages/3_Latency.py")
+    assert "Pick models" in at.info[0].value
+    at.multiselect(key="lat_batches").unselect(2)  # CPU default is [1, 2]: time batch 1 only
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    sweep = at.dataframe[0].value
+    assert list(sweep["model"]) == ["resnet18"] and list(sweep["batch"]) == [1]
+    assert (sweep["median_ms"] > 0).all()
+    layers = at.dataframe[1].value
+    assert "conv1" in set(layers["name"]) and set(layers["bound"]) <= {"compute", "memory"}
+    # Results survive an unrelated rerun (the person's state is kept).
+    at.selectbox(key="lat_roof_model").select("resnet18").run()
+    assert len(at.dataframe) == 2
+
+
+def test_latency_page_reports_a_bad_library_name():
+    at = open_page("pages/3_Latency.py")
+    at.multiselect(key="lat_models").unselect("resnet18")
+    at.text_input(key="lat_extra").input("timm:nope")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("timm has no model" in e.value for e in at.error)

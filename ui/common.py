@@ -56,7 +56,8 @@ def warm_up():
 
         analyse(ModelSpec("resnet18"), with_layers=False)
 
-    threading.Thread(target=work, name="explorer-warm-up", daemon=True).start()
+    # Not a daemon: a daemon thread killed inside torch at interpreter exit aborts the process.
+    threading.Thread(target=work, name="explorer-warm-up", daemon=False).start()
     return True
 
 

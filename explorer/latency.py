@@ -1,0 +1,348 @@
+"""Latency with the real kernels: batch sweeps, per-layer times, and what they achieve.
+
+Method: inference mode; the model and input on the device in the chosen dtype (fp16/bf16
+through autocast, so the model's own numerics follow PyTorch's mixed-precision rules);
+warm-up until three consecutive timings agree within 5 %; then timed runs (CUDA events
+with synchronisation on a GPU, perf_counter on the CPU) until both a minimum count and a
+minimum time are reached. Every run holds the device's queue, so concurrent sessions
+never time each other's work.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import gc
+import os
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from explorer.backend import best_device
+from explorer.cost import analyse
+from explorer.device_queue import queue_for
+from explorer.errors import ExplorerError
+from explorer.models import build_model, dtype_of, example_input, forward_errors, input_size_of, is_out_of_memory, one_line
+from explorer.spec import ModelSpec
+
+MAX_BATCH = 1024
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's own chatter on stderr
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    device: str = "auto"  # auto | cuda | mps | cpu
+    batches: tuple[int, ...] = (1,)
+    dtype: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    min_runs: int = 10
+    min_seconds: float = 0.5
+    max_seconds: float = 10.0  # per batch size, warm-up and timing together
+    per_layer: bool = False
+
+    def resolved_device(self) -> str:
+        device = best_device() if self.device == "auto" else self.device
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ExplorerError("CUDA was asked for, but this machine has no CUDA device")
+        if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ExplorerError("MPS was asked for, but this machine has no Apple GPU")
+        if device not in ("cuda", "mps", "cpu"):
+            raise ExplorerError(f"device must be cuda, mps or cpu, got {device!r}")
+        return device
+
+    def validate(self):
+        dtype_of(self.dtype)
+        if not self.batches or any(not 1 <= b <= MAX_BATCH for b in self.batches):
+            raise ExplorerError(f"batch sizes must be between 1 and {MAX_BATCH}")
+
+
+# --- bounded cache of models built for timing ---------------------------------------------------
+
+class ModelCache:
+    """Recently timed models, bounded by count and by parameter memory; evicts the oldest."""
+
+    def __init__(self, max_models: int = 3, max_bytes: int = 4 * 2**30):
+        self.max_models = max_models
+        self.max_bytes = max_bytes
+        self._models: collections.OrderedDict[str, tuple[nn.Module, int]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, make: Callable[[], nn.Module]) -> nn.Module:
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key][0]
+        model = make()
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        size += sum(b.numel() * b.element_size() for b in model.buffers())
+        with self._lock:
+            self._models[key] = (model, size)
+            while len(self._models) > self.max_models or (
+                len(self._models) > 1 and sum(s for _, s in self._models.values()) > self.max_bytes
+            ):
+                self._models.popitem(last=False)
+        return model
+
+    def drop(self, key: str | None = None):
+        with self._lock:
+            if key is None:
+                self._models.clear()
+            else:
+                self._models.pop(key, None)
+        free_memory()
+
+    def __len__(self):
+        return len(self._models)
+
+
+MODEL_CACHE = ModelCache()
+
+
+def free_memory():
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --- timing -----------------------------------------------------------------------------------------
+
+def _synchronize(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+class _Timer:
+    """Seconds per call of fn: CUDA events on a GPU, perf_counter elsewhere."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def __call__(self, fn) -> float:
+        if self.device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        _synchronize(self.device)
+        t = time.perf_counter()
+        fn()
+        _synchronize(self.device)
+        return time.perf_counter() - t
+
+
+def _autocast(device: str, dtype: str):
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda" if device == "cuda" else "cpu" if device == "cpu" else device, dtype=dtype_of(dtype))
+
+
+def time_forward(forward: Callable[[], Any], device: str, settings: BenchSettings) -> dict[str, Any]:
+    """Warm up until stable, then time. Returns per-run seconds and the stats."""
+    timer = _Timer(device)
+    budget_end = time.perf_counter() + settings.max_seconds
+    warm = []
+    while True:
+        warm.append(timer(forward))
+        last = warm[-3:]
+        if len(warm) >= 3 and (max(last) - min(last)) <= 0.05 * statistics.median(last):
+            break
+        if len(warm) >= 50 or time.perf_counter() > budget_end - settings.max_seconds / 2:
+            break
+    runs = []
+    started = time.perf_counter()
+    while len(runs) < settings.min_runs or time.perf_counter() - started < settings.min_seconds:
+        runs.append(timer(forward))
+        if time.perf_counter() > budget_end and len(runs) >= 3:
+            break
+    seconds = np.array(runs)
+    return {
+        "median_ms": float(np.median(seconds) * 1e3),
+        "p10_ms": float(np.percentile(seconds, 10) * 1e3),
+        "p90_ms": float(np.percentile(seconds, 90) * 1e3),
+        "runs": len(runs),
+        "warmup_runs": len(warm),
+    }
+
+
+def _settings_record(device: str, settings: BenchSettings) -> dict[str, Any]:
+    record = asdict(settings)
+    record["batches"] = list(settings.batches)
+    record["device"] = device
+    record["device_name"] = torch.cuda.get_device_name(0) if device == "cuda" else device
+    record["torch"] = torch.__version__
+    record["threads"] = torch.get_num_threads()
+    record["inference_mode"] = True
+    record["autocast"] = settings.dtype != "fp32"
+    if device == "cuda":
+        record["cuda"] = torch.version.cuda
+        record["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+        record["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+        record["tf32_cudnn"] = torch.backends.cudnn.allow_tf32
+    return record
+
+
+def _prepare(spec: ModelSpec, device: str, settings: BenchSettings) -> tuple[str, nn.Module]:
+    key = f"{spec.with_(batch=1).key()}|{device}|{settings.channels_last}|{settings.compile}"
+
+    def make():
+        model = build_model(spec, device=device)
+        if settings.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if settings.compile:
+            model = torch.compile(model)
+        return model
+
+    return key, MODEL_CACHE.get(key, make)
+
+
+def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Latency, throughput and achieved rates of `spec` for each batch size in `settings`."""
+    settings.validate()
+    device = settings.resolved_device()
+    size = input_size_of(spec)
+    rows: list[dict[str, Any]] = []
+    error = None
+    per_sample = analyse(spec.with_(batch=1), with_layers=settings.per_layer, dtype=settings.dtype)
+    # The cost engine's figures at each batch (on the meta device: cheap, and outside the queue).
+    costs = {b: analyse(spec.with_(batch=b), with_layers=False, dtype=settings.dtype) for b in settings.batches}
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    with queue_for(device).hold(on_wait):
+        key, model = None, None
+        try:
+            with forward_errors(spec, size):
+                key, model = _prepare(spec, device, settings)
+                for batch in settings.batches:
+                    x = example_input(spec.with_(batch=batch), device)
+                    if settings.channels_last and x.dim() == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
+
+                    def forward():
+                        with torch.inference_mode(), _autocast(device, settings.dtype):
+                            model(x)
+
+                    stats = time_forward(forward, device, settings)
+                    seconds = stats["median_ms"] / 1e3
+                    flops = costs[batch]["flops"]
+                    bytes_moved = costs[batch]["memory_access_bytes"]
+                    rows.append(
+                        {
+                            "batch": batch,
+                            **stats,
+                            "throughput_per_s": batch / seconds,
+                            "achieved_tflops": flops / seconds / 1e12,
+                            "achieved_gb_per_s": bytes_moved / seconds / 1e9,
+                        }
+                    )
+                    del x
+        except ExplorerError:
+            raise
+        except Exception as exc:
+            if key is not None:
+                MODEL_CACHE.drop(key)
+            else:
+                free_memory()
+            if is_out_of_memory(exc):
+                done = f" (batches {', '.join(str(r['batch']) for r in rows)} finished)" if rows else ""
+                error = f"{device} ran out of memory at batch {settings.batches[len(rows)]}{done}: try a smaller batch or fp16/bf16"
+            else:
+                error = f"{device} run failed at batch {settings.batches[len(rows)]}: {one_line(exc)}"
+        per_layer = None
+        if settings.per_layer and error is None:
+            per_layer = layer_times(spec, settings, device, model, per_sample)
+    result = {
+        "spec": spec.to_dict(),
+        "arch": spec.arch,
+        "input_shape_per_sample": list(size),
+        "macs_per_sample": per_sample["macs"],
+        "memory_access_bytes_per_sample": per_sample["memory_access_bytes"],
+        "settings": _settings_record(device, settings),
+        "results": rows,
+        "error": error,
+    }
+    if per_layer is not None:
+        result["layers"] = per_layer
+    return result
+
+
+# --- per-layer times ----------------------------------------------------------------------------
+
+def layer_times(spec: ModelSpec, settings: BenchSettings, device: str, model: nn.Module,
+                per_sample: dict[str, Any], runs: int = 5) -> list[dict[str, Any]]:
+    """Time per leaf module from torch.profiler, beside its MACs and memory access cost.
+
+    Each leaf module's forward is wrapped in a profiler range; on a GPU its time is the
+    kernel time the profiler attributes to the range, on the CPU the range's wall time.
+    Timed at the first batch size of the sweep.
+    """
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    batch = settings.batches[0]
+    inner = getattr(model, "_orig_mod", model)  # under torch.compile, hooks go on the original
+    leaves = {name: m for name, m in inner.named_modules() if name and not any(True for _ in m.children())}
+    ranges: dict[int, Any] = {}
+
+    def pre(mod, args, name):
+        ranges[id(mod)] = record_function(f"layer::{name}")
+        ranges[id(mod)].__enter__()
+
+    def post(mod, args, out):
+        ctx = ranges.pop(id(mod), None)
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+
+    handles = []
+    for name, module in leaves.items():
+        handles.append(module.register_forward_pre_hook(lambda m, a, name=name: pre(m, a, name)))
+        handles.append(module.register_forward_hook(post, always_call=True))
+    x = example_input(spec.with_(batch=batch), device)
+    if settings.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    try:
+        with torch.inference_mode(), _autocast(device, settings.dtype):
+            inner(x)  # one untimed pass with the hooks in place
+            with profile(activities=activities) as prof:
+                for _ in range(runs):
+                    inner(x)
+                _synchronize(device)
+    finally:
+        for handle in handles:
+            handle.remove()
+    times = {}
+    for event in prof.key_averages():
+        if event.key.startswith("layer::"):
+            total_us = event.device_time_total if device == "cuda" else event.cpu_time_total
+            times[event.key[len("layer::"):]] = total_us / runs / 1e3
+    cost_rows = {row["name"]: row for row in per_sample.get("layers", [])}
+    total_ms = sum(times.values()) or 1.0
+    rows = []
+    for name in leaves:
+        cost = cost_rows.get(name, {})
+        ms = times.get(name, 0.0)
+        macs = cost.get("macs", 0) * batch
+        moved = cost.get("memory_access_bytes", 0) * batch
+        rows.append(
+            {
+                "name": name,
+                "type": type(leaves[name]).__name__,
+                "time_ms": ms,
+                "share_time": ms / total_ms,
+                "macs": macs,
+                "memory_access_bytes": moved,
+                "arithmetic_intensity": (2 * macs / moved) if moved else None,
+                "achieved_tflops": (2 * macs / (ms / 1e3) / 1e12) if ms > 0 else None,
+                "achieved_gb_per_s": (moved / (ms / 1e3) / 1e9) if ms > 0 else None,
+            }
+        )
+    return rows
