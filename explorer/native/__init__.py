@@ -7,8 +7,26 @@ implementation" and cannot be built yet.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch.nn as nn
 
-NATIVE_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+# Import the modules, not their builder functions, so that `explorer.native.bn_inception` etc.
+# stay the submodules (a function of the same name would shadow them).
+from explorer.native import alexnet_original as _alexnet_original
+from explorer.native import bn_inception as _bn_inception
+from explorer.native import darknet as _darknet
+from explorer.native import inception_resnet_v1 as _inception_resnet_v1
+from explorer.native import lenet as _lenet
+from explorer.native import shufflenet_v1 as _shufflenet_v1
+
+NATIVE_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "lenet5": _lenet.lenet5,
+    "alexnet_original": _alexnet_original.alexnet_original,
+    "darknet19": _darknet.darknet19,
+    "bn_inception": _bn_inception.bn_inception,
+    "inception_resnet_v1": _inception_resnet_v1.inception_resnet_v1,
+}
+for _name, (_groups, _width) in _shufflenet_v1.VARIANTS.items():
+    NATIVE_BUILDERS[_name] = functools.partial(_shufflenet_v1.shufflenet_v1, groups=_groups, width=_width)
