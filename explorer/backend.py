@@ -63,6 +63,27 @@ class LocalBackend:
         settings["batches"] = tuple(settings.get("batches", (1,)))
         return bench(ModelSpec.from_dict(spec), BenchSettings(**settings), on_wait=on_wait)
 
+    def fold(self, spec: dict[str, Any]) -> dict[str, Any]:
+        from explorer.reparam import fold_report
+
+        return fold_report(ModelSpec.from_dict(spec))
+
+    def swap_points(self, spec: dict[str, Any]) -> dict[str, Any]:
+        from explorer.models import build_model
+        from explorer.swaps import swap_points
+
+        return swap_points(build_model(ModelSpec.from_dict(spec), device="meta"))
+
+    def compare_row(self, spec: dict[str, Any]) -> dict[str, Any]:
+        from explorer.compare import compare_row
+
+        return compare_row(ModelSpec.from_dict(spec))
+
+    def resolution_sweep(self, spec: dict[str, Any], sides: list[int]) -> list[dict[str, Any]]:
+        from explorer.compare import resolution_sweep
+
+        return resolution_sweep(ModelSpec.from_dict(spec), sides)
+
     def peaks(self, device: str, dtype: str) -> dict[str, Any]:
         from explorer.roofline import peaks_for
 

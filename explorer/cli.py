@@ -28,6 +28,7 @@ def spec_from_args(args) -> ModelSpec:
         input_size=parse_size(args.input) if args.input else None,
         batch=args.batch,
         options=tuple(_parse_option(o) for o in args.option or ()),
+        swaps=tuple(getattr(args, "swap", None) or ()),
     )
 
 
@@ -63,6 +64,33 @@ def cmd_cost(args) -> Any:
     return None
 
 
+def cmd_swap_points(args) -> Any:
+    from explorer.models import build_model
+    from explorer.swaps import PRESETS, swap_points
+
+    spec = spec_from_args(args)
+    points = swap_points(build_model(spec, device="meta"))
+    if args.json:
+        return {"arch": spec.arch, "points": points, "presets": PRESETS}
+    for kind, rows in points.items():
+        print(f"{kind}: {len(rows)}")
+        for row in rows[:200]:
+            print("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    return None
+
+
+def cmd_fold(args) -> Any:
+    from explorer.reparam import fold_report
+
+    result = fold_report(spec_from_args(args))
+    if args.json:
+        return result
+    print(f"{result['arch']}: folded {result['folded']} blocks; max |difference| {result['max_abs_diff']:.3g}")
+    for key in ("params", "macs"):
+        print(f"  {key}: train-time {result['train'][key]:,} → folded {result['folded_cost'][key]:,}")
+    return None
+
+
 def cmd_bench(args) -> Any:
     from explorer.latency import BenchSettings, bench
 
@@ -76,7 +104,7 @@ def cmd_bench(args) -> Any:
         min_runs=args.min_runs, min_seconds=args.min_seconds,
     )
     spec = ModelSpec(arch=args.arch, input_size=parse_size(args.input) if args.input else None,
-                     options=tuple(_parse_option(o) for o in args.option or ()))
+                     options=tuple(_parse_option(o) for o in args.option or ()), swaps=tuple(args.swap or ()))
     result = bench(spec, settings)
     if result["error"] and not result["results"]:
         raise ExplorerError(result["error"])
@@ -117,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-layers", action="store_true", help="totals only, no per-layer rows")
     p.set_defaults(func=cmd_cost)
 
+    p = sub.add_parser("swap-points", help="where blocks can go or be replaced in a model, and the presets")
+    _model_args(p)
+    p.set_defaults(func=cmd_swap_points)
+
+    p = sub.add_parser("fold", help="fold re-parameterised blocks (DO-Conv, RepVGG, DBB) and compare outputs")
+    _model_args(p)
+    p.set_defaults(func=cmd_fold)
+
     p = sub.add_parser("bench", help="latency and throughput with the real kernels, per batch size")
     p.add_argument("arch")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
@@ -127,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-layer", action="store_true", help="also time every leaf module with torch.profiler")
     p.add_argument("--input", help="input size per sample, e.g. 3,224,224")
     p.add_argument("--option", action="append", metavar="NAME=VALUE")
+    p.add_argument("--swap", action="append", metavar="SPEC")
     p.add_argument("--min-runs", type=int, default=10)
     p.add_argument("--min-seconds", type=float, default=0.5)
     p.add_argument("--json", action="store_true")
@@ -144,6 +181,8 @@ def _model_args(p):
     p.add_argument("--input", help="input size per sample, e.g. 3,224,224 (default: the model's native size)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--option", action="append", metavar="NAME=VALUE", help="builder keyword argument (repeatable)")
+    p.add_argument("--swap", action="append", metavar="SPEC",
+                   help="block swap ACTION:BLOCK@WHERE or preset:NAME (repeatable; see the README)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

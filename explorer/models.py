@@ -53,6 +53,15 @@ def _builder_kwargs(variant: Variant, spec: ModelSpec) -> dict[str, Any]:
     return kwargs
 
 
+def _construct_with_swaps(variant: Variant, kwargs: dict[str, Any], swaps) -> nn.Module:
+    model = _construct(variant, kwargs)
+    if swaps:
+        from explorer.swaps import apply_swaps
+
+        apply_swaps(model, swaps)
+    return model
+
+
 def _construct(variant: Variant, kwargs: dict[str, Any]) -> nn.Module:
     if variant.library == "torchvision":
         import torchvision.models as tvm
@@ -85,14 +94,14 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
             if device.type == "meta":
                 try:
                     with torch.device("meta"):
-                        model = _construct(variant, kwargs)
+                        model = _construct_with_swaps(variant, kwargs, spec.swaps)
                 except (NotImplementedError, RuntimeError):
-                    model = _construct(variant, kwargs).to("meta")
+                    model = _construct_with_swaps(variant, kwargs, spec.swaps).to("meta")
             else:
                 # Same random weights every time, so data-dependent costs (detection proposals) repeat.
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
-                    model = _construct(variant, kwargs).to(device)
+                    model = _construct_with_swaps(variant, kwargs, spec.swaps).to(device)
     except ExplorerError:
         raise
     except TypeError as exc:

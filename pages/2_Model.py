@@ -6,10 +6,11 @@ import streamlit as st
 
 from explorer.catalog import library_metadata, load_catalog, native_input_size, published_figures, resolve
 from explorer.errors import ExplorerError
-from explorer.layers import max_depth, module_tree_text, rolled_up, shape_text, subtree
+from explorer.layers import max_depth, module_tree_text, rolled_up, subtree
 from explorer.spec import ModelSpec, format_size, parse_size
 from explorer.units import format_bytes, format_count
 from ui.common import RANDOM_WEIGHTS_NOTE, cost_of, fvcore_of, guard, page_setup
+from ui.components import LAYER_COLUMNS, layer_frame, totals
 from ui.figures import cost_treemap
 
 page_setup("Model", ":material/biotech:")
@@ -96,15 +97,7 @@ st.info(RANDOM_WEIGHTS_NOTE, icon=":material/info:")
 # --- totals -------------------------------------------------------------------------------------
 st.markdown(f"**Input** {'×'.join(map(str, result['input_shape']))} (batch×channels×…), fp32 · "
             f"native input {format_size(native_input_size(variant))}")
-top, bottom = st.columns(3), st.columns(3)
-top[0].metric("Parameters", format_count(result["params"]), help=f"{result['params']:,} ({result['trainable_params']:,} trainable)")
-top[1].metric("MACs", format_count(result["macs"]), help=f"{result['macs']:,} multiply-accumulates")
-top[2].metric("FLOPs (2 × MACs)", format_count(result["flops"]), help=f"{result['flops']:,} floating-point operations")
-bottom[0].metric("Memory access cost", format_bytes(result["memory_access_bytes"]),
-                 help=f"{result['memory_access_elements']:,} elements read + written by all ops, views excluded. Not MACs.")
-bottom[1].metric("Activations (elements)", format_count(result["activations"]), help="Elements written by conv / linear / attention ops")
-bottom[2].metric("Elementwise ops", format_count(result["elementwise_ops"]),
-                 help="Activation functions, normalisation, pooling, additions: one op per element, not counted in MACs")
+totals(result)
 
 published = published_figures(variant)
 if published:
@@ -143,35 +136,9 @@ c2.plotly_chart(cost_treemap(layers, metric, chart_depth), width="stretch")
 st.subheader("Per layer")
 
 
-def layer_frame(rows, indent: bool) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "layer": [("\u2003" * (r["depth"] - 1) if indent and r["depth"] > 0 else "") + r["name"] for r in rows],
-            "type": [r["type"] for r in rows],
-            "output shape": [shape_text(r["output_shape"]) for r in rows],
-            "params": [r["params"] for r in rows],
-            "MACs (M)": [r["macs"] / 1e6 for r in rows],
-            "share of MACs (%)": [100 * r["share_macs"] for r in rows],
-            "memory access (MB)": [r["memory_access_bytes"] / 1e6 for r in rows],
-            "memory access (M elements)": [r["memory_access_elements"] / 1e6 for r in rows],
-            "share of memory access (%)": [100 * r["share_memory_access"] for r in rows],
-            "output (k elements)": [r["output_elements"] / 1e3 for r in rows],
-        }
-    )
-
-
-number_format = {
-    "params": st.column_config.NumberColumn(format="%d"),
-    "MACs (M)": st.column_config.NumberColumn(format="%.2f"),
-    "share of MACs (%)": st.column_config.ProgressColumn(format="%.1f%%", min_value=0, max_value=100),
-    "memory access (MB)": st.column_config.NumberColumn(format="%.2f"),
-    "memory access (M elements)": st.column_config.NumberColumn(format="%.3f"),
-    "share of memory access (%)": st.column_config.NumberColumn(format="%.1f"),
-    "output (k elements)": st.column_config.NumberColumn(format="%.1f"),
-}
 depth = st.slider("Roll up to depth", 1, max(deepest, 1), 1, key="model_depth",
                   help="1 = stages/top-level blocks; deeper levels split each block into its layers. Each row's figures include its children.")
-st.dataframe(layer_frame(rolled_up(layers, depth), indent=False), hide_index=True, width="stretch", column_config=number_format)
+st.dataframe(layer_frame(rolled_up(layers, depth), indent=False), hide_index=True, width="stretch", column_config=LAYER_COLUMNS)
 st.caption("Each row includes everything its module runs. Rows at one depth add up to the model's total; "
            "ops run directly by a parent (e.g. a residual addition) count toward the parent only.")
 
@@ -180,7 +147,7 @@ for row in rolled_up(layers, 1):
     if row["is_leaf"]:
         continue
     with st.expander(f"{row['name']} ({row['type']}) · {format_count(row['macs'], 'MAC')} · {format_bytes(row['memory_access_bytes'])}"):
-        st.dataframe(layer_frame(subtree(layers, row["name"]), indent=True), hide_index=True, width="stretch", column_config=number_format)
+        st.dataframe(layer_frame(subtree(layers, row["name"]), indent=True), hide_index=True, width="stretch", column_config=LAYER_COLUMNS)
 
 with st.expander("Module tree with output shapes"):
     tree_depth = st.slider("Tree depth", 1, max(deepest, 1), min(2, max(deepest, 1)), key="model_tree_depth")

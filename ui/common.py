@@ -76,6 +76,35 @@ def cached_fvcore(spec_key: str) -> dict:
     return BACKEND.fvcore(json.loads(spec_key))
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_bench(spec_key: str) -> dict:
+    """Batch-1 latency on the default device, quick settings (the swap page's live figure)."""
+    device = BACKEND.device_info()["device"]
+    settings = {"device": device, "batches": [1], "min_runs": 10 if device == "cuda" else 3,
+                "min_seconds": 0.2 if device == "cuda" else 0.1, "max_seconds": 5.0}
+    return BACKEND.bench(json.loads(spec_key), settings)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_fold(spec_key: str) -> dict:
+    return BACKEND.fold(json.loads(spec_key))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_swap_points(spec_key: str) -> dict:
+    return BACKEND.swap_points(json.loads(spec_key))
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def cached_compare_row(spec_key: str) -> dict:
+    return BACKEND.compare_row(json.loads(spec_key))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_sweep(spec_key: str, sides: tuple[int, ...]) -> list:
+    return BACKEND.resolution_sweep(json.loads(spec_key), list(sides))
+
+
 def cost_of(spec: ModelSpec) -> dict:
     return cached_cost(spec.key())
 

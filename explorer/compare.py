@@ -1,0 +1,113 @@
+"""Comparing models side by side: cost against published accuracy, Pareto fronts, resolution sweeps."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from explorer.catalog import published_figures, resolve
+from explorer.cost import analyse
+from explorer.errors import ExplorerError
+from explorer.models import input_size_of
+from explorer.spec import ModelSpec
+
+# Comparisons the source documents argue about.
+READY_MADE: dict[str, dict[str, Any]] = {
+    "vovnet_vs_densenet": {
+        "title": "VoVNet vs DenseNet: memory access cost",
+        "why": "One-shot aggregation concatenates once per block instead of at every layer, so it moves far fewer bytes for similar MACs.",
+        "specs": ["densenet121", "densenet169", "vovnet39a", "ese_vovnet39b"],
+    },
+    "shufflenet_vs_mobilenet": {
+        "title": "ShuffleNetV2 vs MobileNetV2: MACs vs measured latency",
+        "why": "ShuffleNetV2's guidelines say MACs alone mispredict speed; compare MACs, memory access cost and latency.",
+        "specs": ["shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "mobilenet_v2", "mobilenet_v3_large"],
+    },
+    "resnet_family": {
+        "title": "ResNet vs ResNeXt vs SE / SK / ECA variants",
+        "why": "Same backbone, different block: cardinality and channel attention cost little compute for their accuracy.",
+        "specs": ["resnet50", "resnext50_32x4d", "seresnet50", "skresnext50_32x4d",
+                  json.dumps({"arch": "resnet50", "swaps": ["preset:eca"]})],
+    },
+    "vit_swin_pvt": {
+        "title": "ViT vs Swin vs PVT across resolutions",
+        "why": "Global attention grows with the square of the token count; windowed and spatially reduced attention do not.",
+        "specs": ["vit_b_16", "swin_t", "pvt_v2_b2"],
+        "sweep": [160, 224, 320, 384],
+    },
+    "efficientnet_scaling": {
+        "title": "EfficientNet B0–B7: compound scaling",
+        "why": "Depth, width and resolution grow together (α=1.2, β=1.1, γ=1.15), roughly doubling FLOPs per step.",
+        "specs": [f"efficientnet_b{i}" for i in range(8)],
+    },
+}
+
+
+def spec_from_item(item: str | dict) -> ModelSpec:
+    """A comparison item: a catalog id / library name, or a spec as a dict or JSON text."""
+    if isinstance(item, dict):
+        return ModelSpec.from_dict(item)
+    text = item.strip()
+    if text.startswith("{"):
+        try:
+            return ModelSpec.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ExplorerError(f"comparison item is not valid JSON: {exc.msg}") from None
+    return ModelSpec(text)
+
+
+def label_of(spec: ModelSpec) -> str:
+    label = spec.arch
+    if spec.swaps:
+        label += " + " + " + ".join(spec.swaps)
+    if spec.input_size:
+        label += f" @{'×'.join(map(str, spec.input_size))}"
+    return label
+
+
+def compare_row(spec: ModelSpec) -> dict[str, Any]:
+    result = analyse(spec, with_layers=False)
+    variant = resolve(spec.arch)
+    published = published_figures(variant) if not spec.swaps and not spec.options else {}
+    same_input = spec.input_size is None or tuple(spec.input_size) == tuple(input_size_of(ModelSpec(spec.arch)))
+    top1 = published.get("top1") if same_input else None
+    return {
+        "label": label_of(spec),
+        "spec": spec.to_dict(),
+        "input": "×".join(map(str, result["input_shape"][1:])),
+        "params_m": result["params"] / 1e6,
+        "gmacs": result["macs"] / 1e9,
+        "memory_access_mb": result["memory_access_bytes"] / 1e6,
+        "activations_m": result["activations"] / 1e6,
+        "intensity_flops_per_byte": result["flops"] / result["memory_access_bytes"] if result["memory_access_bytes"] else None,
+        "published_top1": top1,
+        "published_source": published.get("source") if top1 is not None else None,
+    }
+
+
+def pareto_front(rows: list[dict[str, Any]], cost_key: str, value_key: str = "published_top1") -> list[str]:
+    """Labels of the rows no other row beats on both lower cost and higher value."""
+    points = [r for r in rows if r.get(cost_key) is not None and r.get(value_key) is not None]
+    front = []
+    for r in points:
+        dominated = any(
+            o[cost_key] <= r[cost_key] and o[value_key] >= r[value_key] and (o[cost_key] < r[cost_key] or o[value_key] > r[value_key])
+            for o in points
+        )
+        if not dominated:
+            front.append(r["label"])
+    return sorted(front, key=lambda label: next(r[cost_key] for r in points if r["label"] == label))
+
+
+def resolution_sweep(spec: ModelSpec, sides: list[int]) -> list[dict[str, Any]]:
+    """MACs and memory access at each square input side (models that cannot take a size say so)."""
+    rows = []
+    channels = input_size_of(spec)[0]
+    for side in sides:
+        sized = spec.with_(input_size=[channels, side, side])
+        try:
+            result = analyse(sized, with_layers=False)
+            rows.append({"label": label_of(spec), "side": side, "gmacs": result["macs"] / 1e9,
+                         "memory_access_mb": result["memory_access_bytes"] / 1e6, "error": None})
+        except ExplorerError as exc:
+            rows.append({"label": label_of(spec), "side": side, "gmacs": None, "memory_access_mb": None, "error": str(exc)})
+    return rows

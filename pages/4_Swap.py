@@ -1,0 +1,168 @@
+"""Swap blocks live: the base model and the swapped one side by side, every figure recomputed."""
+import pandas as pd
+import streamlit as st
+
+from explorer.backend import best_device
+from explorer.catalog import load_catalog
+from explorer.errors import ExplorerError
+from explorer.spec import ModelSpec, parse_size
+from explorer.swaps import PRESETS, expand_swaps, parse_swap
+from explorer.units import format_bytes, format_count
+from ui.common import cached_bench, cached_fold, cached_swap_points, cost_of, guard, page_setup
+
+page_setup("Swap blocks", ":material/swap_horiz:")
+st.title("Swap blocks")
+st.caption("Replace or add blocks in a real model and watch every figure change, next to the original. "
+           "The swapped model is a spec (base + swaps), so the URL rebuilds it.")
+
+ids = [v.id for v in load_catalog().variants.values() if v.implemented]
+params = st.query_params
+if "swap_arch" not in st.session_state:
+    st.session_state.swap_arch = params.get("arch", "resnet50") if params.get("arch", "resnet50") in ids else "resnet50"
+    st.session_state.swap_text = "\n".join(s for s in params.get("swaps", "").split(";") if s) or "attn:se@all"
+    st.session_state.swap_input = params.get("input", "")
+
+c1, c2, c3 = st.columns([2, 1, 2])
+c1.selectbox("Base model", ids, key="swap_arch")
+c2.text_input("Input (C,H,W)", key="swap_input", placeholder="native")
+preset = c3.selectbox("Paper preset", ["—"] + list(PRESETS), key="swap_preset",
+                      format_func=lambda k: "choose a preset…" if k == "—" else f"{k}: {PRESETS[k]['title']}")
+if preset != "—" and st.session_state.get("swap_preset_applied") != preset:
+    st.session_state.swap_text = "\n".join(PRESETS[preset]["swaps"])
+    st.session_state.swap_preset_applied = preset
+    st.rerun()
+
+with st.expander("Add a swap", expanded=False):
+    from explorer import blocks
+
+    b1, b2, b3, b4 = st.columns([1, 1, 2, 1])
+    action = b1.selectbox("Action", ["attn", "conv", "act"], key="swap_new_action",
+                          format_func={"attn": "add/replace attention", "conv": "replace convs", "act": "replace activations"}.get)
+    registry = {"attn": blocks.ATTENTION, "conv": blocks.CONVS, "act": blocks.ACTIVATIONS}[action]
+    block = b2.selectbox("Block", sorted(registry), key="swap_new_block")
+    where = b3.text_input("Where (glob over layer names, or all)", value="all", key="swap_new_where")
+    if b4.button("Add", key="swap_add"):
+        st.session_state.swap_text = (st.session_state.swap_text.rstrip() + f"\n{action}:{block}@{where}").strip()
+        st.rerun()
+    descriptions = blocks.describe()
+    if block in descriptions:
+        d = descriptions[block]
+        st.caption(f"**{d.get('name', block)}** — {d.get('description', '')} "
+                   f"[{d.get('paper', 'paper')}]({d.get('url', '')}) · options: {d.get('options', {})}")
+
+st.text_area("Swaps, one per line (ACTION:BLOCK[(options)]@WHERE or preset:NAME)", key="swap_text", height=90)
+
+base = swapped = None
+with guard("Reading the swap"):
+    size = parse_size(st.session_state.swap_input) if st.session_state.swap_input.strip() else None
+    lines = [line.strip() for line in st.session_state.swap_text.splitlines() if line.strip()]
+    for line in expand_swaps(lines):
+        parse_swap(line)
+    base = ModelSpec(st.session_state.swap_arch, input_size=size)
+    swapped = base.with_(swaps=lines)
+    st.query_params.from_dict(swapped.to_query())
+
+if swapped is None:
+    st.stop()
+
+base_cost = swapped_cost = None
+with guard("The analysis"):
+    with st.spinner("Costing both models…"):
+        base_cost = cost_of(base)
+        swapped_cost = cost_of(swapped)
+if swapped_cost is None:
+    st.stop()
+
+measure = st.toggle("Measure latency on every change", value=best_device() == "cuda", key="swap_latency",
+                    help=f"Batch 1 on {best_device()}; on a CPU this takes a few seconds per model")
+latency = {}
+if measure:
+    with guard("Timing"):
+        with st.spinner(f"Timing both models on {best_device()}…"):
+            for name, spec in (("base", base), ("swapped", swapped)):
+                result = cached_bench(spec.key())
+                latency[name] = result["results"][0]["median_ms"] if result["results"] else None
+
+
+def delta(new, old, fmt):
+    if old in (None, 0) or new is None:
+        return None
+    return f"{fmt(new - old)} ({(new - old) / old:+.1%})"
+
+
+st.subheader("Side by side")
+figures = [
+    ("Parameters", "params", format_count),
+    ("MACs", "macs", format_count),
+    ("Memory access cost", "memory_access_bytes", format_bytes),
+    ("Activations (elements)", "activations", format_count),
+]
+cols = st.columns(len(figures) + (1 if latency else 0))
+for col, (label, key, fmt) in zip(cols, figures):
+    col.metric(f"{label}, base", fmt(base_cost[key]))
+    col.metric(f"{label}, swapped", fmt(swapped_cost[key]), delta=delta(swapped_cost[key], base_cost[key], fmt),
+               delta_color="inverse")
+if latency:
+    ms = lambda v: f"{v:.2f} ms"  # noqa: E731
+    cols[-1].metric("Latency, base (batch 1)", ms(latency["base"]) if latency["base"] else "—")
+    cols[-1].metric("Latency, swapped", ms(latency["swapped"]) if latency["swapped"] else "—",
+                    delta=delta(latency["swapped"], latency["base"], ms), delta_color="inverse")
+
+base_names = {row["name"] for row in base_cost["layers"]}
+changed_rows = [row for row in swapped_cost["layers"] if row["name"] not in base_names or row["type"] != next(
+    (b["type"] for b in base_cost["layers"] if b["name"] == row["name"]), row["type"])]
+changed_tops = sorted({row["name"] for row in changed_rows if not any(
+    row["name"].startswith(other + ".") for other in (r["name"] for r in changed_rows))})
+st.markdown(f"**{len(changed_tops)} places changed**" + (": " + ", ".join(f"`{n}`" for n in changed_tops[:20]) if changed_tops else ""))
+
+st.subheader("Per layer (swapped model; changed layers highlighted)")
+frame = pd.DataFrame(
+    {
+        "layer": [r["name"] for r in swapped_cost["layers"]],
+        "type": [r["type"] for r in swapped_cost["layers"]],
+        "params": [r["params"] for r in swapped_cost["layers"]],
+        "MACs (M)": [r["macs"] / 1e6 for r in swapped_cost["layers"]],
+        "memory access (MB)": [r["memory_access_bytes"] / 1e6 for r in swapped_cost["layers"]],
+        "depth": [r["depth"] for r in swapped_cost["layers"]],
+    }
+)
+changed_set = {r["name"] for r in changed_rows}
+f1, f2 = st.columns([3, 1])
+depth = f1.slider("Down to depth", 1, int(frame["depth"].max()), min(3, int(frame["depth"].max())), key="swap_depth")
+only_changed = f2.toggle("Only the changed layers", value=True, key="swap_only_changed")
+shown = frame[(frame["depth"] <= depth) & (frame["depth"] > 0)]
+if only_changed:
+    shown = shown[shown["layer"].isin(changed_set) | shown["layer"].apply(lambda n: any(c.startswith(n + ".") for c in changed_tops))]
+shown = shown.drop(columns="depth")
+st.dataframe(
+    shown.style.apply(lambda row: ["background-color: #fff3cd" if row["layer"] in changed_set else "" for _ in row], axis=1)
+    .format({"MACs (M)": "{:.2f}", "memory access (MB)": "{:.2f}"}),
+    hide_index=True, width="stretch",
+)
+
+# --- re-parameterisation -----------------------------------------------------------------------------
+if any(line.split(":", 1)[1].startswith(("doconv", "repvgg", "dbb")) for line in expand_swaps(swapped.swaps) if ":" in line):
+    st.subheader("Fold (re-parameterisation)")
+    st.caption("DO-Conv, RepVGG and DBB train with extra structure and fold into plain convs for inference. "
+               "Folding is run on the CPU in fp32 with random weights and non-trivial BatchNorm statistics.")
+    if st.button("Fold and compare outputs", key="swap_fold"):
+        with guard("Folding"):
+            report = cached_fold(swapped.key())
+            f1, f2, f3 = st.columns(3)
+            f1.metric("Parameters, train-time → folded", f"{format_count(report['train']['params'])} → "
+                      f"{format_count(report['folded_cost']['params'])}")
+            f2.metric("MACs, train-time → folded", f"{format_count(report['train']['macs'])} → "
+                      f"{format_count(report['folded_cost']['macs'])}")
+            f3.metric("Max |output difference|", f"{report['max_abs_diff']:.2e}",
+                      help=f"Outputs reach {report['output_scale']:.3g} in absolute value")
+            st.caption(f"{report['folded']} blocks folded.")
+
+with st.expander("Where blocks can go in the base model"):
+    with guard("Listing swap points"):
+        points = cached_swap_points(base.key())
+        kind = st.radio("Kind", list(points), horizontal=True, key="swap_points_kind")
+        rows = points[kind]
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        else:
+            st.caption(f"This model has no {kind.replace('_', ' ')} places.")

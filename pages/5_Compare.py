@@ -1,0 +1,154 @@
+"""Compare models side by side: cost against published accuracy, Pareto fronts, resolution sweeps."""
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer.catalog import load_catalog
+from explorer.compare import READY_MADE, label_of, pareto_front, spec_from_item
+from explorer.errors import ExplorerError
+from ui.common import cached_bench, cached_compare_row, cached_sweep, guard, page_setup
+
+page_setup("Compare", ":material/compare_arrows:")
+st.title("Compare")
+st.caption("Every figure is this app's own count at each model's input (fp32), except published accuracy, whose source is named. "
+           "The comparison set lives in the URL: share it and the same table appears.")
+
+ids = [v.id for v in load_catalog().variants.values() if v.implemented]
+
+
+def current_set() -> list[str]:
+    raw = st.query_params.get("set")
+    if raw:
+        try:
+            items = json.loads(raw)
+            if isinstance(items, list):
+                return [i if isinstance(i, str) else json.dumps(i, sort_keys=True) for i in items]
+        except json.JSONDecodeError:
+            st.error("The comparison set in the URL is not valid JSON; starting from an empty set.")
+    return []
+
+
+if "compare_set" not in st.session_state:
+    st.session_state.compare_set = current_set() or READY_MADE["resnet_family"]["specs"]
+
+with st.container(border=True):
+    c1, c2 = st.columns([2, 2])
+    ready = c1.selectbox("Ready-made comparison", ["—"] + list(READY_MADE), key="compare_ready",
+                         format_func=lambda k: "choose…" if k == "—" else READY_MADE[k]["title"])
+    if ready != "—" and st.session_state.get("compare_ready_applied") != ready:
+        st.session_state.compare_set = list(READY_MADE[ready]["specs"])
+        st.session_state.compare_ready_applied = ready
+    if ready != "—":
+        c1.caption(READY_MADE[ready]["why"])
+    add = c2.multiselect("Add catalog models", ids, key="compare_add")
+    extra = c2.text_input("…or a spec (library name, or JSON with swaps / input size)", key="compare_extra",
+                          placeholder='{"arch": "resnet50", "swaps": ["preset:se"]}  or  timm:convnext_tiny')
+    b1, b2 = st.columns([1, 5])
+    if b1.button("Add", key="compare_add_button"):
+        with guard("Adding"):
+            new = list(add) + ([extra.strip()] if extra.strip() else [])
+            for item in new:
+                spec_from_item(item)  # validate before it enters the set
+            st.session_state.compare_set = list(dict.fromkeys(st.session_state.compare_set + new))
+    if b2.button("Clear the set", key="compare_clear"):
+        st.session_state.compare_set = []
+
+items = st.session_state.compare_set
+st.query_params["set"] = json.dumps(items, separators=(",", ":"))
+if not items:
+    st.info("The comparison set is empty: add models above or pick a ready-made comparison.")
+    st.stop()
+
+rows, specs = [], []
+for item in items:
+    with guard(f"{item}"):
+        spec = spec_from_item(item)
+        with st.spinner(f"Costing {label_of(spec)}…"):
+            rows.append(cached_compare_row(spec.key()))
+        specs.append(spec)
+if not rows:
+    st.stop()
+
+measure = st.toggle("Measure latency (batch 1, this machine's device)", key="compare_latency")
+if measure:
+    with guard("Timing"):
+        for row, spec in zip(rows, specs):
+            with st.spinner(f"Timing {row['label']}…"):
+                result = cached_bench(spec.key())
+            row["latency_ms"] = result["results"][0]["median_ms"] if result["results"] else None
+            row["latency_device"] = result["settings"]["device_name"]
+
+frame = pd.DataFrame(rows).drop(columns=["spec"])
+st.dataframe(frame, hide_index=True, width="stretch", column_config={
+    "params_m": st.column_config.NumberColumn("params (M)", format="%.2f"),
+    "gmacs": st.column_config.NumberColumn("GMACs", format="%.3f"),
+    "memory_access_mb": st.column_config.NumberColumn("memory access (MB)", format="%.1f"),
+    "activations_m": st.column_config.NumberColumn("activations (M elements)", format="%.2f"),
+    "intensity_flops_per_byte": st.column_config.NumberColumn("FLOPs per byte", format="%.1f"),
+    "published_top1": st.column_config.NumberColumn("published top-1 (%)", format="%.2f"),
+    "latency_ms": st.column_config.NumberColumn("latency (ms, batch 1)", format="%.2f"),
+})
+st.download_button("Download (CSV)", frame.to_csv(index=False), "comparison.csv", "text/csv")
+
+# --- trade-off plot ---------------------------------------------------------------------------------
+st.subheader("Trade-offs")
+axes = {"GMACs": "gmacs", "parameters (M)": "params_m", "memory access (MB)": "memory_access_mb"}
+if measure:
+    axes["latency (ms, batch 1)"] = "latency_ms"
+p1, p2, p3 = st.columns(3)
+x_label = p1.selectbox("Cost axis", list(axes), key="compare_x")
+y_label = p2.selectbox("Against", ["published top-1 (%)"] + [a for a in axes if a != x_label], key="compare_y")
+size_label = p3.selectbox("Bubble size", ["none"] + list(axes), key="compare_size")
+x_key = axes[x_label]
+y_key = "published_top1" if y_label.startswith("published") else axes[y_label]
+plotted = [r for r in rows if r.get(x_key) is not None and r.get(y_key) is not None]
+missing = [r["label"] for r in rows if r.get(y_key) is None]
+fig = go.Figure()
+sizes = None
+if size_label != "none":
+    largest = max((r.get(axes[size_label]) or 0) for r in plotted) or 1
+    sizes = [10 + 40 * (r.get(axes[size_label]) or 0) / largest for r in plotted]
+fig.add_trace(go.Scatter(
+    x=[r[x_key] for r in plotted], y=[r[y_key] for r in plotted], mode="markers+text",
+    text=[r["label"] for r in plotted], textposition="top center", name="models",
+    marker=dict(size=sizes or 12, color=[r[x_key] for r in plotted], colorscale="Viridis", opacity=0.8),
+    customdata=[[r["input"], r.get("published_source") or ""] for r in plotted],
+    hovertemplate="<b>%{text}</b><br>input %{customdata[0]}<br>" + x_label + ": %{x:.3f}<br>" + y_label
+    + ": %{y:.3f}<br>%{customdata[1]}<extra></extra>",
+))
+if y_key == "published_top1":
+    front = pareto_front(rows, x_key)
+    front_rows = [next(r for r in rows if r["label"] == label) for label in front]
+    fig.add_trace(go.Scatter(x=[r[x_key] for r in front_rows], y=[r[y_key] for r in front_rows], mode="lines",
+                             name="Pareto front", line=dict(dash="dash")))
+fig.update_layout(xaxis_title=x_label, yaxis_title=y_label, height=480, title=f"{y_label} against {x_label}")
+st.plotly_chart(fig, width="stretch")
+if missing:
+    st.caption(f"No {y_label} for: {', '.join(missing)} (pick another axis to see them).")
+
+# --- resolution sweep ----------------------------------------------------------------------------------
+st.subheader("Resolution sweep")
+default_sides = READY_MADE.get(st.session_state.get("compare_ready_applied", ""), {}).get("sweep", [160, 224, 320])
+sides = st.multiselect("Input sides (square)", [96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512],
+                       default=default_sides, key="compare_sides")
+if sides and st.button("Sweep", key="compare_sweep"):
+    sweep_rows = []
+    with guard("The sweep"):
+        for spec in specs:
+            with st.spinner(f"Sweeping {label_of(spec)}…"):
+                sweep_rows.extend(cached_sweep(spec.key(), tuple(sorted(sides))))
+    st.session_state.compare_sweep_rows = sweep_rows
+sweep_rows = st.session_state.get("compare_sweep_rows")
+if sweep_rows:
+    sweep = go.Figure()
+    for label in dict.fromkeys(r["label"] for r in sweep_rows):
+        mine = [r for r in sweep_rows if r["label"] == label and r["gmacs"] is not None]
+        sweep.add_trace(go.Scatter(x=[r["side"] for r in mine], y=[r["gmacs"] for r in mine], mode="lines+markers", name=label))
+    sweep.update_layout(xaxis_title="input side (pixels)", yaxis_title="GMACs", height=420,
+                        title="MACs against input side: CNNs grow with side², global attention with side⁴")
+    st.plotly_chart(sweep, width="stretch")
+    refused = [r for r in sweep_rows if r["error"]]
+    for r in refused:
+        st.caption(f"{r['label']} at {r['side']}: {r['error']}")
