@@ -84,6 +84,35 @@ class LocalBackend:
 
         return resolution_sweep(ModelSpec.from_dict(spec), sides)
 
+    def receptive_field(self, spec: dict[str, Any]) -> dict[str, Any]:
+        from explorer.views.receptive_field import receptive_field_report
+
+        model_spec = ModelSpec.from_dict(spec)
+        model = _cpu_model(model_spec)
+        return receptive_field_report(model, _input_size(model_spec))
+
+    def effective_receptive_field(self, spec: dict[str, Any], layer: str) -> dict[str, Any]:
+        from explorer.views.receptive_field import effective_rf
+
+        model_spec = ModelSpec.from_dict(spec)
+        return effective_rf(_cpu_model(model_spec), _input_size(model_spec), layer)
+
+    def swin_masks(self, spec: dict[str, Any], stage: int, block: int, window: int | None = None) -> dict[str, Any]:
+        """The shifted-window masks of one Swin block; `window` overrides the model's window size."""
+        from explorer.views.swin import shifted_window_mask, swin_masks_for
+
+        model_spec = ModelSpec.from_dict(spec)
+        size = _input_size(model_spec)
+        result = swin_masks_for(_cpu_model(model_spec), tuple(size[1:]), stage, block)
+        if window and window != result["window"][0]:
+            resolution = tuple(result["resolution_hw"])
+            shift = window // 2 if result["shift_nominal"][0] else 0
+            override = shifted_window_mask(resolution, window, shift)
+            result.update({k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in override.items()})
+            result["window"] = [window, window]
+            result["window_overridden"] = True
+        return result
+
     def peaks(self, device: str, dtype: str) -> dict[str, Any]:
         from explorer.roofline import peaks_for
 
@@ -91,6 +120,18 @@ class LocalBackend:
 
     def device_info(self) -> dict[str, Any]:
         return device_info()
+
+
+def _input_size(spec: ModelSpec) -> tuple[int, ...]:
+    from explorer.models import input_size_of
+
+    return input_size_of(spec)
+
+
+def _cpu_model(spec: ModelSpec):
+    from explorer.models import build_model
+
+    return build_model(spec, device="cpu")
 
 
 BACKEND = LocalBackend()

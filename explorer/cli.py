@@ -91,6 +91,55 @@ def cmd_fold(args) -> Any:
     return None
 
 
+def cmd_rf(args) -> Any:
+    from explorer.backend import BACKEND
+
+    report = BACKEND.receptive_field(spec_from_args(args).to_dict())
+    if args.json:
+        return report
+    for row in report["rows"]:
+        rf = "global" if row["global"] else f"{row['rf'][0]}×{row['rf'][1]}"
+        print(f"{row['name']:<40} {row['type']:<20} rf {rf:<10} jump {row['jump'][0]}")
+    return None
+
+
+def cmd_swin_mask(args) -> Any:
+    from explorer.backend import BACKEND
+
+    result = BACKEND.swin_masks(spec_from_args(args).to_dict(), args.stage, args.block, args.window)
+    if args.json:
+        return result
+    print(f"stage {result['stage']} block {result['block']}: {result['resolution_hw'][0]}×{result['resolution_hw'][1]} tokens, "
+          f"window {result['window'][0]}, shift {result['shift'][0]}; {result['masked_windows']} of "
+          f"{result['total_windows']} windows carry a mask")
+    return None
+
+
+def cmd_cam(args) -> Any:
+    from explorer.images import heat_overlay, load_image, to_input
+    from explorer.models import build_model, input_size_of
+    from explorer.views.cam import ATTRIBUTION_METHODS, compute_attribution, compute_cam
+
+    spec = spec_from_args(args)
+    image, notes = load_image(args.image)
+    model = build_model(spec, device="cpu")
+    x = to_input(image, input_size_of(spec))
+    if args.method in ATTRIBUTION_METHODS:
+        result = compute_attribution(model, x, args.method, args.class_index)
+    else:
+        result = compute_cam(model, x, args.method, args.layer, args.class_index)
+    heat = result.pop("heat")
+    if args.out:
+        heat_overlay(image, heat).save(args.out)
+    summary = {**result, "image_notes": notes, "out": args.out, "heat_shape": list(heat.shape),
+               "heat_mean": float(heat.mean()), "weights": "random"}
+    if args.json:
+        return summary
+    print(f"{args.method} at {result.get('layer', 'input')} for class {result['class_index']} (random weights)"
+          + (f"; wrote {args.out}" if args.out else ""))
+    return None
+
+
 def cmd_bench(args) -> Any:
     from explorer.latency import BenchSettings, bench
 
@@ -152,6 +201,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fold", help="fold re-parameterised blocks (DO-Conv, RepVGG, DBB) and compare outputs")
     _model_args(p)
     p.set_defaults(func=cmd_fold)
+
+    p = sub.add_parser("rf", help="theoretical receptive field of every layer")
+    _model_args(p)
+    p.set_defaults(func=cmd_rf)
+
+    p = sub.add_parser("swin-mask", help="Swin's shifted-window attention masks for one stage and block")
+    _model_args(p)
+    p.add_argument("--stage", type=int, default=1, help="1 to 4")
+    p.add_argument("--block", type=int, default=1, help="block within the stage, from 0 (odd blocks are shifted)")
+    p.add_argument("--window", type=int, default=None, help="override the window size")
+    p.set_defaults(func=cmd_swin_mask)
+
+    p = sub.add_parser("cam", help="Grad-CAM++ and its siblings, or Captum attributions, on an image")
+    _model_args(p)
+    p.add_argument("--image", required=True, help="an image file (PNG, JPEG, ...)")
+    p.add_argument("--method", default="gradcam++",
+                   choices=["gradcam++", "gradcam", "scorecam", "eigencam", "layercam", "integrated_gradients", "saliency", "occlusion"])
+    p.add_argument("--layer", help="target layer name (default: derived from the model)")
+    p.add_argument("--class", dest="class_index", type=int, help="target class (default: the top class)")
+    p.add_argument("--out", help="write the heat map over the image as PNG")
+    p.set_defaults(func=cmd_cam)
 
     p = sub.add_parser("bench", help="latency and throughput with the real kernels, per batch size")
     p.add_argument("arch")

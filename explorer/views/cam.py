@@ -1,0 +1,199 @@
+"""Class activation maps (the `grad-cam` package) and Captum attributions, for CNNs and transformers.
+
+For token models the reshape from tokens to a grid is derived from the model's own outputs (number
+of prefix tokens, grid shape from the input's aspect ratio), not written per model. Every hook is
+removed afterwards, whatever happens.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from explorer.errors import ExplorerError
+
+CAM_METHODS = ("gradcam++", "gradcam", "scorecam", "eigencam", "layercam")
+ATTRIBUTION_METHODS = ("integrated_gradients", "saliency", "occlusion")
+
+
+def _cam_class(method: str):
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
+
+    classes = {"gradcam++": GradCAMPlusPlus, "gradcam": GradCAM, "scorecam": ScoreCAM, "eigencam": EigenCAM,
+               "layercam": LayerCAM}
+    if method not in classes:
+        raise ExplorerError(f"method must be one of {', '.join(CAM_METHODS)}, got {method!r}")
+    return classes[method]
+
+
+def _record_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, tuple[int, ...] | None]]:
+    """(name, module, output shape or None) of every module, in the order their forwards finish."""
+    order: list[tuple[str, nn.Module, tuple[int, ...]]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(mod, args, out, name=name):
+            order.append((name, mod, tuple(out.shape) if isinstance(out, torch.Tensor) else None))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
+
+
+def _is_attention(module: nn.Module) -> bool:
+    return isinstance(module, nn.MultiheadAttention) or "Attention" in type(module).__name__
+
+
+def token_grid(length: int, input_hw: tuple[int, int]) -> tuple[int, int, int] | None:
+    """(prefix tokens, grid h, grid w) such that length = prefix + h·w with h:w as the input's aspect."""
+    height, width = input_hw
+    for prefix in range(0, 9):
+        n = length - prefix
+        if n <= 1:
+            break
+        h = math.isqrt(round(n * height / width))
+        for hh in (h, h + 1, h - 1):
+            if hh > 0 and n % hh == 0 and abs((n // hh) / hh - width / height) < 0.15:
+                return prefix, hh, n // hh
+    return None
+
+
+def layout_of(shape: tuple[int, ...], input_hw: tuple[int, int]) -> str | None:
+    """'nchw', 'nhwc' or 'tokens' for an output that can be drawn over the image; None otherwise."""
+    if len(shape) == 4:
+        h_in, w_in = input_hw
+        nchw = shape[2] > 1 and shape[3] > 1 and abs(h_in / shape[2] - w_in / shape[3]) < 1e-6
+        nhwc = shape[1] > 1 and shape[2] > 1 and abs(h_in / shape[1] - w_in / shape[2]) < 1e-6
+        if nchw and not nhwc:
+            return "nchw"
+        if nhwc and not nchw:
+            return "nhwc"
+        if nchw:
+            return "nchw"
+    if len(shape) == 3 and shape[1] > 1 and token_grid(shape[1], input_hw):
+        return "tokens"
+    return None
+
+
+def cam_layers(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
+    """Modules whose output can carry a CAM (spatial maps or token grids), in execution order."""
+    input_hw = tuple(x.shape[-2:])
+    rows = []
+    for name, module, shape in _record_outputs(model, x):
+        layout = layout_of(shape, input_hw) if shape else None
+        if layout:
+            rows.append({"name": name, "type": type(module).__name__, "shape": list(shape), "layout": layout})
+    return rows
+
+
+def default_target_layer(model: nn.Module, x: torch.Tensor) -> str:
+    """CNNs: the last module with a spatial output. Transformers: the norm that feeds the last
+    attention (the class token alone reaches the head, so later token outputs carry no gradient)."""
+    order = _record_outputs(model, x)
+    input_hw = tuple(x.shape[-2:])
+    attention_at = [i for i, (_, m, _) in enumerate(order) if _is_attention(m)]
+    if attention_at:
+        last = attention_at[-1]
+        # The attention module's own call finishes after its inner ops; look before its first inner op.
+        name = order[last][0]
+        first_inner = next((i for i, (n, _, _) in enumerate(order) if n == name or n.startswith(name + ".")), last)
+        for n, m, shape in reversed(order[:first_inner]):
+            if isinstance(m, nn.LayerNorm) and shape and layout_of(shape, input_hw):
+                return n
+    for n, m, shape in reversed(order):
+        if shape and layout_of(shape, input_hw):
+            return n
+    raise ExplorerError("this model has no layer with a spatial or token output to draw a CAM from")
+
+
+def reshape_transform_for(shape: tuple[int, ...], input_hw: tuple[int, int]) -> Callable | None:
+    layout = layout_of(shape, input_hw)
+    if layout == "nchw":
+        return None
+    if layout == "nhwc":
+        return lambda t: t.permute(0, 3, 1, 2)
+    if layout == "tokens":
+        prefix, h, w = token_grid(shape[1], input_hw)
+        return lambda t: t[:, prefix:, :].reshape(t.shape[0], h, w, t.shape[-1]).permute(0, 3, 1, 2)
+    raise ExplorerError(f"cannot draw a map from an output of shape {list(shape)}")
+
+
+def hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
+
+
+def compute_cam(model: nn.Module, x: torch.Tensor, method: str = "gradcam++", layer: str | None = None,
+                class_index: int | None = None) -> dict[str, Any]:
+    """Heat map (H×W, 0..1) of `method` at `layer` for `class_index` (default: the top class)."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cam_class = _cam_class(method)
+    model.eval()
+    input_hw = tuple(x.shape[-2:])
+    order = {n: (m, s) for n, m, s in _record_outputs(model, x)}
+    layer = layer or default_target_layer(model, x)
+    if layer not in order or order[layer][1] is None:
+        raise ExplorerError(f"layer {layer!r} does not run in this model's forward pass, or has no tensor output")
+    module, shape = order[layer]
+    transform = reshape_transform_for(shape, input_hw)
+    with torch.no_grad():
+        logits = model(x)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ExplorerError("CAMs need a classifier's logits (batch × classes)")
+    top = torch.topk(logits[0].softmax(-1), k=min(5, logits.shape[1]))
+    target = int(top.indices[0]) if class_index is None else int(class_index)
+    if not 0 <= target < logits.shape[1]:
+        raise ExplorerError(f"class index must be between 0 and {logits.shape[1] - 1}")
+    with cam_class(model=model, target_layers=[module], reshape_transform=transform) as cam:
+        if method == "scorecam":
+            cam.batch_size = 32
+        heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])[0]
+    note = None
+    if float(np.max(heat)) == 0.0 and method != "eigencam":
+        note = ("every gradient-weighted activation is zero here, as with random weights and a zero-initialised "
+                "classifier head (ViT's): load pretrained weights, or use the gradient-free EigenCAM")
+    return {
+        "note": note,
+        "method": method,
+        "layer": layer,
+        "layer_layout": layout_of(shape, input_hw),
+        "class_index": target,
+        "top5": [{"class": int(i), "probability": float(p)} for p, i in zip(top.values, top.indices)],
+        "heat": np.asarray(heat, dtype=np.float32),
+    }
+
+
+def compute_attribution(model: nn.Module, x: torch.Tensor, method: str = "integrated_gradients",
+                        class_index: int | None = None) -> dict[str, Any]:
+    """Captum attributions w.r.t. the input pixels, |·| summed over channels, scaled to 0..1."""
+    from captum.attr import IntegratedGradients, Occlusion, Saliency
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    target = int(logits[0].argmax()) if class_index is None else int(class_index)
+    x = x.clone().requires_grad_(True)
+    if method == "integrated_gradients":
+        attribution = IntegratedGradients(model).attribute(x, target=target, n_steps=24, internal_batch_size=8)
+    elif method == "saliency":
+        attribution = Saliency(model).attribute(x, target=target)
+    elif method == "occlusion":
+        side = max(8, x.shape[-1] // 14)
+        attribution = Occlusion(model).attribute(x, target=target, sliding_window_shapes=(x.shape[1], side, side),
+                                                 strides=(x.shape[1], side // 2, side // 2), perturbations_per_eval=16)
+    else:
+        raise ExplorerError(f"attribution must be one of {', '.join(ATTRIBUTION_METHODS)}, got {method!r}")
+    heat = attribution.detach().abs().sum(1)[0].numpy()
+    heat = heat / heat.max() if heat.max() > 0 else heat
+    return {"method": method, "class_index": target, "heat": heat.astype(np.float32)}
