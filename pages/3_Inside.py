@@ -3,8 +3,8 @@ import streamlit as st
 
 from explorer.catalog import load_catalog
 from explorer.spec import ModelSpec, parse_size
-from ui.common import RANDOM_WEIGHTS_NOTE, guard, page_setup
-from ui.inside import receptive_field_view, swin_mask_view
+from ui.common import guard, page_setup
+from ui.inside import cam_view, receptive_field_view, swin_mask_view
 
 page_setup("Inside", ":material/visibility:")
 st.title("Inside")
@@ -20,7 +20,6 @@ c1, c2, c3 = st.columns([2, 2, 1])
 c1.selectbox("Model", ids, key="inside_arch")
 c2.text_input("Swaps (optional, ';'-separated)", key="inside_swaps", placeholder="conv:dcnv2@layer4.*.conv2")
 c3.text_input("Input (C,H,W)", key="inside_input", placeholder="native")
-st.caption(RANDOM_WEIGHTS_NOTE)
 
 spec = None
 with guard("Reading the model settings"):
@@ -31,7 +30,10 @@ with guard("Reading the model settings"):
 if spec is None:
     st.stop()
 
-rf_tab, swin_tab = st.tabs(["Receptive fields", "Swin shifted windows"])
+cam_tab, rf_tab, swin_tab = st.tabs(["Grad-CAM++ and attributions", "Receptive fields", "Swin shifted windows"])
+with cam_tab:
+    with guard("The CAM view"):
+        cam_view(spec, key="inside_cam")
 with rf_tab:
     with guard("The receptive-field view"):
         receptive_field_view(spec, key="inside_rf", with_erf=True)

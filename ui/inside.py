@@ -109,3 +109,137 @@ def swin_mask_view(spec: ModelSpec, stage: int = 1, block: int = 1, key: str = "
     mask.update_xaxes(title="key token in the window")
     mask.update_layout(title=f"Attention mask of window {index} (−100 = blocked)", height=460)
     c2.plotly_chart(mask, width="stretch")
+
+
+# --- image, weights and CAMs --------------------------------------------------------------------------
+
+def choose_image(key: str):
+    """A sample image or an upload: (PIL image, notes) or None, with a message for bad files."""
+    from explorer.images import load_image, sample_images
+
+    samples = sample_images()
+    c1, c2 = st.columns([1, 2])
+    source = c1.radio("Image", ["sample", "upload"], horizontal=True, key=f"{key}_source")
+    if source == "sample":
+        name = c2.selectbox("Sample", list(samples), key=f"{key}_sample")
+        return load_image(samples[name])
+    upload = c2.file_uploader("Upload an image", type=None, key=f"{key}_upload")
+    if upload is None:
+        st.caption("Upload a PNG, JPEG, WebP, BMP or TIFF image (at most 40 megapixels).")
+        return None
+    return load_image(upload.getvalue())
+
+
+def choose_weights(key: str) -> dict:
+    c1, c2 = st.columns([1, 2])
+    kind = c1.radio("Weights", ["random", "pretrained", "checkpoint"], horizontal=True, key=f"{key}_weights",
+                    help="pretrained: the library's own weights, from its cache; checkpoint: a file you upload")
+    if kind == "pretrained":
+        allow = c2.checkbox("Allow downloading them if they are not cached", key=f"{key}_allow_download")
+        return {"kind": "pretrained", "allow_download": allow}
+    if kind == "checkpoint":
+        upload = c2.file_uploader("Checkpoint (.safetensors, .pt, .pth; loaded weights-only)", key=f"{key}_ckpt")
+        if upload is None:
+            return {"kind": "random"}
+        return {"kind": "checkpoint", "name": upload.name, "data": upload.getvalue()}
+    st.caption("Random weights: CAMs and attention maps of an untrained network look like noise.")
+    return {"kind": "random"}
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _model_with_weights(spec_key: str, kind: str, allow_download: bool, checkpoint_name: str, _checkpoint: bytes | None,
+                        checkpoint_digest: str):
+    from explorer.catalog import resolve
+    from explorer.models import build_model
+    from explorer.weights import load_pretrained, load_state, read_checkpoint
+
+    spec = ModelSpec.from_dict(json.loads(spec_key))
+    model = build_model(spec, device="cpu")
+    report = None
+    if kind == "pretrained":
+        report = load_pretrained(model, resolve(spec.arch), allow_download=allow_download)
+    elif kind == "checkpoint":
+        report = load_state(model, read_checkpoint(_checkpoint, checkpoint_name), source=checkpoint_name)
+    return model.eval(), report
+
+
+def model_with_weights(spec: ModelSpec, weights: dict):
+    import hashlib
+
+    data = weights.get("data")
+    return _model_with_weights(spec.key(), weights["kind"], bool(weights.get("allow_download")), weights.get("name", ""),
+                               data, hashlib.sha256(data).hexdigest() if data else "")
+
+
+def weights_report(report: dict | None):
+    if not report:
+        return
+    st.caption(f"Loaded {report['loaded']} tensors from {report['source']}.")
+    problems = []
+    if report["missing"]:
+        problems.append(f"missing in the checkpoint: {', '.join(report['missing'][:8])}" + (" …" if len(report["missing"]) > 8 else ""))
+    if report["unexpected"]:
+        problems.append(f"not in the model: {', '.join(report['unexpected'][:8])}" + (" …" if len(report["unexpected"]) > 8 else ""))
+    if report["mismatched"]:
+        problems.append("shape mismatches: " + ", ".join(f"{m['key']} {m['checkpoint']}≠{m['model']}" for m in report["mismatched"][:5]))
+    if problems:
+        st.warning("; ".join(problems))
+
+
+def class_names(spec: ModelSpec) -> list[str] | None:
+    from explorer.catalog import resolve, torchvision_weights_meta
+
+    variant = resolve(spec.arch)
+    if variant.library == "torchvision":
+        meta = torchvision_weights_meta(variant.name) or {}
+        return meta.get("categories")
+    import torchvision
+
+    return torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"]  # ImageNet-1k, for timm models too
+
+
+def cam_view(spec: ModelSpec, key: str = "cam"):
+    from explorer.images import heat_overlay, to_input
+    from explorer.models import input_size_of
+    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS, cam_layers, compute_attribution, compute_cam
+
+    loaded = choose_image(key)
+    weights = choose_weights(key)
+    if loaded is None:
+        return
+    image, notes = loaded
+    for note in notes:
+        st.caption(f"Image: {note}.")
+    model, report = model_with_weights(spec, weights)
+    weights_report(report)
+    x = to_input(image, input_size_of(spec))
+    c1, c2, c3 = st.columns([1, 2, 1])
+    method = c1.selectbox("Method", list(CAM_METHODS) + list(ATTRIBUTION_METHODS), key=f"{key}_method",
+                          help="scorecam runs one forward pass per channel: slow on a CPU")
+    layers = [r["name"] for r in cam_layers(model, x)]
+    layer = None
+    if method in CAM_METHODS:
+        choice = c2.selectbox("Target layer", ["(derived from the model)"] + layers[::-1], key=f"{key}_layer")
+        layer = None if choice.startswith("(") else choice
+    class_text = c3.text_input("Class index", placeholder="top class", key=f"{key}_class")
+    class_index = int(class_text) if class_text.strip().lstrip("-").isdigit() else None
+    if class_text.strip() and class_index is None:
+        st.error("The class index must be an integer.")
+        return
+    with st.spinner(f"Running {method}…"):
+        if method in ATTRIBUTION_METHODS:
+            result = compute_attribution(model, x, method, class_index)
+        else:
+            result = compute_cam(model, x, method, layer, class_index)
+    names = class_names(spec)
+    label = names[result["class_index"]] if names and result["class_index"] < len(names) else f"class {result['class_index']}"
+    o1, o2 = st.columns(2)
+    o1.image(image, caption="input", width="stretch")
+    o2.image(heat_overlay(image, result["heat"]), width="stretch",
+             caption=f"{method} for {label}" + (f" at {result['layer']}" if result.get("layer") else " (input pixels)"))
+    if result.get("note"):
+        st.warning(result["note"])
+    if result.get("top5"):
+        st.caption("Top classes: " + ", ".join(
+            f"{names[t['class']] if names and t['class'] < len(names) else t['class']} ({t['probability']:.1%})"
+            for t in result["top5"]))
