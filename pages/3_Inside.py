@@ -4,15 +4,18 @@ import streamlit as st
 from explorer.catalog import load_catalog
 from explorer.spec import ModelSpec, parse_size
 from ui.common import guard, page_setup
-from ui.inside import cam_view, receptive_field_view, swin_mask_view
+from ui.inside import attention_view, cam_view, deformable_view, receptive_field_view, stn_view, swin_mask_view
 
 page_setup("Inside", ":material/visibility:")
 st.title("Inside")
 
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 params = st.query_params
+VIEWS = ["Grad-CAM++ and attributions", "Attention maps", "Deformable offsets", "Receptive fields",
+         "Swin shifted windows", "Spatial transformer"]
 if "inside_arch" not in st.session_state:
     st.session_state.inside_arch = params.get("arch") if params.get("arch") in ids else "resnet50"
+    st.session_state.inside_view = params.get("view") if params.get("view") in VIEWS else VIEWS[0]
     st.session_state.inside_swaps = params.get("swaps", "")
     st.session_state.inside_input = params.get("input", "")
 
@@ -30,16 +33,22 @@ with guard("Reading the model settings"):
 if spec is None:
     st.stop()
 
-cam_tab, rf_tab, swin_tab = st.tabs(["Grad-CAM++ and attributions", "Receptive fields", "Swin shifted windows"])
-with cam_tab:
-    with guard("The CAM view"):
+view = st.radio("View", VIEWS, horizontal=True, key="inside_view")
+st.query_params["view"] = view
+# One view at a time (radio, not tabs): tabs would compute every view on every rerun.
+with guard(f"The {view.lower()} view"):
+    if view.startswith("Grad-CAM"):
         cam_view(spec, key="inside_cam")
-with rf_tab:
-    with guard("The receptive-field view"):
+    elif view == "Attention maps":
+        attention_view(spec, key="inside_attn")
+    elif view == "Deformable offsets":
+        deformable_view(spec, key="inside_dcn")
+    elif view == "Receptive fields":
         receptive_field_view(spec, key="inside_rf", with_erf=True)
-with swin_tab:
-    if "swin" not in spec.arch:
-        st.info("Pick a Swin model (swin_t, swin_s, swin_b, or timm:swin_tiny_patch4_window7_224) to see its windows.")
-    else:
-        with guard("The Swin view"):
+    elif view == "Swin shifted windows":
+        if "swin" not in spec.arch:
+            st.info("Pick a Swin model (swin_t, swin_s, swin_b) to see its windows.")
+        else:
             swin_mask_view(spec, key="inside_swin", controls=True)
+    else:
+        stn_view(key="inside_stn")

@@ -2,6 +2,7 @@
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import ROOT
 
@@ -37,3 +38,47 @@ def test_bad_input_in_the_browser_shows_a_message_not_a_traceback(app_server, br
     assert page.get_by_test_id("stException").count() == 0
     assert "Traceback" not in page.content()
     page.close()
+
+
+def test_a_tour_walked_end_to_end_in_presenter_view(app_server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(app_server + "/Tours?tour=swin&present=1")
+    page.get_by_text(re.compile(r"^Step 1 of \d")).wait_for(timeout=90_000)
+    total = int(re.search(r"of (\d+)", page.get_by_text(re.compile(r"^Step 1 of")).inner_text()).group(1))
+    for step in range(2, total + 1):
+        page.get_by_role("button", name="Next →").click()
+        page.get_by_text(re.compile(rf"^Step {step} of {total}")).wait_for(timeout=90_000)
+        assert f"step={step}" in page.url
+    expect(page.get_by_role("button", name="Next →")).to_be_disabled(timeout=30_000)
+    assert page.get_by_test_id("stException").count() == 0
+    page.close()
+
+
+def test_a_shared_comparison_url_opens_the_same_table_in_a_fresh_context(app_server, browser):
+    first = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = first.new_page()
+    page.goto(app_server + "/Compare")
+    page.get_by_text("Trade-offs").wait_for(timeout=90_000)
+    page.get_by_role("button", name="Clear the set").click()
+    page.get_by_text("The comparison set is empty").wait_for(timeout=30_000)
+    extra = page.get_by_role("textbox", name=re.compile("or a spec"))
+    extra.fill('{"arch": "resnet18", "swaps": ["preset:eca"]}')
+    extra.press("Enter")
+    page.get_by_role("button", name="Add", exact=True).click()
+    page.get_by_text("Trade-offs").wait_for(timeout=90_000)
+    shared_url = page.url
+    assert "set=" in shared_url
+    # The table is drawn on a canvas; the caption under the plot names the set's rows without accuracy.
+    caption = page.get_by_text(re.compile(r"^No published top-1"))
+    caption.wait_for(timeout=90_000)
+    caption_text = caption.inner_text()
+    assert "resnet18 + preset:eca" in caption_text
+    first.close()
+
+    second = browser.new_context(viewport={"width": 1400, "height": 1100})
+    fresh = second.new_page()
+    fresh.goto(shared_url)
+    again = fresh.get_by_text(re.compile(r"^No published top-1"))
+    again.wait_for(timeout=90_000)
+    assert again.inner_text() == caption_text
+    second.close()

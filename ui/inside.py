@@ -1,8 +1,9 @@
-"""Views inside a model: receptive fields and Swin's shifted-window masks (used by the Inside and Tours pages)."""
+"""Views inside a model: CAMs, attention, deformable offsets, STN, receptive fields, Swin masks."""
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -243,3 +244,159 @@ def cam_view(spec: ModelSpec, key: str = "cam"):
         st.caption("Top classes: " + ", ".join(
             f"{names[t['class']] if names and t['class'] < len(names) else t['class']} ({t['probability']:.1%})"
             for t in result["top5"]))
+
+
+# --- attention, deformable offsets, STN ---------------------------------------------------------------
+
+def _grid_heatmap(grid, title: str, colourbar: str):
+    fig = go.Figure(go.Heatmap(z=grid, colorscale="Viridis", colorbar=dict(title=colourbar)))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", title="patch row")
+    fig.update_xaxes(title="patch column")
+    fig.update_layout(title=title, height=430, margin=dict(t=40))
+    return fig
+
+
+def attention_view(spec: ModelSpec, key: str = "attn"):
+    """Per layer and head: the CLS token's (or a chosen patch's) attention over the image; ViT rollout."""
+    from explorer.images import to_input
+    from explorer.models import input_size_of
+    from explorer.views.attention import attention_layers, attention_maps, attention_rollout, cls_attention_grid, \
+        patch_query_grid, window_query_map
+
+    loaded = choose_image(key)
+    weights = choose_weights(key)
+    if loaded is None:
+        return
+    image, _ = loaded
+    model, report = model_with_weights(spec, weights)
+    weights_report(report)
+    if not attention_layers(model):
+        st.info("This model has no attention layers the view can read (ViT, DeiT, Swin and nn.MultiheadAttention).")
+        return
+    x = to_input(image, input_size_of(spec))
+    with st.spinner("Recomputing the attention of every layer from the model's own weights…"):
+        data = attention_maps(model, x, keep_output=False)
+    names = data["layers"]
+    c1, c2, c3 = st.columns(3)
+    layer = c1.selectbox("Layer", names, index=len(names) - 1, key=f"{key}_layer")
+    heads = data["info"][layer]["heads"]
+    head = c2.selectbox("Head", ["mean"] + list(range(heads)), key=f"{key}_head")
+    if data["family"] == "swin":
+        info = data["info"][layer]
+        res = info["resolution"]
+        ty = c3.number_input("Query token row", 0, res[0] - 1, res[0] // 2, key=f"{key}_ty")
+        tx = c3.number_input("Query token column", 0, res[1] - 1, res[1] // 2, key=f"{key}_tx")
+        result = window_query_map(data, layer, None if head == "mean" else head, (int(ty), int(tx)))
+        st.plotly_chart(_grid_heatmap(result["map"], f"{layer}: attention of token ({ty}, {tx}) within its window "
+                                      f"{result['window']}", "attention weight"), width="stretch")
+        if result["padding_weight"] > 0:
+            st.caption(f"{result['padding_weight']:.1%} of this token's attention goes to zero padding (Swin does not mask it).")
+        return
+    grid = data["patch_grid"]
+    query = c3.selectbox("Query", ["CLS token", "a patch"], key=f"{key}_query")
+    head_arg = None if head == "mean" else head
+    o1, o2 = st.columns(2)
+    if query == "CLS token" and data["num_prefix_tokens"]:
+        values = cls_attention_grid(data, layer, head_arg)
+        o1.plotly_chart(_grid_heatmap(values, f"{layer}, head {head}: CLS attention over patches", "attention weight"),
+                        width="stretch")
+    else:
+        py = o1.number_input("Patch row", 0, grid[0] - 1, grid[0] // 2, key=f"{key}_py")
+        px = o1.number_input("Patch column", 0, grid[1] - 1, grid[1] // 2, key=f"{key}_px")
+        values = patch_query_grid(data, layer, head_arg, (int(py), int(px)))
+        o1.plotly_chart(_grid_heatmap(values, f"{layer}, head {head}: patch ({py}, {px}) attends to", "attention weight"),
+                        width="stretch")
+    if data["num_prefix_tokens"]:
+        stacked = np.stack([data["maps"][n] for n in names])
+        rollout = attention_rollout(stacked, num_prefix_tokens=data["num_prefix_tokens"], grid=grid, as_grid=True)
+        o2.plotly_chart(_grid_heatmap(np.asarray(rollout)[0], "Attention rollout (Abnar & Zuidema 2020), all layers",
+                                      "rolled-out weight"), width="stretch")
+    o2.image(image.resize((224, 224)), caption="input", width=224)
+
+
+def deformable_view(spec: ModelSpec, key: str = "dcn"):
+    """Sampling points of one output location through the deformable layers, over the input image."""
+    from explorer.images import to_input
+    from explorer.models import input_size_of
+    from explorer.views.deformable import capture_offsets, deformable_layers, stack_sampling_points
+
+    loaded = choose_image(key)
+    weights = choose_weights(key)
+    if loaded is None:
+        return
+    image, _ = loaded
+    model, report = model_with_weights(spec, weights)
+    weights_report(report)
+    layers = [name for name, _ in deformable_layers(model)]
+    if not layers:
+        st.info("This model has no deformable convolutions. Swap some in: e.g. `preset:dcnv2` or "
+                "`conv:dcn@layer4.*.conv2` in the swaps box above.")
+        return
+    x = to_input(image, input_size_of(spec))
+    with st.spinner("Capturing the predicted offsets…"):
+        captures = capture_offsets(model, x)
+    c1, c2, c3 = st.columns(3)
+    layer = c1.selectbox("Deformable layer", layers, index=len(layers) - 1, key=f"{key}_layer")
+    out_h, out_w = captures[layer]["output_hw"]
+    oy = c2.number_input("Output row", 0, out_h - 1, out_h // 2, key=f"{key}_oy")
+    ox = c3.number_input("Output column", 0, out_w - 1, out_w // 2, key=f"{key}_ox")
+    depth = st.slider("Stack back through this many deformable layers", 1, min(3, layers.index(layer) + 1), 1,
+                      key=f"{key}_depth", help="Each level multiplies the points by k²; 3 levels at most")
+    chain = layers[layers.index(layer) - depth + 1: layers.index(layer) + 1]
+    stacked = stack_sampling_points(captures, chain, (int(oy), int(ox)))
+    h, w = stacked["image_hw"]
+    fig = go.Figure()
+    fig.add_trace(go.Image(z=np.asarray(image.resize((w, h)))))
+    reg, pts = stacked["image_regular"], stacked["image_points"]
+    fig.add_trace(go.Scatter(x=reg[:, 1], y=reg[:, 0], mode="markers", name="regular grid",
+                             marker=dict(symbol="circle-open", size=11, color="royalblue", line=dict(width=2))))
+    weights_v2 = stacked.get("image_weights")
+    fig.add_trace(go.Scatter(x=pts[:, 1], y=pts[:, 0], mode="markers", name="deformed sampling points",
+                             marker=dict(size=6, color=weights_v2 if weights_v2 is not None else "red",
+                                         colorscale="Reds", showscale=weights_v2 is not None,
+                                         colorbar=dict(title="modulation (v2)") if weights_v2 is not None else None)))
+    fig.update_layout(title=f"{layer}, output ({oy}, {ox}): {len(pts)} sampling points in the input image (pixels)",
+                      height=560, margin=dict(t=40), legend=dict(orientation="h", y=-0.08))
+    st.plotly_chart(fig, width="stretch")
+    st.caption("Offsets follow torchvision's layout: per kernel tap a (Δy, Δx) pair. With random or freshly swapped "
+               "weights the offsets start at zero (as in the papers), so the deformed points sit on the regular grid "
+               "until the offset convs are trained or loaded.")
+
+
+def stn_view(key: str = "stn"):
+    """A spatial transformer's affine sampling grid over its input, and the resampled output."""
+    import math
+
+    import torch
+
+    from explorer.blocks import STN
+    from explorer.images import to_input
+    from explorer.views.stn import stn_grid
+
+    loaded = choose_image(key)
+    if loaded is None:
+        return
+    image, _ = loaded
+    c1, c2, c3, c4 = st.columns(4)
+    angle = c1.slider("Rotation (degrees)", -180, 180, 20, key=f"{key}_angle")
+    scale = c2.slider("Scale (zoom in < 1)", 0.3, 1.5, 0.7, key=f"{key}_scale")
+    tx = c3.slider("Shift x", -0.8, 0.8, 0.0, key=f"{key}_tx")
+    ty = c4.slider("Shift y", -0.8, 0.8, 0.0, key=f"{key}_ty")
+    a = math.radians(angle)
+    theta = torch.tensor([[[scale * math.cos(a), -scale * math.sin(a), tx], [scale * math.sin(a), scale * math.cos(a), ty]]])
+    x = to_input(image, (3, 160, 160))
+    data = stn_grid(STN(3).eval(), x, points=12, theta=theta)
+    grid = data["grid_xy"][0]
+    fig = go.Figure(go.Image(z=np.asarray(image.resize((160, 160)))))
+    for row in grid:
+        fig.add_trace(go.Scatter(x=row[:, 0], y=row[:, 1], mode="lines", line=dict(color="cyan", width=1), showlegend=False))
+    for col in grid.transpose(1, 0, 2):
+        fig.add_trace(go.Scatter(x=col[:, 0], y=col[:, 1], mode="lines", line=dict(color="cyan", width=1), showlegend=False))
+    fig.update_layout(title="Affine sampling grid over the input (pixels)", height=430, margin=dict(t=40))
+    out = data["output"][0]
+    out = (out - out.min()) / (out.max() - out.min() + 1e-8)
+    o1, o2 = st.columns(2)
+    o1.plotly_chart(fig, width="stretch")
+    o2.image(np.asarray(out).transpose(1, 2, 0), caption="resampled output (what the next layers see)", width="stretch")
+    st.caption(f"θ = {np.round(data['theta'][0], 3).tolist()}: each output pixel samples the input where the grid puts it. "
+               "In a trained STN a small localisation network predicts θ from the image itself.")

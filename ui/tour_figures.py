@@ -1,0 +1,107 @@
+"""Live figures for tour steps, one renderer per figure kind (see explorer/tours.py)."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer.compare import label_of, spec_from_item
+from explorer.errors import ExplorerError
+from explorer.spec import ModelSpec
+from explorer.units import format_bytes, format_count
+from ui.common import cached_compare_row, cached_fold, cached_sweep, cost_of
+from ui.components import layer_table, totals
+from ui.figures import cost_treemap
+
+
+def side_by_side(base: dict, swapped: dict, base_label: str, swapped_label: str):
+    figures = [("Parameters", "params", format_count), ("MACs", "macs", format_count),
+               ("Memory access cost", "memory_access_bytes", format_bytes)]
+    cols = st.columns(len(figures))
+    for col, (label, key, fmt) in zip(cols, figures):
+        change = swapped[key] - base[key]
+        col.metric(f"{label}: {base_label}", fmt(base[key]))
+        col.metric(f"{label}: {swapped_label}", fmt(swapped[key]),
+                   delta=f"{fmt(change)} ({change / base[key]:+.1%})" if base[key] else None, delta_color="inverse")
+
+
+def _model_totals(fig):
+    result = cost_of(ModelSpec(fig["arch"]))
+    totals(result)
+    st.plotly_chart(cost_treemap(result["layers"], "MACs", 2), width="stretch")
+
+
+def _layer_table(fig):
+    result = cost_of(ModelSpec(fig["arch"]))
+    layer_table(result["layers"], int(fig.get("depth", 1)))
+
+
+def _compare(fig):
+    rows = [cached_compare_row(spec_from_item(item).key()) for item in fig["specs"]]
+    x = fig.get("x", "gmacs")
+    names = {"gmacs": "GMACs", "params_m": "parameters (M)", "memory_access_mb": "memory access (MB)"}
+    frame = pd.DataFrame(rows).drop(columns=["spec"])
+    st.dataframe(frame, hide_index=True, width="stretch")
+    with_acc = [r for r in rows if r["published_top1"] is not None]
+    if with_acc:
+        plot = go.Figure(go.Scatter(x=[r[x] for r in with_acc], y=[r["published_top1"] for r in with_acc],
+                                    mode="markers+text", text=[r["label"] for r in with_acc], textposition="top center"))
+        plot.update_layout(xaxis_title=names.get(x, x), yaxis_title="published top-1 (%)", height=400)
+        st.plotly_chart(plot, width="stretch")
+    else:
+        plot = go.Figure(go.Bar(x=[r["label"] for r in rows], y=[r[x] for r in rows]))
+        plot.update_layout(yaxis_title=names.get(x, x), height=380)
+        st.plotly_chart(plot, width="stretch")
+
+
+def _swap(fig):
+    base = ModelSpec(fig["arch"])
+    swapped = base.with_(swaps=list(fig["swaps"]))
+    side_by_side(cost_of(base), cost_of(swapped), fig["arch"], label_of(swapped))
+
+
+def _fold(fig):
+    spec = ModelSpec(fig["arch"], swaps=tuple(fig["swaps"]))
+    report = cached_fold(spec.key())
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Parameters, train-time", format_count(report["train"]["params"]))
+    c2.metric("Parameters, folded", format_count(report["folded_cost"]["params"]))
+    c3.metric("Max |output difference|", f"{report['max_abs_diff']:.1e}")
+
+
+def _resolution_sweep(fig):
+    sides = tuple(sorted(fig.get("sides", [160, 224, 320])))
+    plot = go.Figure()
+    for item in fig["specs"]:
+        spec = spec_from_item(item)
+        rows = [r for r in cached_sweep(spec.key(), sides) if r["gmacs"] is not None]
+        plot.add_trace(go.Scatter(x=[r["side"] for r in rows], y=[r["gmacs"] for r in rows], mode="lines+markers",
+                                  name=label_of(spec)))
+    plot.update_layout(xaxis_title="input side (pixels)", yaxis_title="GMACs", height=400)
+    st.plotly_chart(plot, width="stretch")
+
+
+def _swin_mask(fig):
+    from ui.inside import swin_mask_view
+
+    swin_mask_view(ModelSpec(fig["arch"]), int(fig.get("stage", 1)), int(fig.get("block", 1)))
+
+
+def _receptive_field(fig):
+    from ui.inside import receptive_field_view
+
+    receptive_field_view(ModelSpec(fig["arch"]), fig.get("layer"))
+
+
+RENDERERS = {
+    "model_totals": _model_totals, "layer_table": _layer_table, "compare": _compare, "swap": _swap, "fold": _fold,
+    "resolution_sweep": _resolution_sweep, "swin_mask": _swin_mask, "receptive_field": _receptive_field,
+    "text": lambda fig: None,
+}
+
+
+def render_figure(fig: dict):
+    kind = fig.get("kind")
+    if kind not in RENDERERS:
+        raise ExplorerError(f"this step names an unknown figure kind {kind!r}")
+    RENDERERS[kind](fig)
