@@ -46,6 +46,9 @@ def test_a_tour_walked_end_to_end_in_presenter_view(app_server, browser):
     page.get_by_text(re.compile(r"^Step 1 of \d")).wait_for(timeout=90_000)
     total = int(re.search(r"of (\d+)", page.get_by_text(re.compile(r"^Step 1 of")).inner_text()).group(1))
     for step in range(2, total + 1):
+        # Wait until the step has finished rendering (its question comes after the live figure).
+        page.get_by_text(re.compile(r"^Think about it")).wait_for(timeout=90_000)
+        expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=90_000)
         page.get_by_role("button", name="Next →").click()
         page.get_by_text(re.compile(rf"^Step {step} of {total}")).wait_for(timeout=90_000)
         assert f"step={step}" in page.url
