@@ -30,3 +30,10 @@ NATIVE_BUILDERS: dict[str, Callable[..., nn.Module]] = {
 }
 for _name, (_groups, _width) in _shufflenet_v1.VARIANTS.items():
     NATIVE_BUILDERS[_name] = functools.partial(_shufflenet_v1.shufflenet_v1, groups=_groups, width=_width)
+
+# More native models register themselves in these modules' BUILDERS (one file per group of work).
+from explorer.native import more_cnns as _more_cnns  # noqa: E402
+from explorer.native import transformers as _transformers  # noqa: E402
+
+NATIVE_BUILDERS.update(_more_cnns.BUILDERS)
+NATIVE_BUILDERS.update(_transformers.BUILDERS)

@@ -1,0 +1,8 @@
+"""Registry of native transformers and MLPs (issue 8): name -> builder. Each model lives in its own module."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+BUILDERS: dict[str, Callable[..., nn.Module]] = {}
