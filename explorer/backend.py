@@ -113,6 +113,11 @@ class LocalBackend:
             result["window_overridden"] = True
         return result
 
+    def attention_formulas(self, sides: list[int]) -> list[dict[str, Any]]:
+        from explorer.compare import attention_formula_sweep
+
+        return attention_formula_sweep(sides)
+
     def peaks(self, device: str, dtype: str) -> dict[str, Any]:
         from explorer.roofline import peaks_for
 

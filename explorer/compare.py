@@ -111,3 +111,33 @@ def resolution_sweep(spec: ModelSpec, sides: list[int]) -> list[dict[str, Any]]:
         except ExplorerError as exc:
             rows.append({"label": label_of(spec), "side": side, "gmacs": None, "memory_access_mb": None, "error": str(exc)})
     return rows
+
+
+def msa_macs(tokens: int, dim: int) -> int:
+    """Global multi-head self-attention of one layer, in multiply-adds: 4NC² + 2N²C (Swin paper, eq. 1)."""
+    return 4 * tokens * dim * dim + 2 * tokens * tokens * dim
+
+
+def w_msa_macs(h: int, w: int, dim: int, window: int) -> int:
+    """Window attention of one layer: 4hwC² + 2M²hwC (Swin paper, eq. 2)."""
+    return 4 * h * w * dim * dim + 2 * window * window * h * w * dim
+
+
+def attention_formula_sweep(sides: list[int]) -> list[dict[str, Any]]:
+    """One attention layer of ViT-B/16 (global) and Swin-T stage 1 (windows of 7): the cost engine's
+    count beside the formulas, at square input sides (multiples of 28 keep Swin's windows unpadded)."""
+    rows = []
+    for side in sides:
+        vit = analyse(ModelSpec("vit_b_16", input_size=(3, side, side)))
+        layer = next(r for r in vit["layers"] if r["name"] == "encoder.layers.encoder_layer_0.self_attention")
+        tokens = (side // 16) ** 2 + 1  # patches + the class token
+        rows.append({"model": "ViT-B/16, layer 1 (global MSA)", "side": side, "tokens": tokens,
+                     "measured_macs": layer["macs"], "formula_macs": msa_macs(tokens, 768), "formula": "4NC² + 2N²C"})
+        swin = analyse(ModelSpec("swin_t", input_size=(3, side, side)))
+        layer = next(r for r in swin["layers"] if r["name"] == "features.1.0.attn")
+        h = w = side // 4
+        rows.append({"model": "Swin-T, stage 1 block 1 (W-MSA, M=7)", "side": side, "tokens": h * w,
+                     "measured_macs": layer["macs"], "formula_macs": w_msa_macs(h, w, 96, 7), "formula": "4hwC² + 2M²hwC"})
+        rows.append({"model": "global MSA at Swin-T stage 1 (what windows avoid)", "side": side, "tokens": h * w,
+                     "measured_macs": None, "formula_macs": msa_macs(h * w, 96), "formula": "4NC² + 2N²C"})
+    return rows

@@ -8,7 +8,7 @@ import streamlit as st
 from explorer.catalog import load_catalog
 from explorer.compare import READY_MADE, label_of, pareto_front, spec_from_item
 from explorer.errors import ExplorerError
-from ui.common import cached_bench, cached_compare_row, cached_sweep, guard, page_setup
+from ui.common import cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep, guard, page_setup
 
 page_setup("Compare", ":material/compare_arrows:")
 st.title("Compare")
@@ -152,3 +152,21 @@ if sweep_rows:
     refused = [r for r in sweep_rows if r["error"]]
     for r in refused:
         st.caption(f"{r['label']} at {r['side']}: {r['error']}")
+
+st.subheader("One attention layer: measured against the Swin paper's formulas")
+st.caption("Ω(MSA) = 4NC² + 2N²C grows with the square of the token count; Ω(W-MSA) = 4hwC² + 2M²hwC grows linearly. "
+           "Points: this app's count of the layer; lines: the formulas (multiply-adds).")
+with guard("The formula sweep"):
+    formula_rows = cached_attention_formulas((224, 448, 672, 896))
+    fig = go.Figure()
+    for model in dict.fromkeys(r["model"] for r in formula_rows):
+        mine = [r for r in formula_rows if r["model"] == model]
+        fig.add_trace(go.Scatter(x=[r["side"] for r in mine], y=[r["formula_macs"] / 1e9 for r in mine], mode="lines",
+                                 name=f"{model}: {mine[0]['formula']}"))
+        measured = [r for r in mine if r["measured_macs"] is not None]
+        if measured:
+            fig.add_trace(go.Scatter(x=[r["side"] for r in measured], y=[r["measured_macs"] / 1e9 for r in measured],
+                                     mode="markers", marker=dict(size=11, symbol="x"), name=f"{model}: measured"))
+    fig.update_layout(xaxis_title="input side (pixels)", yaxis_title="GMACs of one attention layer", yaxis_type="log",
+                      height=440, legend=dict(orientation="h", y=-0.25))
+    st.plotly_chart(fig, width="stretch")

@@ -86,3 +86,17 @@ def test_detection_models_are_costed_and_name_their_uncounted_ops():
     resnet50 = analyse(ModelSpec("resnet50"))
     bn_params = sum(r["params"] for r in resnet50["layers"] if r["type"] == "BatchNorm2d")
     assert result["params"] == 41_755_286 + bn_params
+
+
+@pytest.mark.parametrize("side", [224, 448])
+def test_attention_layers_match_the_swin_papers_formulas(side):
+    """The engine's count of one attention layer equals Ω(MSA) = 4NC² + 2N²C (ViT, N = patches + CLS)
+    and Ω(W-MSA) = 4hwC² + 2M²hwC (Swin-T stage 1, C = 96, M = 7)."""
+    from explorer.compare import attention_formula_sweep
+
+    rows = [r for r in attention_formula_sweep([side]) if r["measured_macs"] is not None]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["measured_macs"] == row["formula_macs"], row
+    vit, swin = rows
+    assert vit["tokens"] == (side // 16) ** 2 + 1 and swin["tokens"] == (side // 4) ** 2

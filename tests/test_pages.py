@@ -100,7 +100,7 @@ def test_a_url_with_a_library_model_opens_it():
 
 
 def test_latency_page_runs_a_sweep_and_keeps_it():
-    at = open_page("pages/3_Latency.py")
+    at = open_page("pages/5_Latency.py")
     assert "Pick models" in at.info[0].value
     at.multiselect(key="lat_batches").unselect(2)  # CPU default is [1, 2]: time batch 1 only
     at.button[0].click().run()
@@ -116,7 +116,7 @@ def test_latency_page_runs_a_sweep_and_keeps_it():
 
 
 def test_latency_page_reports_a_bad_library_name():
-    at = open_page("pages/3_Latency.py")
+    at = open_page("pages/5_Latency.py")
     at.multiselect(key="lat_models").unselect("resnet18")
     at.text_input(key="lat_extra").input("timm:nope")
     at.button[0].click().run()

@@ -105,6 +105,11 @@ def cached_sweep(spec_key: str, sides: tuple[int, ...]) -> list:
     return BACKEND.resolution_sweep(json.loads(spec_key), list(sides))
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def cached_attention_formulas(sides: tuple[int, ...]) -> list:
+    return BACKEND.attention_formulas(list(sides))
+
+
 def cost_of(spec: ModelSpec) -> dict:
     return cached_cost(spec.key())
 

@@ -1,0 +1,25 @@
+"""The ready-made comparisons, with latency taken on the CPU (batch 1), must load in under 10 s each:
+cost rows for every model, plus a quick latency run per model, uncached."""
+import time
+
+from benchmarks.common import print_table
+from explorer.compare import READY_MADE, compare_row, spec_from_item
+from explorer.latency import BenchSettings, bench
+
+QUICK = BenchSettings(device="cpu", batches=(1,), min_runs=3, min_seconds=0.1, max_seconds=3)
+
+
+def main():
+    rows = []
+    for key, entry in READY_MADE.items():
+        start = time.perf_counter()
+        for item in entry["specs"]:
+            spec = spec_from_item(item)
+            compare_row(spec)
+            bench(spec, QUICK)
+        rows.append([entry["title"], len(entry["specs"]), f"{time.perf_counter() - start:.1f}", "10"])
+    print_table("Ready-made comparisons with CPU latency (seconds)", ["comparison", "models", "seconds", "target"], rows)
+
+
+if __name__ == "__main__":
+    main()
