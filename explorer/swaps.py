@@ -10,6 +10,9 @@ Syntax of one swap (a spec holds a list of them, applied in order):
   WHERE matches (on the residual branch, before the addition, as SENet does), or replace the
   attention modules a model already has (e.g. MobileNetV3's SE).
 - ACTION `act`: replace the activation modules WHERE matches with BLOCK (a key of ACTIVATIONS).
+- ACTION `norm`: replace the BatchNorm2d modules WHERE matches with BLOCK (bn, gn, ln; a key of NORMS).
+- ACTION `front`: insert BLOCK in front of the whole model (`front:stn@input`: a spatial transformer
+  resamples the input before the first layer; it appears as the module `stn`).
 - WHERE: comma-separated glob patterns over module names (`layer4.*.conv2`, `layer3.*`), or `all`.
 - Options are JSON scalars (`attn:se(reduction=8)@all`); nothing is ever evaluated.
 
@@ -28,7 +31,7 @@ import torch.nn as nn
 
 from explorer.errors import ExplorerError
 
-_SWAP_RE = re.compile(r"^(conv|attn|act):([a-z0-9_]+)(?:\(([^()]*)\))?@([A-Za-z0-9_.*?\[\],\-]+)$")
+_SWAP_RE = re.compile(r"^(conv|attn|act|norm|front):([a-z0-9_]+)(?:\(([^()]*)\))?@([A-Za-z0-9_.*?\[\],\-]+)$")
 
 # Presets straight from the papers (for ResNet-style models; each names the layers it changes).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -109,7 +112,8 @@ def expand_swaps(swaps) -> list[str]:
 def _registry(action: str) -> dict:
     from explorer import blocks
 
-    return {"conv": blocks.CONVS, "attn": blocks.ATTENTION, "act": blocks.ACTIVATIONS}[action]
+    return {"conv": blocks.CONVS, "attn": blocks.ATTENTION, "act": blocks.ACTIVATIONS, "norm": blocks.NORMS,
+            "front": {"stn": blocks.STN}}[action]
 
 
 def _matches(name: str, where: tuple[str, ...]) -> bool:
@@ -168,6 +172,8 @@ def swap_points(model: nn.Module) -> dict[str, list[dict[str, Any]]]:
                       for n, m, c in _attention_modules(model)],
         "activation": [{"name": n, "stage": _stage(n), "type": type(m).__name__}
                        for n, m in model.named_modules() if isinstance(m, _ACTIVATION_TYPES)],
+        "norm": [{"name": n, "stage": _stage(n), "type": type(m).__name__, "channels": m.num_features}
+                 for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)],
     }
 
 
@@ -222,15 +228,36 @@ def apply_swap(model: nn.Module, swap: Swap) -> list[str]:
                 if _matches(name, swap.where):
                     _set_submodule(model, name, _build(factory, channels, options, swap))
                     changed.append(name)
-    else:  # act
+    elif swap.action == "act":
         for name, module in list(model.named_modules()):
             if isinstance(module, _ACTIVATION_TYPES) and _matches(name, swap.where):
                 _set_submodule(model, name, _build(factory, None, options, swap))
                 changed.append(name)
+    elif swap.action == "norm":
+        for name, module in list(model.named_modules()):
+            if isinstance(module, nn.BatchNorm2d) and _matches(name, swap.where):
+                _set_submodule(model, name, _build(factory, module.num_features, options, swap))
+                changed.append(name)
+    else:  # front
+        if swap.where != ("input",):
+            raise ExplorerError(f"swap {swap}: a front module goes @input")
+        if hasattr(model, "stn"):
+            raise ExplorerError(f"swap {swap}: this model already has a module named stn")
+        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if first_conv is None:
+            raise ExplorerError(f"swap {swap}: a spatial transformer needs an image model (no conv found)")
+        model.add_module("stn", _build(factory, first_conv.in_channels, options, swap))
+        # The model's own forward stays untouched: a pre-hook resamples its input through the STN.
+        model.register_forward_pre_hook(_through_stn)
+        changed.append("stn")
     if not changed:
         detail = f": {'; '.join(refused[:3])}" if refused else ""
         raise ExplorerError(f"swap {swap} fits nowhere in this model{detail}")
     return changed
+
+
+def _through_stn(model: nn.Module, args):
+    return (model.stn(args[0]), *args[1:])
 
 
 def _build(factory, first, options, swap):

@@ -112,3 +112,28 @@ def test_every_preset_applies_to_resnet50():
         with torch.device("meta"):
             changed = apply_swaps(model, [f"preset:{name}"])
         assert changed, name
+
+
+def test_norm_swap_to_group_norm():
+    base = analyse(ModelSpec("resnet18"), with_layers=False)
+    gn = analyse(ModelSpec("resnet18", swaps=("norm:gn@all",)), with_layers=False)
+    model = build_model(ModelSpec("resnet18", swaps=("norm:gn@all",)), "meta")
+    assert count_type(model, "BatchNorm2d") == 0 and count_type(model, "GroupNorm") == 20
+    assert gn["params"] == base["params"]  # both carry one scale and one shift per channel
+    assert gn["macs"] == base["macs"]
+
+
+def test_stn_in_front_resamples_the_input_and_is_costed():
+    spec = ModelSpec("resnet18", input_size=(3, 64, 64), swaps=("front:stn@input",))
+    result = analyse(spec)
+    stn_row = next(r for r in result["layers"] if r["name"] == "stn")
+    assert stn_row["calls"] == 1 and stn_row["macs"] > 0
+    assert "aten.grid_sampler_2d.default" in {op["op"] for op in result["ops"]}
+    model = build_model(spec, "cpu")
+    plain = build_model(ModelSpec("resnet18", input_size=(3, 64, 64)), "cpu")
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("stn.")})
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():  # an STN starts as the identity transform
+        assert torch.allclose(model(x), plain(x), atol=1e-4)
+    with pytest.raises(ExplorerError, match="@input"):
+        analyse(ModelSpec("resnet18", swaps=("front:stn@layer1",)))
