@@ -6,3 +6,20 @@ from typing import Callable
 import torch.nn as nn
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+# Lightweight CNNs: PeleeNet, ESPNet / ESPNetv2, IGCV1 / IGCV3, CondenseNet. IGCV2 stays
+# unregistered: the layer table of its paper (arXiv 1804.06202) was not available to build it
+# from, and the catalog has no published figures to check a guess against.
+from explorer.native import condensenet as _condensenet  # noqa: E402
+from explorer.native import espnet as _espnet  # noqa: E402
+from explorer.native import igcv as _igcv  # noqa: E402
+from explorer.native import peleenet as _peleenet  # noqa: E402
+
+BUILDERS.update({
+    "peleenet": _peleenet.peleenet,
+    "espnet": _espnet.espnet,
+    "espnetv2": _espnet.espnetv2,
+    "igcv1": _igcv.igcv1,
+    "igcv3": _igcv.igcv3,
+    "condensenet": _condensenet.condensenet,
+})
