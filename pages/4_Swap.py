@@ -8,7 +8,7 @@ from explorer.errors import ExplorerError
 from explorer.spec import ModelSpec, parse_size
 from explorer.swaps import PRESETS, expand_swaps, parse_swap
 from explorer.units import format_bytes, format_count
-from ui.common import cached_bench, cached_fold, cached_swap_points, cost_of, guard, page_setup
+from ui.common import cached_bench, cached_fold, cached_rf, cached_swap_points, cost_of, guard, page_setup
 
 page_setup("Swap blocks", ":material/swap_horiz:")
 st.title("Swap blocks")
@@ -84,6 +84,13 @@ if measure:
                 latency[name] = result["results"][0]["median_ms"] if result["results"] else None
 
 
+def last_spatial_rf(spec) -> int | None:
+    """Theoretical receptive field (pixels, height) of the deepest layer that still has a spatial map."""
+    rows = cached_rf(spec.key())["rows"]
+    local = [r for r in rows if not r["global"] and r["op"] != "container"]
+    return local[-1]["rf"][0] if local else None
+
+
 def delta(new, old, fmt):
     if old in (None, 0) or new is None:
         return None
@@ -102,6 +109,14 @@ for col, (label, key, fmt) in zip(cols, figures):
     col.metric(f"{label}, base", fmt(base_cost[key]))
     col.metric(f"{label}, swapped", fmt(swapped_cost[key]), delta=delta(swapped_cost[key], base_cost[key], fmt),
                delta_color="inverse")
+with guard("The receptive field"):
+    rf_base, rf_swapped = last_spatial_rf(base), last_spatial_rf(swapped)
+    if rf_base and rf_swapped:
+        px = lambda v: f"{v} px"  # noqa: E731
+        st.caption("Theoretical receptive field of the deepest spatial layer: "
+                   f"base {px(rf_base)}, swapped {px(rf_swapped)}"
+                   + (f" ({rf_swapped - rf_base:+d} px)" if rf_swapped != rf_base else " (unchanged)")
+                   + ". Deformable convs keep the theoretical field; their learned offsets change the effective one.")
 if latency:
     ms = lambda v: f"{v:.2f} ms"  # noqa: E731
     cols[-1].metric("Latency, base (batch 1)", ms(latency["base"]) if latency["base"] else "—")

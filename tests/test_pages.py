@@ -122,3 +122,51 @@ def test_latency_page_reports_a_bad_library_name():
     at.button[0].click().run()
     assert not at.exception
     assert any("timm has no model" in e.value for e in at.error)
+
+
+def test_swap_page_shows_base_and_swapped_side_by_side():
+    at = open_page("pages/4_Swap.py", arch="resnet50", swaps="preset:dcnv2")
+    assert not at.error
+    assert metric(at, "Parameters, base") == "25.56 M"
+    swapped = analyse(ModelSpec("resnet50", swaps=("preset:dcnv2",)), with_layers=False)
+    assert metric(at, "MACs, swapped") == format_count(swapped["macs"])
+    assert any("13 places changed" in m.value for m in at.markdown)
+    # A swap that cannot fit is a message; the page and the person's text survive.
+    at.text_area(key="swap_text").input("conv:dcn@layer1.0.conv1").run()
+    assert not at.exception and "1×1 conv" in at.error[0].value
+    assert at.text_area(key="swap_text").value == "conv:dcn@layer1.0.conv1"
+
+
+def test_swap_page_folds_repvgg_with_identical_outputs():
+    at = open_page("pages/4_Swap.py", arch="resnet18", swaps="conv:repvgg@layer1.*.conv1")
+    next(b for b in at.button if b.label.startswith("Fold")).click().run()
+    assert not at.exception and not at.error
+    from explorer.reparam import fold_report
+
+    report = fold_report(ModelSpec("resnet18", swaps=("conv:repvgg@layer1.*.conv1",)))
+    assert metric(at, "Max |output difference|") == f"{report['max_abs_diff']:.2e}"
+    # fp32 rounding accumulates through the network: within 1e-5 of the output's own scale
+    assert report["max_abs_diff"] <= 1e-5 * max(1.0, report["output_scale"])
+
+
+@pytest.mark.parametrize("view", ["Grad-CAM++ and attributions", "Receptive fields", "Deformable offsets",
+                                  "Spatial transformer"])
+def test_inside_views_render(view):
+    at = open_page("pages/3_Inside.py", arch="resnet18", view=view, swaps="conv:dcn@layer4.*.conv2")
+    assert not at.error, [e.value for e in at.error]
+    if view == "Receptive fields":
+        assert metric(at, "Jump / stride (pixels)") == "32 × 32"
+
+
+def test_inside_swin_windows_match_the_worked_example():
+    at = open_page("pages/3_Inside.py", arch="swin_t", view="Swin shifted windows")
+    assert any("15 of 64 windows carry a mask" in m.value for m in at.markdown)
+    at.selectbox(key="inside_swin_stage").select(2).run()
+    assert any("7 of 16 windows carry a mask" in m.value for m in at.markdown)
+
+
+def test_compare_page_table_comes_from_the_url():
+    at = open_page("pages/6_Compare.py", set='["resnet18", "mobilenet_v2"]')
+    table = at.dataframe[0].value
+    assert list(table["label"]) == ["resnet18", "mobilenet_v2"]
+    assert table["gmacs"].iloc[0] == pytest.approx(1.814, abs=1e-3)

@@ -91,6 +91,11 @@ def cached_fold(spec_key: str) -> dict:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
+def cached_rf(spec_key: str) -> dict:
+    return BACKEND.receptive_field(json.loads(spec_key))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
 def cached_swap_points(spec_key: str) -> dict:
     return BACKEND.swap_points(json.loads(spec_key))
 

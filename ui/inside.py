@@ -10,11 +10,7 @@ import streamlit as st
 
 from explorer.backend import BACKEND
 from explorer.spec import ModelSpec
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _rf(spec_key: str) -> dict:
-    return BACKEND.receptive_field(json.loads(spec_key))
+from ui.common import cached_rf
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -30,7 +26,7 @@ def _swin(spec_key: str, stage: int, block: int, window: int | None) -> dict:
 def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "rf", with_erf: bool = False):
     """Theoretical receptive field of every layer across depth; the chosen layer highlighted."""
     with st.spinner("Tracing the graph for receptive fields…"):
-        report = _rf(spec.key())
+        report = cached_rf(spec.key())
     rows = [r for r in report["rows"] if r["op"] != "container"]
     names = [r["name"] for r in rows]
     default = names.index(layer) if layer in names else max(0, len(names) - 1 - next(
