@@ -9,7 +9,7 @@ from explorer.errors import ExplorerError
 from explorer.layers import max_depth, module_tree_text, rolled_up, subtree
 from explorer.spec import ModelSpec, format_size, parse_size
 from explorer.units import format_bytes, format_count
-from ui.common import RANDOM_WEIGHTS_NOTE, cost_of, fvcore_of, guard, page_setup
+from ui.common import RANDOM_WEIGHTS_NOTE, cost_of, fvcore_of, guard, page_setup, plot_config
 from ui.components import LAYER_COLUMNS, layer_frame, totals
 from ui.figures import cost_treemap
 
@@ -130,7 +130,7 @@ st.subheader("Where the cost sits")
 c1, c2 = st.columns([1, 3])
 metric = c1.radio("Size by", ["MACs", "Memory access cost", "Parameters"], key="model_treemap_metric")
 chart_depth = c1.slider("Chart depth", 1, max(deepest, 1), min(3, max(deepest, 1)), key="model_chart_depth")
-c2.plotly_chart(cost_treemap(layers, metric, chart_depth), width="stretch")
+c2.plotly_chart(cost_treemap(layers, metric, chart_depth), width="stretch", config=plot_config())
 
 # --- per-layer table -------------------------------------------------------------------------------
 st.subheader("Per layer")

@@ -7,7 +7,7 @@ from explorer.catalog import load_catalog
 from explorer.errors import ExplorerError
 from explorer.roofline import ridge_point
 from explorer.spec import ModelSpec, parse_size
-from ui.common import guard, page_setup
+from ui.common import guard, page_setup, plot_config
 from ui.figures import roofline_plot, sweep_plot
 
 page_setup("Latency", ":material/timer:")
@@ -89,8 +89,8 @@ st.markdown(f"**Device** {first['device_name']} · **dtype** {first['dtype']} ·
             f"channels-last {first['channels_last']} · compile {first['compile']} · torch {first['torch']}"
             + (f" · cudnn.benchmark {first.get('cudnn_benchmark')} · TF32 matmul {first.get('tf32_matmul')}" if first["device"] == "cuda" else ""))
 c1, c2 = st.columns(2)
-c1.plotly_chart(sweep_plot(rows, "median_ms", "Latency (median, ms)", "ms per batch"), width="stretch")
-c2.plotly_chart(sweep_plot(rows, "throughput_per_s", "Throughput (images/s)", "images per second"), width="stretch")
+c1.plotly_chart(sweep_plot(rows, "median_ms", "Latency (median, ms)", "ms per batch"), width="stretch", config=plot_config())
+c2.plotly_chart(sweep_plot(rows, "throughput_per_s", "Throughput (images/s)", "images per second"), width="stretch", config=plot_config())
 st.dataframe(frame, hide_index=True, width="stretch", column_config={
     "median_ms": st.column_config.NumberColumn("median (ms)", format="%.3f"),
     "p10_ms": st.column_config.NumberColumn("p10 (ms)", format="%.3f"),
@@ -119,7 +119,7 @@ with guard("The roofline"):
          "share": l["share_time"]}
         for l in layer_rows if l["arithmetic_intensity"] and l["achieved_tflops"]
     ]
-    st.plotly_chart(roofline_plot(peaks, model_points, layer_points, first["dtype"]), width="stretch")
+    st.plotly_chart(roofline_plot(peaks, model_points, layer_points, first["dtype"]), width="stretch", config=plot_config())
     st.caption(f"Ridge point {ridge:.1f} FLOPs/byte: layers left of it are limited by memory bandwidth, right of it by "
                "compute. Intensity = 2 × MACs / memory access cost (bytes), both from the cost engine.")
     if layer_rows:

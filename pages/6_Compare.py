@@ -8,7 +8,7 @@ import streamlit as st
 from explorer.catalog import load_catalog
 from explorer.compare import READY_MADE, label_of, pareto_front, spec_from_item
 from explorer.errors import ExplorerError
-from ui.common import cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep, guard, page_setup
+from ui.common import cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep, guard, page_setup, plot_config
 
 page_setup("Compare", ":material/compare_arrows:")
 st.title("Compare")
@@ -97,10 +97,12 @@ st.subheader("Trade-offs")
 axes = {"GMACs": "gmacs", "parameters (M)": "params_m", "memory access (MB)": "memory_access_mb"}
 if measure:
     axes["latency (ms, batch 1)"] = "latency_ms"
-p1, p2, p3 = st.columns(3)
+p1, p2, p3, p4 = st.columns(4)
 x_label = p1.selectbox("Cost axis", list(axes), key="compare_x")
 y_label = p2.selectbox("Against", ["published top-1 (%)"] + [a for a in axes if a != x_label], key="compare_y")
 size_label = p3.selectbox("Bubble size", ["none"] + list(axes), key="compare_size")
+colour_label = p4.selectbox("Colour", list(axes) + ["FLOPs per byte"], key="compare_colour")
+colour_key = axes.get(colour_label, "intensity_flops_per_byte")
 x_key = axes[x_label]
 y_key = "published_top1" if y_label.startswith("published") else axes[y_label]
 plotted = [r for r in rows if r.get(x_key) is not None and r.get(y_key) is not None]
@@ -113,7 +115,8 @@ if size_label != "none":
 fig.add_trace(go.Scatter(
     x=[r[x_key] for r in plotted], y=[r[y_key] for r in plotted], mode="markers+text",
     text=[r["label"] for r in plotted], textposition="top center", name="models",
-    marker=dict(size=sizes or 12, color=[r[x_key] for r in plotted], colorscale="Viridis", opacity=0.8),
+    marker=dict(size=sizes or 12, color=[r.get(colour_key) or 0 for r in plotted], colorscale="Viridis", opacity=0.8,
+                showscale=True, colorbar=dict(title=colour_label)),
     customdata=[[r["input"], r.get("published_source") or ""] for r in plotted],
     hovertemplate="<b>%{text}</b><br>input %{customdata[0]}<br>" + x_label + ": %{x:.3f}<br>" + y_label
     + ": %{y:.3f}<br>%{customdata[1]}<extra></extra>",
@@ -124,7 +127,7 @@ if y_key == "published_top1":
     fig.add_trace(go.Scatter(x=[r[x_key] for r in front_rows], y=[r[y_key] for r in front_rows], mode="lines",
                              name="Pareto front", line=dict(dash="dash")))
 fig.update_layout(xaxis_title=x_label, yaxis_title=y_label, height=480, title=f"{y_label} against {x_label}")
-st.plotly_chart(fig, width="stretch")
+st.plotly_chart(fig, width="stretch", config=plot_config())
 if missing:
     st.caption(f"No {y_label} for: {', '.join(missing)} (pick another axis to see them).")
 
@@ -148,7 +151,7 @@ if sweep_rows:
         sweep.add_trace(go.Scatter(x=[r["side"] for r in mine], y=[r["gmacs"] for r in mine], mode="lines+markers", name=label))
     sweep.update_layout(xaxis_title="input side (pixels)", yaxis_title="GMACs", height=420,
                         title="MACs against input side: CNNs grow with side², global attention with side⁴")
-    st.plotly_chart(sweep, width="stretch")
+    st.plotly_chart(sweep, width="stretch", config=plot_config())
     refused = [r for r in sweep_rows if r["error"]]
     for r in refused:
         st.caption(f"{r['label']} at {r['side']}: {r['error']}")
@@ -169,4 +172,4 @@ with guard("The formula sweep"):
                                      mode="markers", marker=dict(size=11, symbol="x"), name=f"{model}: measured"))
     fig.update_layout(xaxis_title="input side (pixels)", yaxis_title="GMACs of one attention layer", yaxis_type="log",
                       height=440, legend=dict(orientation="h", y=-0.25))
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(fig, width="stretch", config=plot_config())

@@ -29,6 +29,8 @@ def page_setup(title: str, icon: str = ":material/explore:"):
         else:
             cuda = f"CUDA {info['cuda']} build, no GPU found" if info.get("cuda") else "CPU build"
         st.caption(f"torch {info['torch']} · {cuda}")
+        st.selectbox("Figure download format", ["png", "svg"], key="figure_format",
+                     help="The camera button above each chart saves it in this format, for slides")
 
 
 @contextlib.contextmanager
@@ -41,6 +43,12 @@ def guard(what: str = "This"):
     except Exception as exc:  # an engine bug: say so plainly, keep details in the server log
         log.error("unexpected error\n%s", traceback.format_exc())
         st.error(f"{what} failed unexpectedly: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+
+
+def plot_config() -> dict:
+    """Plotly's own export (the camera button): PNG or SVG at slide resolution."""
+    return {"displaylogo": False, "toImageButtonOptions": {
+        "format": st.session_state.get("figure_format", "png"), "scale": 2, "filename": "architecture-explorer"}}
 
 
 @st.cache_resource

@@ -10,7 +10,7 @@ import streamlit as st
 
 from explorer.backend import BACKEND
 from explorer.spec import ModelSpec
-from ui.common import cached_rf
+from ui.common import cached_rf, plot_config
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -47,7 +47,7 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
     fig.add_vline(x=names.index(chosen), line_dash="dash")
     fig.update_layout(xaxis_title="layer (execution order)", yaxis_title="pixels (height)", height=380,
                       title=f"Theoretical receptive field across depth ({report.get('method', 'fx')} trace)")
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(fig, width="stretch", config=plot_config())
     if row.get("note"):
         st.caption(f"{chosen}: {row['note']}")
     if row.get("approximate"):
@@ -63,7 +63,7 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
             heat.update_yaxes(autorange="reversed", scaleanchor="x", title="y (pixels)")
             heat.update_xaxes(title="x (pixels)")
             heat.update_layout(height=520, title="Effective receptive field (heat) inside the theoretical box (cyan)")
-            st.plotly_chart(heat, width="stretch")
+            st.plotly_chart(heat, width="stretch", config=plot_config())
             st.caption("Random weights: the effective field of a trained network is typically smaller and Gaussian-like.")
     with st.expander("All layers"):
         st.dataframe(pd.DataFrame(rows)[["name", "type", "rf", "jump", "start", "output_hw", "global", "approximate"]],
@@ -95,7 +95,7 @@ def swin_mask_view(spec: ModelSpec, stage: int = 1, block: int = 1, key: str = "
         labels.add_vline(x=j * w - 0.5, line_color="white", line_width=2)
     labels.update_yaxes(autorange="reversed", scaleanchor="x")
     labels.update_layout(title="Region labels after the cyclic shift, window grid in white", height=460)
-    c1.plotly_chart(labels, width="stretch")
+    c1.plotly_chart(labels, width="stretch", config=plot_config())
     masked = [i for i, m in enumerate(data["masked_pairs"]) if m] or [0]
     index = c2.selectbox("Window", list(range(data["total_windows"])), index=masked[-1], key=f"{key}_window_index",
                          help="Windows in row-major order; the last one mixes the most regions")
@@ -105,7 +105,7 @@ def swin_mask_view(spec: ModelSpec, stage: int = 1, block: int = 1, key: str = "
     mask.update_yaxes(autorange="reversed", scaleanchor="x", title="query token in the window")
     mask.update_xaxes(title="key token in the window")
     mask.update_layout(title=f"Attention mask of window {index} (−100 = blocked)", height=460)
-    c2.plotly_chart(mask, width="stretch")
+    c2.plotly_chart(mask, width="stretch", config=plot_config())
 
 
 # --- image, weights and CAMs --------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def attention_view(spec: ModelSpec, key: str = "attn"):
         tx = c3.number_input("Query token column", 0, res[1] - 1, res[1] // 2, key=f"{key}_tx")
         result = window_query_map(data, layer, None if head == "mean" else head, (int(ty), int(tx)))
         st.plotly_chart(_grid_heatmap(result["map"], f"{layer}: attention of token ({ty}, {tx}) within its window "
-                                      f"{result['window']}", "attention weight"), width="stretch")
+                                      f"{result['window']}", "attention weight"), width="stretch", config=plot_config())
         if result["padding_weight"] > 0:
             st.caption(f"{result['padding_weight']:.1%} of this token's attention goes to zero padding (Swin does not mask it).")
         return
@@ -295,18 +295,18 @@ def attention_view(spec: ModelSpec, key: str = "attn"):
     if query == "CLS token" and data["num_prefix_tokens"]:
         values = cls_attention_grid(data, layer, head_arg)
         o1.plotly_chart(_grid_heatmap(values, f"{layer}, head {head}: CLS attention over patches", "attention weight"),
-                        width="stretch")
+                        width="stretch", config=plot_config())
     else:
         py = o1.number_input("Patch row", 0, grid[0] - 1, grid[0] // 2, key=f"{key}_py")
         px = o1.number_input("Patch column", 0, grid[1] - 1, grid[1] // 2, key=f"{key}_px")
         values = patch_query_grid(data, layer, head_arg, (int(py), int(px)))
         o1.plotly_chart(_grid_heatmap(values, f"{layer}, head {head}: patch ({py}, {px}) attends to", "attention weight"),
-                        width="stretch")
+                        width="stretch", config=plot_config())
     if data["num_prefix_tokens"]:
         stacked = np.stack([data["maps"][n] for n in names])
         rollout = attention_rollout(stacked, num_prefix_tokens=data["num_prefix_tokens"], grid=grid, as_grid=True)
         o2.plotly_chart(_grid_heatmap(np.asarray(rollout)[0], "Attention rollout (Abnar & Zuidema 2020), all layers",
-                                      "rolled-out weight"), width="stretch")
+                                      "rolled-out weight"), width="stretch", config=plot_config())
     o2.image(image.resize((224, 224)), caption="input", width=224)
 
 
@@ -353,7 +353,7 @@ def deformable_view(spec: ModelSpec, key: str = "dcn"):
                                          colorbar=dict(title="modulation (v2)") if weights_v2 is not None else None)))
     fig.update_layout(title=f"{layer}, output ({oy}, {ox}): {len(pts)} sampling points in the input image (pixels)",
                       height=560, margin=dict(t=40), legend=dict(orientation="h", y=-0.08))
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(fig, width="stretch", config=plot_config())
     st.caption("Offsets follow torchvision's layout: per kernel tap a (Δy, Δx) pair. With random or freshly swapped "
                "weights the offsets start at zero (as in the papers), so the deformed points sit on the regular grid "
                "until the offset convs are trained or loaded.")
@@ -392,7 +392,7 @@ def stn_view(key: str = "stn"):
     out = data["output"][0]
     out = (out - out.min()) / (out.max() - out.min() + 1e-8)
     o1, o2 = st.columns(2)
-    o1.plotly_chart(fig, width="stretch")
+    o1.plotly_chart(fig, width="stretch", config=plot_config())
     o2.image(np.asarray(out).transpose(1, 2, 0), caption="resampled output (what the next layers see)", width="stretch")
     st.caption(f"θ = {np.round(data['theta'][0], 3).tolist()}: each output pixel samples the input where the grid puts it. "
                "In a trained STN a small localisation network predicts θ from the image itself.")

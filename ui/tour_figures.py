@@ -9,7 +9,7 @@ from explorer.compare import label_of, spec_from_item
 from explorer.errors import ExplorerError
 from explorer.spec import ModelSpec
 from explorer.units import format_bytes, format_count
-from ui.common import cached_compare_row, cached_fold, cached_sweep, cost_of
+from ui.common import cached_compare_row, cached_fold, cached_sweep, cost_of, plot_config
 from ui.components import layer_table, totals
 from ui.figures import cost_treemap
 
@@ -28,7 +28,7 @@ def side_by_side(base: dict, swapped: dict, base_label: str, swapped_label: str)
 def _model_totals(fig):
     result = cost_of(ModelSpec(fig["arch"]))
     totals(result)
-    st.plotly_chart(cost_treemap(result["layers"], "MACs", 2), width="stretch")
+    st.plotly_chart(cost_treemap(result["layers"], "MACs", 2), width="stretch", config=plot_config())
 
 
 def _layer_table(fig):
@@ -47,11 +47,11 @@ def _compare(fig):
         plot = go.Figure(go.Scatter(x=[r[x] for r in with_acc], y=[r["published_top1"] for r in with_acc],
                                     mode="markers+text", text=[r["label"] for r in with_acc], textposition="top center"))
         plot.update_layout(xaxis_title=names.get(x, x), yaxis_title="published top-1 (%)", height=400)
-        st.plotly_chart(plot, width="stretch")
+        st.plotly_chart(plot, width="stretch", config=plot_config())
     else:
         plot = go.Figure(go.Bar(x=[r["label"] for r in rows], y=[r[x] for r in rows]))
         plot.update_layout(yaxis_title=names.get(x, x), height=380)
-        st.plotly_chart(plot, width="stretch")
+        st.plotly_chart(plot, width="stretch", config=plot_config())
 
 
 def _swap(fig):
@@ -78,7 +78,7 @@ def _resolution_sweep(fig):
         plot.add_trace(go.Scatter(x=[r["side"] for r in rows], y=[r["gmacs"] for r in rows], mode="lines+markers",
                                   name=label_of(spec)))
     plot.update_layout(xaxis_title="input side (pixels)", yaxis_title="GMACs", height=400)
-    st.plotly_chart(plot, width="stretch")
+    st.plotly_chart(plot, width="stretch", config=plot_config())
 
 
 def _swin_mask(fig):
