@@ -35,6 +35,8 @@ class Variant:
     family_id: str | None = None  # None for library models opened by name
     input_size: tuple[int, ...] | None = None
     published: dict[str, Any] | None = None
+    input_kind: str = "image"  # "image" | "tokens" (integer ids below vocab_size) | "graph" | "volume"
+    vocab_size: int | None = None
 
     @property
     def library(self) -> str:
@@ -94,6 +96,8 @@ def load_catalog() -> Catalog:
                 family_id=f["id"],
                 input_size=tuple(v["input_size"]) if v.get("input_size") else None,
                 published=v.get("published"),
+                input_kind=v.get("input_kind", "image"),
+                vocab_size=v.get("vocab_size"),
             )
             for v in f["variants"]
         )

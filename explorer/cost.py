@@ -89,6 +89,13 @@ def _roi_align_macs(inp, rois, spatial_scale, pooled_height, pooled_width, sampl
     return rois.shape[0] * inp.shape[1] * pooled_height * pooled_width * samples * 4
 
 
+def _mkldnn_rnn_layer_macs(inp, w_ih, w_hh, *args, **kwargs) -> int:
+    # One RNN layer and direction (oneDNN's fused kernel on the CPU): every time step multiplies the
+    # input by W_ih (gates×I) and the hidden state by W_hh (gates×H).
+    steps = inp.numel() // inp.shape[-1]
+    return steps * (w_ih.numel() + w_hh.numel())
+
+
 def _mv_macs(mat, vec, *args, **kwargs) -> int:
     return mat.shape[0] * mat.shape[1]
 
@@ -127,6 +134,7 @@ def _build_mac_formulas():
         "mv": _mv_macs,
         "addmv": _addmv_macs,
         "dot": _dot_macs,
+        "mkldnn_rnn_layer": _mkldnn_rnn_layer_macs,
     }
     for name, formula in extra.items():
         packet = getattr(aten, name, None)
@@ -168,6 +176,7 @@ _DATA_MOVEMENT = {
     "randint", "normal_", "uniform_", "empty", "empty_like", "empty_strided", "set_", "resize_",
     "_reshape_alias", "unfold", "diag_embed", "expand_copy", "slice_scatter", "select_scatter",
     "copy", "alias_copy", "detach_copy", "max_unpool2d", "one_hot", "_unique2",
+    "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk",
 }
 # These allocate without writing anything.
 _NO_TRAFFIC = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "set_", "resize_"}

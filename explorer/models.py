@@ -115,11 +115,18 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
 
 
 def example_input(spec: ModelSpec, device: str | torch.device = "cpu", dtype=torch.float32) -> torch.Tensor:
-    size = input_size_of(spec)
+    """The model's own kind of input: images / volumes / node features as floats, token ids as integers."""
+    variant = resolve(spec.arch)
+    size = input_size_of(spec, variant)
     shape = (spec.batch, *size)
-    if torch.device(device).type == "meta":
-        return torch.empty(shape, device=device, dtype=dtype)
+    meta = torch.device(device).type == "meta"
     generator = torch.Generator().manual_seed(0)
+    if variant.input_kind == "tokens":
+        if meta:
+            return torch.empty(shape, device=device, dtype=torch.long)
+        return torch.randint(0, variant.vocab_size or 1000, shape, generator=generator).to(device)
+    if meta:
+        return torch.empty(shape, device=device, dtype=dtype)
     return torch.randn(shape, generator=generator, dtype=dtype).to(device)
 
 

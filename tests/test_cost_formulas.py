@@ -180,3 +180,27 @@ def test_meta_fast_path_matches_the_real_meta_kernels(arch):
     with torch.no_grad(), Compare():
         model(torch.empty(1, 3, 224, 224, device="meta"))
     assert len(checked) > 20
+
+
+def test_lstm_and_gru_cost_the_same_on_the_cpu_kernel_and_on_meta():
+    """On meta an RNN decomposes into per-step matmuls; on the CPU oneDNN runs one fused op per layer
+    and direction. Both give T·B·(|W_ih| + |W_hh|) per layer and direction."""
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(8, 16, num_layers=2, batch_first=True, bidirectional=True)
+            self.gru = nn.GRU(8, 16, batch_first=True)
+
+        def forward(self, x):
+            return self.lstm(x)[0].sum() + self.gru(x)[0].sum()
+
+    torch.manual_seed(0)
+    model = Recurrent().eval()
+    steps = 2 * 5  # batch 2, 5 time steps
+    lstm = steps * ((64 * 8 + 64 * 16) * 2 + (64 * 32 + 64 * 16) * 2)  # layer 1 sees 8 inputs, layer 2 sees 32
+    gru = steps * (48 * 8 + 48 * 16)
+    cpu = trace_costs(model, torch.randn(2, 5, 8))
+    meta = trace_costs(model.to("meta"), torch.empty(2, 5, 8, device="meta"))
+    assert cpu.total.macs == meta.total.macs == lstm + gru
+    assert all(e["category"] != "uncounted" for e in cpu.by_op.values())
