@@ -140,6 +140,22 @@ def cmd_cam(args) -> Any:
     return None
 
 
+def cmd_losses(args) -> Any:
+    from explorer import losses
+
+    if args.kind == "regression":
+        result = losses.regression_curves(args.alpha, args.gamma, args.beta)
+    elif args.kind == "weights":
+        counts = losses.long_tail_counts(args.classes, 5000, args.imbalance)
+        result = {"counts": counts.tolist(), "weights": losses.class_weights(counts, args.cb_beta)}
+    else:
+        result = losses.sample_negatives(bins=args.bins, samples=args.samples)
+    if args.json:
+        return result
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, indent=1))
+    return None
+
+
 def cmd_bench(args) -> Any:
     from explorer.latency import BenchSettings, bench
 
@@ -222,6 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="class_index", type=int, help="target class (default: the top class)")
     p.add_argument("--out", help="write the heat map over the image as PNG")
     p.set_defaults(func=cmd_cam)
+
+    p = sub.add_parser("losses", help="loss curves: balanced L1, long-tail class weights, IoU-balanced sampling")
+    p.add_argument("kind", choices=["regression", "weights", "sampling"])
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--gamma", type=float, default=1.5)
+    p.add_argument("--beta", type=float, default=1.0, help="smooth-L1 beta")
+    p.add_argument("--classes", type=int, default=100)
+    p.add_argument("--imbalance", type=float, default=100.0)
+    p.add_argument("--cb-beta", type=float, default=0.999)
+    p.add_argument("--bins", type=int, default=3)
+    p.add_argument("--samples", type=int, default=384)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_losses)
 
     p = sub.add_parser("bench", help="latency and throughput with the real kernels, per batch size")
     p.add_argument("arch")

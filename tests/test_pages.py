@@ -170,3 +170,11 @@ def test_compare_page_table_comes_from_the_url():
     table = at.dataframe[0].value
     assert list(table["label"]) == ["resnet18", "mobilenet_v2"]
     assert table["gmacs"].iloc[0] == pytest.approx(1.814, abs=1e-3)
+
+
+def test_losses_page_curves_respond_to_their_sliders():
+    at = open_page("pages/8_Losses.py")
+    assert not at.error
+    assert any("19.09" in m.value for m in at.markdown)  # b for α = 0.5, γ = 1.5
+    at.slider(key="loss_gamma").set_value(1.0).run()
+    assert any("6.39" in m.value for m in at.markdown)  # e^2 − 1
