@@ -6,3 +6,14 @@ from typing import Callable
 import torch.nn as nn
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+# Import the modules, not their builder functions, so that the submodule names stay free.
+from explorer.native import as_mlp as _as_mlp  # noqa: E402
+from explorer.native import cyclemlp as _cyclemlp  # noqa: E402
+from explorer.native import pvt_v1 as _pvt_v1  # noqa: E402
+from explorer.native import repmlp as _repmlp  # noqa: E402
+
+BUILDERS.update(_pvt_v1.BUILDERS)  # pvt_v1_tiny / small / medium / large
+BUILDERS.update(_cyclemlp.BUILDERS)  # cyclemlp_b1 .. b5
+BUILDERS.update(_as_mlp.BUILDERS)  # as_mlp_t / s / b
+BUILDERS.update(_repmlp.BUILDERS)  # repmlp (RepMLP-Res50-light-224)
