@@ -227,7 +227,7 @@ def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], Non
                     if settings.channels_last and x.dim() == 4:
                         x = x.contiguous(memory_format=torch.channels_last)
 
-                    def forward():
+                    def forward(x=x):
                         with torch.inference_mode(), _autocast(device, settings.dtype):
                             model(x)
 
@@ -244,7 +244,6 @@ def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], Non
                             "achieved_gb_per_s": bytes_moved / seconds / 1e9,
                         }
                     )
-                    del x
         except ExplorerError:
             raise
         except Exception as exc:

@@ -4,7 +4,7 @@ import streamlit as st
 
 from explorer.backend import best_device
 from explorer.catalog import load_catalog
-from explorer.errors import ExplorerError
+
 from explorer.spec import ModelSpec, parse_size
 from explorer.swaps import PRESETS, expand_swaps, parse_swap
 from explorer.units import format_bytes, format_count

@@ -7,7 +7,7 @@ import streamlit as st
 
 from explorer.catalog import load_catalog
 from explorer.compare import READY_MADE, label_of, pareto_front, spec_from_item
-from explorer.errors import ExplorerError
+
 from ui.common import cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep, guard, page_setup, plot_config
 
 page_setup("Compare", ":material/compare_arrows:")

@@ -5,7 +5,7 @@ Presenter view (large type, one step per screen) with ?present=1; the tour and s
 import streamlit as st
 
 from explorer.catalog import load_catalog
-from explorer.errors import ExplorerError
+
 from explorer.tours import load_tours
 from ui.common import guard, page_setup
 from ui.tour_figures import render_figure

@@ -1,7 +1,6 @@
 """The real app in headless Chromium, driven as a person would."""
 import re
 
-import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import ROOT

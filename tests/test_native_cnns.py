@@ -11,35 +11,15 @@ import torch
 from explorer.catalog import load_catalog, published_figures, resolve
 from explorer.cost import analyse
 from explorer.errors import ExplorerError
-from explorer.models import build_model, example_input
+from explorer.models import build_model
 from explorer.native import NATIVE_BUILDERS
 from explorer.spec import ModelSpec
+from tests.native_support import CostReports, run_forward, shapes
 
 
 @pytest.fixture(scope="module")
 def reports():
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            cache[arch] = analyse(ModelSpec(arch))
-            assert cache[arch]["uncounted_ops"] == [], arch  # every op has a cost formula
-        return cache[arch]
-
-    return get
-
-
-def run_forward(arch: str) -> torch.Tensor:
-    spec = ModelSpec(arch)
-    model = build_model(spec)
-    with torch.no_grad():
-        out = model(example_input(spec))
-    assert torch.isfinite(out).all()
-    return out
-
-
-def shapes(report) -> dict:
-    return {row["name"]: row["output_shape"] for row in report["layers"]}
+    return CostReports()
 
 
 def published(arch: str) -> dict:

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from explorer.catalog import load_catalog, published_figures, resolve
-from explorer.cost import analyse
-from explorer.models import build_model, example_input
+from explorer.models import build_model
 from explorer.native import NATIVE_BUILDERS
 from explorer.spec import ModelSpec
+from tests.native_support import CostReports, run_forward, shapes
 
 # catalog id: (params, MACs) at the catalog's input size, as the engine counts them.
 EXPECTED = {
@@ -26,28 +26,7 @@ FAMILIES = ("peleenet", "espnet", "igcv", "condensenet")
 
 @pytest.fixture(scope="module")
 def reports():
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            cache[arch] = analyse(ModelSpec(arch))
-            assert cache[arch]["uncounted_ops"] == [], arch  # every op has a cost formula
-        return cache[arch]
-
-    return get
-
-
-def run_forward(arch: str) -> torch.Tensor:
-    spec = ModelSpec(arch)
-    model = build_model(spec)
-    with torch.no_grad():
-        out = model(example_input(spec))
-    assert torch.isfinite(out).all()
-    return out
-
-
-def shapes(report) -> dict:
-    return {row["name"]: row["output_shape"] for row in report["layers"]}
+    return CostReports()
 
 
 def test_every_variant_of_these_families_is_built_except_igcv2():

@@ -16,6 +16,7 @@ from explorer.errors import ExplorerError
 from explorer.models import build_model, example_input
 from explorer.native import NATIVE_BUILDERS
 from explorer.spec import ModelSpec
+from tests.native_support import run_forward, shapes
 
 FAMILIES = ("pvt_v1", "cyclemlp", "as_mlp", "repmlp")
 
@@ -41,19 +42,6 @@ EXPECTED = {
     "repmlp": (87_038_248, 3_301_703_680),
 }
 REPMLP_DEPLOY = (86_166_504, 3_076_915_200)  # folded: no local-perceptron convs, no BNs in RepMLP
-
-
-def shapes(report) -> dict:
-    return {row["name"]: row["output_shape"] for row in report["layers"]}
-
-
-def run_forward(arch: str, **options) -> torch.Tensor:
-    spec = ModelSpec(arch, options=tuple(options.items()))
-    model = build_model(spec)
-    with torch.no_grad():
-        out = model(example_input(spec))
-    assert torch.isfinite(out).all()
-    return out
 
 
 def randomise_bn_statistics(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -195,20 +195,29 @@ def class_names(spec: ModelSpec) -> list[str] | None:
     return torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"]  # ImageNet-1k, for timm models too
 
 
-def cam_view(spec: ModelSpec, key: str = "cam"):
-    from explorer.images import heat_overlay, to_input
-    from explorer.models import input_size_of
-    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS, cam_layers, compute_attribution, compute_cam
-
+def image_and_model(spec: ModelSpec, key: str):
+    """The person's image and the model with the weights they chose: (image, notes, model), or None."""
     loaded = choose_image(key)
     weights = choose_weights(key)
     if loaded is None:
-        return
+        return None
     image, notes = loaded
     for note in notes:
         st.caption(f"Image: {note}.")
     model, report = model_with_weights(spec, weights)
     weights_report(report)
+    return image, notes, model
+
+
+def cam_view(spec: ModelSpec, key: str = "cam"):
+    from explorer.images import heat_overlay, to_input
+    from explorer.models import input_size_of
+    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS, cam_layers, compute_attribution, compute_cam
+
+    chosen = image_and_model(spec, key)
+    if chosen is None:
+        return
+    image, _, model = chosen
     x = to_input(image, input_size_of(spec))
     c1, c2, c3 = st.columns([1, 2, 1])
     method = c1.selectbox("Method", list(CAM_METHODS) + list(ATTRIBUTION_METHODS), key=f"{key}_method",
@@ -259,13 +268,10 @@ def attention_view(spec: ModelSpec, key: str = "attn"):
     from explorer.views.attention import attention_layers, attention_maps, attention_rollout, cls_attention_grid, \
         patch_query_grid, window_query_map
 
-    loaded = choose_image(key)
-    weights = choose_weights(key)
-    if loaded is None:
+    chosen = image_and_model(spec, key)
+    if chosen is None:
         return
-    image, _ = loaded
-    model, report = model_with_weights(spec, weights)
-    weights_report(report)
+    image, _, model = chosen
     if not attention_layers(model):
         st.info("This model has no attention layers the view can read (ViT, DeiT, Swin and nn.MultiheadAttention).")
         return
@@ -316,13 +322,10 @@ def deformable_view(spec: ModelSpec, key: str = "dcn"):
     from explorer.models import input_size_of
     from explorer.views.deformable import capture_offsets, deformable_layers, stack_sampling_points
 
-    loaded = choose_image(key)
-    weights = choose_weights(key)
-    if loaded is None:
+    chosen = image_and_model(spec, key)
+    if chosen is None:
         return
-    image, _ = loaded
-    model, report = model_with_weights(spec, weights)
-    weights_report(report)
+    image, _, model = chosen
     layers = [name for name, _ in deformable_layers(model)]
     if not layers:
         st.info("This model has no deformable convolutions. Swap some in: e.g. `preset:dcnv2` or "

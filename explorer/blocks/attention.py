@@ -10,7 +10,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 __all__ = ["SE", "ECA", "CBAM", "SK", "GC", "sSE", "cSE", "scSE", "ULSAM", "identity", "eca_kernel_size"]
 
