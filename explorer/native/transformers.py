@@ -17,3 +17,9 @@ BUILDERS.update(_pvt_v1.BUILDERS)  # pvt_v1_tiny / small / medium / large
 BUILDERS.update(_cyclemlp.BUILDERS)  # cyclemlp_b1 .. b5
 BUILDERS.update(_as_mlp.BUILDERS)  # as_mlp_t / s / b
 BUILDERS.update(_repmlp.BUILDERS)  # repmlp (RepMLP-Res50-light-224)
+
+# Sequence and graph models: Transformer (base), BERT (base, large), Seq2Seq LSTM; GCN.
+from explorer.native import gcn as _gcn, sequence as _sequence  # noqa: E402
+
+BUILDERS.update(_sequence.BUILDERS)  # transformer_base, bert_base, bert_large, seq2seq_lstm
+BUILDERS.update(_gcn.BUILDERS)  # gcn
