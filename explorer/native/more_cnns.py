@@ -23,3 +23,18 @@ BUILDERS.update({
     "igcv3": _igcv.igcv3,
     "condensenet": _condensenet.condensenet,
 })
+
+# Lightweight CNNs with dynamic / channel-wise convs: WeightNet (ShuffleNetV2 1.0× backbone),
+# ChannelNet-v1, MicroNet M0–M3.
+from explorer.native import channelnets as _channelnets  # noqa: E402
+from explorer.native import micronet as _micronet  # noqa: E402
+from explorer.native import weightnet_net as _weightnet_net  # noqa: E402
+
+BUILDERS.update({
+    "weightnet": _weightnet_net.weightnet,
+    "channelnets": _channelnets.channelnets,
+    "micronet_m0": _micronet.micronet_m0,
+    "micronet_m1": _micronet.micronet_m1,
+    "micronet_m2": _micronet.micronet_m2,
+    "micronet_m3": _micronet.micronet_m3,
+})

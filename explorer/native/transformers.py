@@ -23,3 +23,8 @@ from explorer.native import gcn as _gcn, sequence as _sequence  # noqa: E402
 
 BUILDERS.update(_sequence.BUILDERS)  # transformer_base, bert_base, bert_large, seq2seq_lstm
 BUILDERS.update(_gcn.BUILDERS)  # gcn
+
+# Detection and 3-D segmentation: DETR (R50), UNETR.
+from explorer.native import detr as _detr, unetr as _unetr  # noqa: E402
+
+BUILDERS.update({**_detr.BUILDERS, **_unetr.BUILDERS})  # detr_r50, unetr
