@@ -10,7 +10,7 @@ from explorer.layers import max_depth, module_tree_text, rolled_up, subtree
 from explorer.spec import ModelSpec, format_size, parse_size
 from explorer.units import format_bytes, format_count
 from ui.common import RANDOM_WEIGHTS_NOTE, cost_of, fvcore_of, guard, page_setup, plot_config
-from ui.components import LAYER_COLUMNS, layer_frame, totals
+from ui.components import LAYER_COLUMNS, depth_slider, layer_frame, totals
 from ui.figures import cost_treemap
 
 page_setup("Model", ":material/biotech:")
@@ -129,14 +129,14 @@ deepest = max_depth(layers)
 st.subheader("Where the cost sits")
 c1, c2 = st.columns([1, 3])
 metric = c1.radio("Size by", ["MACs", "Memory access cost", "Parameters"], key="model_treemap_metric")
-chart_depth = c1.slider("Chart depth", 1, max(deepest, 1), min(3, max(deepest, 1)), key="model_chart_depth")
+chart_depth = depth_slider("Chart depth", deepest, 3, "model_chart_depth", container=c1)
 c2.plotly_chart(cost_treemap(layers, metric, chart_depth), width="stretch", config=plot_config())
 
 # --- per-layer table -------------------------------------------------------------------------------
 st.subheader("Per layer")
 
 
-depth = st.slider("Roll up to depth", 1, max(deepest, 1), 1, key="model_depth",
+depth = depth_slider("Roll up to depth", deepest, 1, "model_depth",
                   help="1 = stages/top-level blocks; deeper levels split each block into its layers. Each row's figures include its children.")
 st.dataframe(layer_frame(rolled_up(layers, depth), indent=False), hide_index=True, width="stretch", column_config=LAYER_COLUMNS)
 st.caption("Each row includes everything its module runs. Rows at one depth add up to the model's total; "
@@ -150,7 +150,7 @@ for row in rolled_up(layers, 1):
         st.dataframe(layer_frame(subtree(layers, row["name"]), indent=True), hide_index=True, width="stretch", column_config=LAYER_COLUMNS)
 
 with st.expander("Module tree with output shapes"):
-    tree_depth = st.slider("Tree depth", 1, max(deepest, 1), min(2, max(deepest, 1)), key="model_tree_depth")
+    tree_depth = depth_slider("Tree depth", deepest, 2, "model_tree_depth")
     st.code(module_tree_text(layers, tree_depth), language=None)
 
 with st.expander("Cost by operator (aten level)"):

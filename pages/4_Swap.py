@@ -8,6 +8,7 @@ from explorer.catalog import load_catalog
 from explorer.spec import ModelSpec, parse_size
 from explorer.swaps import PRESETS, expand_swaps, parse_swap
 from explorer.units import format_bytes, format_count
+from ui.components import depth_slider
 from ui.common import cached_bench, cached_fold, cached_rf, cached_swap_points, cost_of, guard, page_setup
 
 page_setup("Swap blocks", ":material/swap_horiz:")
@@ -143,7 +144,7 @@ frame = pd.DataFrame(
 )
 changed_set = {r["name"] for r in changed_rows}
 f1, f2 = st.columns([3, 1])
-depth = f1.slider("Down to depth", 1, int(frame["depth"].max()), min(3, int(frame["depth"].max())), key="swap_depth")
+depth = depth_slider("Down to depth", int(frame["depth"].max()), 3, "swap_depth", container=f1)
 only_changed = f2.toggle("Only the changed layers", value=True, key="swap_only_changed")
 shown = frame[(frame["depth"] <= depth) & (frame["depth"] > 0)]
 if only_changed:

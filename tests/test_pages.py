@@ -178,3 +178,12 @@ def test_losses_page_curves_respond_to_their_sliders():
     assert any("19.09" in m.value for m in at.markdown)  # b for α = 0.5, γ = 1.5
     at.slider(key="loss_gamma").set_value(1.0).run()
     assert any("6.39" in m.value for m in at.markdown)  # e^2 − 1
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "gcn", "bert_base", "cyclemlp_b1", "detr_r50", "unetr"])
+def test_model_page_renders_native_models_of_every_input_kind(arch):
+    """Flat models (one level of layers), token ids, graphs, volumes and detector outputs."""
+    at = open_page("pages/2_Model.py", arch=arch)
+    assert not at.error, [e.value for e in at.error]
+    expected = analyse(ModelSpec(arch), with_layers=False)
+    assert metric(at, "MACs") == format_count(expected["macs"])

@@ -8,6 +8,13 @@ from explorer.layers import rolled_up, shape_text
 from explorer.units import format_bytes, format_count
 
 
+def depth_slider(label: str, deepest: int, default: int, key: str, container=st, **kwargs) -> int:
+    """A depth slider from 1 to `deepest`; a flat model (deepest 1) needs no slider at all."""
+    if deepest <= 1:
+        return 1
+    return container.slider(label, 1, deepest, min(default, deepest), key=key, **kwargs)
+
+
 def totals(result: dict):
     """The six headline figures of a cost report, each with its unit."""
     top, bottom = st.columns(3), st.columns(3)
