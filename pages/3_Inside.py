@@ -33,6 +33,15 @@ with guard("Reading the model settings"):
 if spec is None:
     st.stop()
 
+from explorer.catalog import resolve
+from explorer.models import input_size_of
+
+variant = resolve(spec.arch)
+if variant.input_kind != "image" or len(input_size_of(spec)) != 3:
+    st.info(f"These views work on image models; {spec.arch} takes {variant.input_kind} input "
+            f"({'×'.join(map(str, input_size_of(spec)))}). Its cost, latency and comparisons are on the other pages.")
+    st.stop()
+
 view = st.radio("View", VIEWS, horizontal=True, key="inside_view")
 st.query_params["view"] = view
 # One view at a time (radio, not tabs): tabs would compute every view on every rerun.

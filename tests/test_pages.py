@@ -187,3 +187,9 @@ def test_model_page_renders_native_models_of_every_input_kind(arch):
     assert not at.error, [e.value for e in at.error]
     expected = analyse(ModelSpec(arch), with_layers=False)
     assert metric(at, "MACs") == format_count(expected["macs"])
+
+
+@pytest.mark.parametrize("arch,kind", [("bert_base", "tokens"), ("unetr", "volume"), ("gcn", "graph")])
+def test_inside_page_explains_that_its_views_need_images(arch, kind):
+    at = open_page("pages/3_Inside.py", arch=arch)
+    assert not at.error and f"takes {kind} input" in at.info[0].value
