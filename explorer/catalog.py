@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from explorer.errors import ExplorerError
-from explorer.native import NATIVE_BUILDERS
 
 CATALOG_PATH = Path(__file__).parent / "data" / "catalog.json"
 LIBRARIES = ("torchvision", "timm", "native")
@@ -48,7 +47,11 @@ class Variant:
 
     @property
     def implemented(self) -> bool:
-        return self.library != "native" or self.name in NATIVE_BUILDERS
+        if self.library != "native":
+            return True
+        from explorer.native import NATIVE_BUILDERS  # imported on demand: it loads every native model's code
+
+        return self.name in NATIVE_BUILDERS
 
 
 @dataclass(frozen=True)
