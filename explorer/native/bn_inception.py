@@ -44,14 +44,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-
-class ConvBNReLU(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
-        super().__init__(OrderedDict([
-            ("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)),
-            ("bn", nn.BatchNorm2d(out_channels)),
-            ("relu", nn.ReLU(inplace=True)),
-        ]))
+from explorer.native.layers import ConvBNReLU
 
 
 class SeparableStem(nn.Sequential):

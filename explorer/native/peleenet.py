@@ -32,19 +32,12 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from explorer.native.layers import ConvBNReLU
+
 GROWTH_RATE = 32
 STEM_CHANNELS = 32
 BLOCK_LAYERS = (3, 4, 8, 6)
 BOTTLENECK_WIDTHS = (1, 2, 4, 4)
-
-
-class ConvBNReLU(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
-        super().__init__(OrderedDict([
-            ("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)),
-            ("bn", nn.BatchNorm2d(out_channels)),
-            ("relu", nn.ReLU(inplace=True)),
-        ]))
 
 
 class StemBlock(nn.Module):
