@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from explorer.catalog import Variant, native_input_size, resolve, torchvision_task
+from explorer.catalog import Variant, native_input_size, resolve, timm_pretrained_cfg, torchvision_task
 from explorer.errors import ExplorerError
 from explorer.native import NATIVE_BUILDERS
 from explorer.spec import ModelSpec
@@ -50,6 +50,12 @@ def _builder_kwargs(variant: Variant, spec: ModelSpec) -> dict[str, Any]:
             size = input_size_of(spec, variant)
             if len(size) == 3 and size[1] == size[2]:
                 kwargs.setdefault("image_size", size[1])
+    if variant.library == "timm":
+        cfg = timm_pretrained_cfg(variant.name)
+        size = input_size_of(spec, variant)
+        if cfg.get("fixed_input_size") and len(size) == 3 and tuple(size) != tuple(cfg.get("input_size", size)):
+            # timm builds these (ViT, Swin, CoAtNet, ...) for one resolution: build for the one asked.
+            kwargs.setdefault("img_size", tuple(size[1:]))
     return kwargs
 
 

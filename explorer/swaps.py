@@ -13,6 +13,9 @@ Syntax of one swap (a spec holds a list of them, applied in order):
 - ACTION `norm`: replace the BatchNorm2d modules WHERE matches with BLOCK (bn, gn, ln; a key of NORMS).
 - ACTION `front`: insert BLOCK in front of the whole model (`front:stn@input`: a spatial transformer
   resamples the input before the first layer; it appears as the module `stn`).
+- ACTION `tfm`: transformer settings, BLOCK one of `window(size=N)`, `shift(size=N)` (Swin's window
+  attention), `patch(size=N)` (a ViT's patch embedding) and `score(kind=dot|scaled_dot|general|additive)`
+  (the score function of global attention); see explorer/transformer_swaps.py.
 - WHERE: comma-separated glob patterns over module names (`layer4.*.conv2`, `layer3.*`), or `all`.
 - Options are JSON scalars (`attn:se(reduction=8)@all`); nothing is ever evaluated.
 
@@ -30,8 +33,9 @@ from typing import Any
 import torch.nn as nn
 
 from explorer.errors import ExplorerError
+from explorer.transformer_swaps import global_attention_points, patch_embedding, window_attention_points
 
-_SWAP_RE = re.compile(r"^(conv|attn|act|norm|front):([a-z0-9_]+)(?:\(([^()]*)\))?@([A-Za-z0-9_.*?\[\],\-]+)$")
+_SWAP_RE = re.compile(r"^(conv|attn|act|norm|front|tfm):([a-z0-9_]+)(?:\(([^()]*)\))?@([A-Za-z0-9_.*?\[\],\-]+)$")
 
 # Presets straight from the papers (for ResNet-style models; each names the layers it changes).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -112,8 +116,10 @@ def expand_swaps(swaps) -> list[str]:
 def _registry(action: str) -> dict:
     from explorer import blocks
 
+    from explorer.transformer_swaps import BLOCKS as TRANSFORMER_BLOCKS
+
     return {"conv": blocks.CONVS, "attn": blocks.ATTENTION, "act": blocks.ACTIVATIONS, "norm": blocks.NORMS,
-            "front": {"stn": blocks.STN}}[action]
+            "front": {"stn": blocks.STN}, "tfm": TRANSFORMER_BLOCKS}[action]
 
 
 def _matches(name: str, where: tuple[str, ...]) -> bool:
@@ -174,6 +180,9 @@ def swap_points(model: nn.Module) -> dict[str, list[dict[str, Any]]]:
                        for n, m in model.named_modules() if isinstance(m, _ACTIVATION_TYPES)],
         "norm": [{"name": n, "stage": _stage(n), "type": type(m).__name__, "channels": m.num_features}
                  for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)],
+        "window_attention": [{**p, "stage": _stage(p["name"])} for p in window_attention_points(model)],
+        "global_attention": [{**p, "stage": _stage(p["name"])} for p in global_attention_points(model)],
+        "patch_embedding": [{**p, "stage": _stage(p["name"])} for p in filter(None, [patch_embedding(model)])],
     }
 
 
@@ -238,6 +247,13 @@ def apply_swap(model: nn.Module, swap: Swap) -> list[str]:
             if isinstance(module, nn.BatchNorm2d) and _matches(name, swap.where):
                 _set_submodule(model, name, _build(factory, module.num_features, options, swap))
                 changed.append(name)
+    elif swap.action == "tfm":
+        from explorer import transformer_swaps
+
+        try:
+            changed, refused = transformer_swaps.apply(model, swap.block, options, lambda n: _matches(n, swap.where))
+        except ValueError as exc:
+            raise ExplorerError(f"swap {swap}: {exc}") from None
     else:  # front
         if swap.where != ("input",):
             raise ExplorerError(f"swap {swap}: a front module goes @input")

@@ -36,14 +36,24 @@ if preset != "—" and st.session_state.get("swap_preset_applied") != preset:
 with st.expander("Add a swap", expanded=False):
     from explorer import blocks
 
-    b1, b2, b3, b4 = st.columns([1, 1, 2, 1])
-    action = b1.selectbox("Action", ["attn", "conv", "act"], key="swap_new_action",
-                          format_func={"attn": "add/replace attention", "conv": "replace convs", "act": "replace activations"}.get)
-    registry = {"attn": blocks.ATTENTION, "conv": blocks.CONVS, "act": blocks.ACTIVATIONS}[action]
-    block = b2.selectbox("Block", sorted(registry), key="swap_new_block")
-    where = b3.text_input("Where (glob over layer names, or all)", value="all", key="swap_new_where")
-    if b4.button("Add", key="swap_add"):
-        st.session_state.swap_text = (st.session_state.swap_text.rstrip() + f"\n{action}:{block}@{where}").strip()
+    from explorer.transformer_swaps import BLOCKS as TRANSFORMER_BLOCKS
+
+    b1, b2, b3, b4, b5 = st.columns([1.2, 1, 1, 1.6, 0.6])
+    actions = {"attn": "add/replace attention", "conv": "replace convs", "act": "replace activations",
+               "norm": "replace BatchNorm", "tfm": "transformer setting"}
+    action = b1.selectbox("Action", list(actions), key="swap_new_action", format_func=actions.get)
+    registry = {"attn": blocks.ATTENTION, "conv": blocks.CONVS, "act": blocks.ACTIVATIONS, "norm": blocks.NORMS,
+                "tfm": TRANSFORMER_BLOCKS}[action]
+    block = b2.selectbox("Block", sorted(registry), key="swap_new_block",
+                         format_func=lambda k: TRANSFORMER_BLOCKS.get(k, k) if action == "tfm" else k)
+    # Transformer settings need a value; the others take optional options (e.g. reduction=8).
+    example = {"window": "size=8", "shift": "size=0", "patch": "size=32", "score": "kind=additive"}
+    options = b3.text_input("Options", value=example.get(block, "") if action == "tfm" else "",
+                            key=f"swap_new_options_{action}_{block}", placeholder="name=value,…")
+    where = b4.text_input("Where (glob over layer names, or all)", value="all", key="swap_new_where")
+    if b5.button("Add", key="swap_add"):
+        opts = f"({options.strip()})" if options.strip() else ""
+        st.session_state.swap_text = (st.session_state.swap_text.rstrip() + f"\n{action}:{block}{opts}@{where}").strip()
         st.rerun()
     descriptions = blocks.describe()
     if block in descriptions:
@@ -176,7 +186,8 @@ if any(line.split(":", 1)[1].startswith(("doconv", "repvgg", "dbb")) for line in
 with st.expander("Where blocks can go in the base model"):
     with guard("Listing swap points"):
         points = cached_swap_points(base.key())
-        kind = st.radio("Kind", list(points), horizontal=True, key="swap_points_kind")
+        kinds = [k for k, rows in points.items() if rows] or list(points)
+        kind = st.radio("Kind", kinds, horizontal=True, key="swap_points_kind")
         rows = points[kind]
         if rows:
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
