@@ -4,9 +4,9 @@ import time
 
 from benchmarks.common import print_table
 from explorer.compare import READY_MADE, compare_row, spec_from_item
-from explorer.latency import BenchSettings, bench
+from explorer.latency import bench, quick_settings
 
-QUICK = BenchSettings(device="cpu", batches=(1,), min_runs=3, min_seconds=0.1, max_seconds=3)
+QUICK = quick_settings("cpu")  # what the Compare page uses on a CPU server
 
 
 def main():

@@ -63,6 +63,12 @@ class LocalBackend:
         settings["batches"] = tuple(settings.get("batches", (1,)))
         return bench(ModelSpec.from_dict(spec), BenchSettings(**settings), on_wait=on_wait)
 
+    def quick_bench(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Batch-1 latency on the default device with the short settings the swap and compare pages use."""
+        from explorer.latency import bench, quick_settings
+
+        return bench(ModelSpec.from_dict(spec), quick_settings(self.device_info()["device"]))
+
     def fold(self, spec: dict[str, Any]) -> dict[str, Any]:
         from explorer.reparam import fold_report
 

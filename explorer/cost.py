@@ -23,6 +23,8 @@ Definitions (units are part of the names):
 from __future__ import annotations
 
 import collections
+import copy
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -435,7 +437,20 @@ def analyse(spec: ModelSpec, *, with_layers: bool = True, grad_enabled: bool = F
     `dtype` ("fp32", "fp16", "bf16") sets the weights' and input's dtype, hence the bytes moved.
     Runs on the meta device (no weights in memory) when the model allows it; models whose
     forward depends on data (e.g. detection post-processing) run once on the CPU instead.
+    Totals without the per-layer rows are small and asked for again and again (compare rows,
+    latency's achieved rates), so they are memoised.
     """
+    if with_layers:
+        return _analyse(spec, with_layers=True, grad_enabled=grad_enabled, dtype=dtype)
+    return copy.deepcopy(_analyse_totals(spec, grad_enabled, dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _analyse_totals(spec: ModelSpec, grad_enabled: bool, dtype: str) -> dict[str, Any]:
+    return _analyse(spec, with_layers=False, grad_enabled=grad_enabled, dtype=dtype)
+
+
+def _analyse(spec: ModelSpec, *, with_layers: bool, grad_enabled: bool, dtype: str) -> dict[str, Any]:
     variant = resolve(spec.arch)
     size = input_size_of(spec, variant)
     device = "meta"

@@ -62,6 +62,14 @@ class BenchSettings:
             raise ExplorerError(f"batch sizes must be between 1 and {MAX_BATCH}")
 
 
+def quick_settings(device: str) -> BenchSettings:
+    """Batch-1 latency cheap enough to sit beside every cost figure (swap and compare pages):
+    a GPU gets more runs, a CPU a short budget (each CPU run still waits for warm-up to settle)."""
+    if device == "cpu":
+        return BenchSettings(device=device, batches=(1,), min_runs=3, min_seconds=0.1, max_seconds=2.0)
+    return BenchSettings(device=device, batches=(1,), min_runs=10, min_seconds=0.2, max_seconds=5.0)
+
+
 # --- bounded cache of models built for timing ---------------------------------------------------
 
 class ModelCache:
@@ -156,7 +164,8 @@ def time_forward(forward: Callable[[], Any], device: str, settings: BenchSetting
         last = warm[-3:]
         if len(warm) >= 3 and (max(last) - min(last)) <= 0.05 * statistics.median(last):
             break
-        if len(warm) >= 50 or time.perf_counter() > budget_end - settings.max_seconds / 2:
+        # Warm-up gets at most a quarter of the budget: on a CPU one or two runs settle it.
+        if len(warm) >= 50 or time.perf_counter() > budget_end - 0.75 * settings.max_seconds:
             break
     runs = []
     started = time.perf_counter()

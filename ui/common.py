@@ -87,10 +87,7 @@ def cached_fvcore(spec_key: str) -> dict:
 @st.cache_data(max_entries=32, show_spinner=False)
 def cached_bench(spec_key: str) -> dict:
     """Batch-1 latency on the default device, quick settings (the swap page's live figure)."""
-    device = BACKEND.device_info()["device"]
-    settings = {"device": device, "batches": [1], "min_runs": 10 if device == "cuda" else 3,
-                "min_seconds": 0.2 if device == "cuda" else 0.1, "max_seconds": 5.0}
-    return BACKEND.bench(json.loads(spec_key), settings)
+    return BACKEND.quick_bench(json.loads(spec_key))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
