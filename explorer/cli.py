@@ -187,11 +187,12 @@ def cmd_bench(args) -> Any:
 
 
 def cmd_measure_catalog(args) -> Any:
-    from explorer.measured import measure_catalog, write_measured
+    from explorer.measured import load_measured, measure_catalog, write_measured
 
     data = measure_catalog(args.ids or None)
     if args.write:
-        write_measured(data)
+        # Measuring a few ids updates their entries and keeps the others.
+        write_measured({**load_measured(), **data} if args.ids else data)
         print(f"wrote {len(data)} entries", file=sys.stderr)
         return None
     return data
