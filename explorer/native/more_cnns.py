@@ -7,9 +7,7 @@ import torch.nn as nn
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
-# Lightweight CNNs: PeleeNet, ESPNet / ESPNetv2, IGCV1 / IGCV3, CondenseNet. IGCV2 stays
-# unregistered: the layer table of its paper (arXiv 1804.06202) was not available to build it
-# from, and the catalog has no published figures to check a guess against.
+# Lightweight CNNs: PeleeNet, ESPNet / ESPNetv2, IGCV1 / IGCV3, CondenseNet.
 from explorer.native import condensenet as _condensenet  # noqa: E402
 from explorer.native import espnet as _espnet  # noqa: E402
 from explorer.native import igcv as _igcv  # noqa: E402
@@ -38,3 +36,10 @@ BUILDERS.update({
     "micronet_m2": _micronet.micronet_m2,
     "micronet_m3": _micronet.micronet_m3,
 })
+
+# SpineNet-49S/49/96/143/190 (RetinaNet detectors), HRNet V1/V2/V2p necks on timm's HRNet-W18, IGCV2.
+from explorer.native import hrnet_necks as _hrnet_necks  # noqa: E402
+from explorer.native import igcv2 as _igcv2  # noqa: E402
+from explorer.native import spinenet as _spinenet  # noqa: E402
+
+BUILDERS.update({**_spinenet.BUILDERS, **_hrnet_necks.BUILDERS, **_igcv2.BUILDERS})
