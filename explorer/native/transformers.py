@@ -28,3 +28,10 @@ BUILDERS.update(_gcn.BUILDERS)  # gcn
 from explorer.native import detr as _detr, unetr as _unetr  # noqa: E402
 
 BUILDERS.update({**_detr.BUILDERS, **_unetr.BUILDERS})  # detr_r50, unetr
+
+# Detectors: RefineDet320, M2Det320 (VGG-16), Libra R-CNN, GA-RPN (ResNet-50-FPN), YOLOv3 + ASFF.
+from explorer.native import asff as _asff, ga_rpn as _ga_rpn, libra_rcnn as _libra_rcnn  # noqa: E402
+from explorer.native import m2det as _m2det, refinedet as _refinedet  # noqa: E402
+
+BUILDERS.update({**_refinedet.BUILDERS, **_m2det.BUILDERS, **_libra_rcnn.BUILDERS, **_ga_rpn.BUILDERS,
+                 **_asff.BUILDERS})
