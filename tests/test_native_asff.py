@@ -115,3 +115,18 @@ def test_asff_output_is_the_weighted_sum_of_the_resized_levels():
             resized = fusion.resize[chosen](levels[chosen])
             assert resized.shape == (1, 256, 8, 8)
             torch.testing.assert_close(fusion(levels), resized)
+
+
+def test_fusion_view_report_matches_the_model_weights():
+    from explorer.views.fusion import fusion_report
+
+    spec = ModelSpec("asff", input_size=(3, 320, 320))
+    model = build_model(spec)
+    x = example_input(spec)
+    report = fusion_report(model, x)
+    direct = model.fusion_weights(x)
+    assert set(report["maps"]) == set(direct)
+    for name, maps in report["maps"].items():
+        assert maps.shape == tuple(direct[name].shape[1:])
+        assert abs(maps.sum(axis=0) - 1).max() < 1e-5  # a softmax over the three levels at each cell
+    assert report["maps"]["stride8"].shape == (3, 40, 40)  # 320 / 8

@@ -119,3 +119,16 @@ def test_input_side_limit():
     spec = ModelSpec("m2det320", input_size=(3, 256, 256))
     with pytest.raises(RuntimeError, match="Kernel size can't be greater than actual input size"):
         build_model(spec, "meta")(example_input(spec, "meta"))
+
+
+def test_fusion_view_averages_each_tums_256_sfam_weights():
+    from explorer.views.fusion import fusion_report
+
+    spec = ModelSpec("m2det320")
+    model = build_model(spec)
+    x = example_input(spec)
+    report = fusion_report(model, x)
+    weights = model.sfam_weights(x)
+    assert report["per_tum"].shape == (6, 8)
+    # scale 2, TUM 3 = the mean of channels 512..767 of that scale's SE weights
+    assert report["per_tum"][1, 2] == pytest.approx(weights[1][0, 512:768].mean().item(), rel=1e-6)
