@@ -175,3 +175,31 @@ def test_pretrained_weights_come_from_the_cache_without_network(tmp_path, monkey
     report = load_pretrained(model, variant, allow_download=False)
     assert report["missing"] == [] and report["unexpected"] == []
     assert float(model.conv1.weight.flatten()[0]) == 0.5
+
+
+def test_dense_outputs_get_cams_of_a_whole_class_map():
+    """Segmentation / keypoint models: a class's score is its map summed over positions. The CAM of
+    HRNetV2's 19-class map equals the CAM of a classifier whose logits are those sums."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from explorer.views.cam import _ClassTotals
+
+    model = build_model(ModelSpec("hrnet_w18_v2", input_size=(3, 64, 128)), "cpu")
+    x = _input((3, 64, 128))
+    result = compute_cam(model, x, "gradcam", class_index=3)
+    assert result["output"] == "dense" and result["layer"] == "neck"  # the 270-channel concat, not the class maps
+    assert result["heat"].shape == (64, 128)
+    assert hook_count(model) == 0
+    with GradCAM(model=_ClassTotals(model), target_layers=[model.neck]) as cam:
+        same = cam(input_tensor=x, targets=[ClassifierOutputTarget(3)])[0]
+    np.testing.assert_allclose(result["heat"], same, atol=1e-5)
+    attribution = compute_attribution(model, x, "saliency")
+    assert attribution["heat"].shape == (64, 128)
+
+
+def test_detectors_are_told_why_they_get_no_cam():
+    model = build_model(ModelSpec("asff", input_size=(3, 128, 128)), "cpu")
+    with pytest.raises(ExplorerError, match="this model returns dict"):
+        compute_cam(model, _input((3, 128, 128)), "gradcam++")
+    assert hook_count(model) == 0

@@ -96,10 +96,61 @@ def cam_layers(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
     return rows
 
 
-def default_target_layer(model: nn.Module, x: torch.Tensor) -> str:
-    """CNNs: the last module with a spatial output. Transformers: the norm that feeds the last
-    attention (the class token alone reaches the head, so later token outputs carry no gradient)."""
-    order = _record_outputs(model, x)
+class _DenseOutput(nn.Module):
+    """Segmentation models return {"out": map, ...}: the CAM libraries need the map itself."""
+
+    def __init__(self, model: nn.Module, key: str):
+        super().__init__()
+        self.model, self.key = model, key
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[self.key]
+
+
+class _ClassTotals(nn.Module):
+    """A dense output summed over positions: (B, C, H, W) -> (B, C), for attribution targets."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).sum(dim=(2, 3))
+
+
+class _DenseClassTarget:
+    """A class's score in a dense output (C × H × W per sample): its map summed over all positions,
+    the whole-image version of grad-cam's SemanticSegmentationTarget."""
+
+    def __init__(self, category: int):
+        self.category = category
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return output[self.category].sum()
+
+
+def _scores_of(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor, str]:
+    """(the module to explain, its output, 'logits' or 'dense'). Refuses outputs a CAM cannot target."""
+    with torch.no_grad():
+        out = model(x)
+    if isinstance(out, dict) and isinstance(out.get("out"), torch.Tensor):
+        model, out = _DenseOutput(model, "out"), out["out"]
+    if isinstance(out, torch.Tensor) and out.dim() == 2:
+        return model, out, "logits"
+    if isinstance(out, torch.Tensor) and out.dim() == 4:
+        return model, out, "dense"
+    kind = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a {out.dim()}-D tensor"
+    raise ExplorerError("CAMs need a classifier's logits (batch × classes) or a dense class map "
+                        f"(batch × classes × H × W); this model returns {kind} (e.g. a detector's boxes)")
+
+
+def default_target_layer(model: nn.Module, x: torch.Tensor, dense_classes: int | None = None) -> str:
+    """CNNs: the last module with a spatial output; for a dense prediction of `dense_classes` maps,
+    the last one before the class maps (a CAM of the class map itself only repeats it).
+    Transformers: the norm that feeds the last attention (the class token alone reaches the head,
+    so later token outputs carry no gradient)."""
+    order = [row for row in _record_outputs(model, x)
+             if dense_classes is None or not (row[2] and len(row[2]) == 4 and row[2][1] == dense_classes)]
     input_hw = tuple(x.shape[-2:])
     attention_at = [i for i, (_, m, _) in enumerate(order) if _is_attention(m)]
     if attention_at:
@@ -141,24 +192,24 @@ def compute_cam(model: nn.Module, x: torch.Tensor, method: str = "gradcam++", la
     cam_class = _cam_class(method)
     model.eval()
     input_hw = tuple(x.shape[-2:])
+    explained, scores, kind = _scores_of(model, x)
     order = {n: (m, s) for n, m, s in _record_outputs(model, x)}
-    layer = layer or default_target_layer(model, x)
+    layer = layer or default_target_layer(model, x, dense_classes=scores.shape[1] if kind == "dense" else None)
     if layer not in order or order[layer][1] is None:
         raise ExplorerError(f"layer {layer!r} does not run in this model's forward pass, or has no tensor output")
     module, shape = order[layer]
     transform = reshape_transform_for(shape, input_hw)
-    with torch.no_grad():
-        logits = model(x)
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise ExplorerError("CAMs need a classifier's logits (batch × classes)")
-    top = torch.topk(logits[0].softmax(-1), k=min(5, logits.shape[1]))
+    # Dense maps (segmentation classes, keypoint heat maps): a class's score is its map's mean.
+    class_scores = scores[0] if kind == "logits" else scores[0].mean(dim=(1, 2))
+    top = torch.topk(class_scores.softmax(-1), k=min(5, class_scores.shape[0]))
     target = int(top.indices[0]) if class_index is None else int(class_index)
-    if not 0 <= target < logits.shape[1]:
-        raise ExplorerError(f"class index must be between 0 and {logits.shape[1] - 1}")
-    with cam_class(model=model, target_layers=[module], reshape_transform=transform) as cam:
+    if not 0 <= target < class_scores.shape[0]:
+        raise ExplorerError(f"class index must be between 0 and {class_scores.shape[0] - 1}")
+    cam_target = ClassifierOutputTarget(target) if kind == "logits" else _DenseClassTarget(target)
+    with cam_class(model=explained, target_layers=[module], reshape_transform=transform) as cam:
         if method == "scorecam":
             cam.batch_size = 32
-        heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])[0]
+        heat = cam(input_tensor=x, targets=[cam_target])[0]
     note = None
     if float(np.max(heat)) == 0.0 and method != "eigencam":
         note = ("every gradient-weighted activation is zero here, as with random weights and a zero-initialised "
@@ -169,6 +220,7 @@ def compute_cam(model: nn.Module, x: torch.Tensor, method: str = "gradcam++", la
         "layer": layer,
         "layer_layout": layout_of(shape, input_hw),
         "class_index": target,
+        "output": kind,
         "top5": [{"class": int(i), "probability": float(p)} for p, i in zip(top.values, top.indices)],
         "heat": np.asarray(heat, dtype=np.float32),
     }
@@ -180,9 +232,11 @@ def compute_attribution(model: nn.Module, x: torch.Tensor, method: str = "integr
     from captum.attr import IntegratedGradients, Occlusion, Saliency
 
     model.eval()
-    with torch.no_grad():
-        logits = model(x)
-    target = int(logits[0].argmax()) if class_index is None else int(class_index)
+    explained, scores, kind = _scores_of(model, x)
+    if kind == "dense":  # Captum's target picks an output column: make each class one number per image
+        model = _ClassTotals(explained)
+        scores = model(x).detach()
+    target = int(scores[0].argmax()) if class_index is None else int(class_index)
     x = x.clone().requires_grad_(True)
     if method == "integrated_gradients":
         attribution = IntegratedGradients(model).attribute(x, target=target, n_steps=24, internal_batch_size=8)
