@@ -396,13 +396,34 @@ def trace_costs(model: nn.Module, inputs: torch.Tensor, grad_enabled: bool = Fal
     return recorder
 
 
+def _container_totals(model: nn.Module, recorder: _Recorder) -> dict[str, Totals]:
+    """Inclusive totals of containers that are never called themselves (ModuleList, ModuleDict, ...):
+    the sum of their children's, so a roll-up by stage shows what the stage costs."""
+    out: dict[str, Totals] = {}
+
+    def visit(name: str, module: nn.Module) -> Totals:
+        stats = recorder.modules.get(name)
+        children = [visit(f"{name}.{child}" if name else child, m) for child, m in module.named_children()]
+        if stats is not None and stats.calls:
+            return stats.inclusive
+        summed = Totals()
+        for child in children:
+            summed.add(child)
+        out[name] = summed
+        return summed
+
+    visit("", model)
+    return out
+
+
 def _layer_rows(model: nn.Module, recorder: _Recorder, total: Totals) -> list[dict[str, Any]]:
     rows = []
+    containers = _container_totals(model, recorder)
     for name, module in model.named_modules():
         stats = recorder.modules.get(name, _ModuleStats())
         params, trainable = _count_params(module, recurse=True)
         own_params, _ = _count_params(module, recurse=False)
-        inc, own = stats.inclusive, stats.self_
+        inc, own = containers.get(name, stats.inclusive), stats.self_
         rows.append(
             {
                 "name": name or "(model)",

@@ -27,7 +27,7 @@ def max_depth(layers: list[dict[str, Any]]) -> int:
 
 def shape_text(shape) -> str:
     if shape is None:
-        return "not called"
+        return "— (not called itself)"
     if shape and isinstance(shape[0], list):
         return ", ".join("×".join(map(str, s)) for s in shape)
     return "×".join(map(str, shape))

@@ -100,3 +100,14 @@ def test_attention_layers_match_the_swin_papers_formulas(side):
         assert row["measured_macs"] == row["formula_macs"], row
     vit, swin = rows
     assert vit["tokens"] == (side // 16) ** 2 + 1 and swin["tokens"] == (side // 4) ** 2
+
+
+def test_containers_that_are_never_called_roll_up_their_members():
+    """M2Det's TUMs sit in a ModuleList that is indexed, never called: its row sums the TUMs."""
+    rows = {r["name"]: r for r in analyse(ModelSpec("m2det320"))["layers"]}
+    tums = rows["neck.tums"]
+    assert tums["calls"] == 0 and tums["output_shape"] is None
+    members = [r for name, r in rows.items() if name.count(".") == 2 and name.startswith("neck.tums.")]
+    assert len(members) == 8
+    assert tums["macs"] == sum(r["macs"] for r in members) > 0
+    assert tums["memory_access_bytes"] == sum(r["memory_access_bytes"] for r in members)
