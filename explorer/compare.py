@@ -80,6 +80,7 @@ def compare_row(spec: ModelSpec) -> dict[str, Any]:
         "activations_m": result["activations"] / 1e6,
         "intensity_flops_per_byte": result["flops"] / result["memory_access_bytes"] if result["memory_access_bytes"] else None,
         "published_top1": top1,
+        "published_metric": published.get("metric") if top1 is not None else None,
         "published_source": published.get("source") if top1 is not None else None,
     }
 

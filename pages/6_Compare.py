@@ -87,7 +87,9 @@ st.dataframe(frame, hide_index=True, width="stretch", column_config={
     "memory_access_mb": st.column_config.NumberColumn("memory access (MB)", format="%.1f"),
     "activations_m": st.column_config.NumberColumn("activations (M elements)", format="%.2f"),
     "intensity_flops_per_byte": st.column_config.NumberColumn("FLOPs per byte", format="%.1f"),
-    "published_top1": st.column_config.NumberColumn("published top-1 (%)", format="%.2f"),
+    "published_top1": st.column_config.NumberColumn("published accuracy", format="%.2f",
+                                                    help="In the metric of the next column"),
+    "published_metric": st.column_config.TextColumn("metric"),
     "latency_ms": st.column_config.NumberColumn("latency (ms, batch 1)", format="%.2f"),
 })
 st.download_button("Download (CSV)", frame.to_csv(index=False), "comparison.csv", "text/csv")
@@ -99,14 +101,24 @@ if measure:
     axes["latency (ms, batch 1)"] = "latency_ms"
 p1, p2, p3, p4 = st.columns(4)
 x_label = p1.selectbox("Cost axis", list(axes), key="compare_x")
-y_label = p2.selectbox("Against", ["published top-1 (%)"] + [a for a in axes if a != x_label], key="compare_y")
+# Accuracies are only comparable within one metric (ImageNet top-1, COCO box AP, ...): one choice each.
+metrics = sorted({r["published_metric"] for r in rows if r.get("published_metric")}) or ["ImageNet top-1 (%)"]
+y_label = p2.selectbox("Against", [f"published {m}" for m in metrics] + [a for a in axes if a != x_label],
+                       key="compare_y")
 size_label = p3.selectbox("Bubble size", ["none"] + list(axes), key="compare_size")
 colour_label = p4.selectbox("Colour", list(axes) + ["FLOPs per byte"], key="compare_colour")
 colour_key = axes.get(colour_label, "intensity_flops_per_byte")
 x_key = axes[x_label]
 y_key = "published_top1" if y_label.startswith("published") else axes[y_label]
-plotted = [r for r in rows if r.get(x_key) is not None and r.get(y_key) is not None]
-missing = [r["label"] for r in rows if r.get(y_key) is None]
+y_metric = y_label.removeprefix("published ") if y_key == "published_top1" else None
+
+
+def has_y(row) -> bool:
+    return row.get(y_key) is not None and (y_metric is None or row.get("published_metric") == y_metric)
+
+
+plotted = [r for r in rows if r.get(x_key) is not None and has_y(r)]
+missing = [r["label"] for r in rows if not has_y(r)]
 fig = go.Figure()
 sizes = None
 if size_label != "none":
@@ -122,7 +134,7 @@ fig.add_trace(go.Scatter(
     + ": %{y:.3f}<br>%{customdata[1]}<extra></extra>",
 ))
 if y_key == "published_top1":
-    front = pareto_front(rows, x_key)
+    front = pareto_front(plotted, x_key)
     front_rows = [next(r for r in rows if r["label"] == label) for label in front]
     fig.add_trace(go.Scatter(x=[r[x_key] for r in front_rows], y=[r[y_key] for r in front_rows], mode="lines",
                              name="Pareto front", line=dict(dash="dash")))

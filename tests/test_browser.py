@@ -72,7 +72,7 @@ def test_a_shared_comparison_url_opens_the_same_table_in_a_fresh_context(app_ser
     shared_url = page.url
     assert "set=" in shared_url
     # The table is drawn on a canvas; the caption under the plot names the set's rows without accuracy.
-    caption = page.get_by_text(re.compile(r"^No published top-1"))
+    caption = page.get_by_text(re.compile(r"^No published ImageNet top-1"))
     caption.wait_for(timeout=90_000)
     caption_text = caption.inner_text()
     assert "resnet18 + preset:eca" in caption_text
@@ -81,7 +81,7 @@ def test_a_shared_comparison_url_opens_the_same_table_in_a_fresh_context(app_ser
     second = browser.new_context(viewport={"width": 1400, "height": 1100})
     fresh = second.new_page()
     fresh.goto(shared_url)
-    again = fresh.get_by_text(re.compile(r"^No published top-1"))
+    again = fresh.get_by_text(re.compile(r"^No published ImageNet top-1"))
     again.wait_for(timeout=90_000)
     assert again.inner_text() == caption_text
     second.close()

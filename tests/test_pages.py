@@ -193,3 +193,14 @@ def test_model_page_renders_native_models_of_every_input_kind(arch):
 def test_inside_page_explains_that_its_views_need_images(arch, kind):
     at = open_page("pages/3_Inside.py", arch=arch)
     assert not at.error and f"takes {kind} input" in at.info[0].value
+
+
+def test_compare_page_keeps_each_accuracy_metric_on_its_own_axis():
+    """ImageNet top-1 and COCO box AP are not one scale: each metric is its own choice of y axis."""
+    at = open_page("pages/6_Compare.py", set='["resnet18", "spinenet49"]')
+    assert not at.error
+    choices = at.selectbox(key="compare_y").options
+    assert choices[:2] == ["published COCO val2017 box AP (%)", "published ImageNet top-1 (%)"]
+    assert list(at.dataframe[0].value["published_metric"]) == ["ImageNet top-1 (%)", "COCO val2017 box AP (%)"]
+    at.selectbox(key="compare_y").set_value("published ImageNet top-1 (%)").run()
+    assert any("No published ImageNet top-1 (%) for: spinenet49" in c.value for c in at.caption)
