@@ -37,13 +37,19 @@ from explorer.catalog import resolve
 from explorer.models import input_size_of
 
 variant = resolve(spec.arch)
-if variant.input_kind != "image" or len(input_size_of(spec)) != 3:
+tokens = variant.input_kind == "tokens"  # token models: the attention view only
+if not tokens and (variant.input_kind != "image" or len(input_size_of(spec)) != 3):
     st.info(f"These views work on image models; {spec.arch} takes {variant.input_kind} input "
             f"({'×'.join(map(str, input_size_of(spec)))}). Its cost, latency and comparisons are on the other pages.")
     st.stop()
 
 view = st.radio("View", VIEWS, horizontal=True, key="inside_view")
 st.query_params["view"] = view
+if tokens and view != "Attention maps":
+    st.info(f"This view works on image models; {spec.arch} takes tokens input "
+            f"({'×'.join(map(str, input_size_of(spec)))}). Pick Attention maps to see its token × token attention; "
+            "its cost, latency and comparisons are on the other pages.")
+    st.stop()
 # One view at a time (radio, not tabs): tabs would compute every view on every rerun.
 with guard(f"The {view.lower()} view"):
     if view.startswith("Grad-CAM"):

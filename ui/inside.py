@@ -253,50 +253,73 @@ def cam_view(spec: ModelSpec, key: str = "cam"):
 
 # --- attention, deformable offsets, STN ---------------------------------------------------------------
 
-def _grid_heatmap(grid, title: str, colourbar: str):
-    fig = go.Figure(go.Heatmap(z=grid, colorscale="Viridis", colorbar=dict(title=colourbar)))
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", title="patch row")
-    fig.update_xaxes(title="patch column")
-    fig.update_layout(title=title, height=430, margin=dict(t=40))
+def _grid_heatmap(grid, title: str, colourbar: str, rows: str = "patch row", cols: str = "patch column"):
+    fig = go.Figure(go.Heatmap(z=grid, colorscale="Viridis", colorbar=dict(title=colourbar),
+                               hovertemplate=f"{rows} %{{y}}, {cols} %{{x}}: %{{z:.4f}}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", title=rows)
+    fig.update_xaxes(title=cols, constrain="domain")
+    fig.update_layout(title=title, height=430, margin=dict(t=60 if "<br>" in title else 40))
     return fig
 
 
 def attention_view(spec: ModelSpec, key: str = "attn"):
-    """Per layer and head: the CLS token's (or a chosen patch's) attention over the image; ViT rollout."""
+    """Per layer and head: the CLS token's (or a chosen patch's) attention over the image and ViT rollout;
+    Swin windows; PVT / BoTNet / CoAtNet / DETR maps over their key grid; token × token matrices."""
+    from explorer.catalog import resolve
     from explorer.images import to_input
-    from explorer.models import input_size_of
+    from explorer.models import example_input, input_size_of
     from explorer.views.attention import attention_layers, attention_maps, attention_rollout, cls_attention_grid, \
         patch_query_grid, window_query_map
 
-    chosen = image_and_model(spec, key)
-    if chosen is None:
-        return
-    image, _, model = chosen
+    variant = resolve(spec.arch)
+    image = None
+    if variant.input_kind == "tokens":
+        weights = choose_weights(key)
+        model, report = model_with_weights(spec, weights)
+        weights_report(report)
+        x = example_input(spec)  # there is no tokenizer: random ids, the same on every run
+        st.caption(f"Tokens: {x.shape[1]} random ids (seed 0) from the {variant.vocab_size}-entry vocabulary, so the "
+                   "axes are token positions, not words. Set the sequence length in the Input box (e.g. 32).")
+    else:
+        chosen = image_and_model(spec, key)
+        if chosen is None:
+            return
+        image, _, model = chosen
+        x = to_input(image, input_size_of(spec))
     if not attention_layers(model):
-        st.info("This model has no attention layers the view can read (ViT, DeiT, Swin and nn.MultiheadAttention).")
+        st.info("This model has no attention layers the view can read (ViT, DeiT, Swin, PVT, BoTNet, CoAtNet, "
+                "nn.MultiheadAttention and nn.TransformerEncoder).")
         return
-    x = to_input(image, input_size_of(spec))
     with st.spinner("Recomputing the attention of every layer from the model's own weights…"):
         data = attention_maps(model, x, keep_output=False)
     names = data["layers"]
     c1, c2, c3 = st.columns(3)
-    layer = c1.selectbox("Layer", names, index=len(names) - 1, key=f"{key}_layer")
-    heads = data["info"][layer]["heads"]
-    head = c2.selectbox("Head", ["mean"] + list(range(heads)), key=f"{key}_head")
+    layer = c1.selectbox("Layer", names, index=len(names) - 1, key=f"{key}_layer",
+                         format_func=lambda n: f"{n} ({_attention_role(data['info'][n])})")
+    info = data["info"][layer]
+    head = c2.selectbox("Head", ["mean"] + list(range(info["heads"])), key=f"{key}_head")
+    head_arg = None if head == "mean" else head
+    if info.get("replay_exact") is False:
+        st.warning("Replaying the encoder layers did not reproduce the model's output bit for bit; "
+                   "the maps may differ from the forward pass by rounding.")
     if data["family"] == "swin":
-        info = data["info"][layer]
         res = info["resolution"]
         ty = c3.number_input("Query token row", 0, res[0] - 1, res[0] // 2, key=f"{key}_ty")
         tx = c3.number_input("Query token column", 0, res[1] - 1, res[1] // 2, key=f"{key}_tx")
-        result = window_query_map(data, layer, None if head == "mean" else head, (int(ty), int(tx)))
+        result = window_query_map(data, layer, head_arg, (int(ty), int(tx)))
         st.plotly_chart(_grid_heatmap(result["map"], f"{layer}: attention of token ({ty}, {tx}) within its window "
                                       f"{result['window']}", "attention weight"), width="stretch", config=plot_config())
         if result["padding_weight"] > 0:
             st.caption(f"{result['padding_weight']:.1%} of this token's attention goes to zero padding (Swin does not mask it).")
         return
+    if "key_grid" in info:
+        _grid_attention(data, layer, head, image, c3, key)
+        return
+    if data["patch_grid"] is None:  # tokens, DETR's decoder self-attention, other MHA models
+        _matrix_attention(data, layer, head)
+        return
     grid = data["patch_grid"]
     query = c3.selectbox("Query", ["CLS token", "a patch"], key=f"{key}_query")
-    head_arg = None if head == "mean" else head
     o1, o2 = st.columns(2)
     if query == "CLS token" and data["num_prefix_tokens"]:
         values = cls_attention_grid(data, layer, head_arg)
@@ -314,6 +337,149 @@ def attention_view(spec: ModelSpec, key: str = "attn"):
         o2.plotly_chart(_grid_heatmap(np.asarray(rollout)[0], "Attention rollout (Abnar & Zuidema 2020), all layers",
                                       "rolled-out weight"), width="stretch", config=plot_config())
     o2.image(image.resize((224, 224)), caption="input", width=224)
+
+
+def _attention_role(info: dict) -> str:
+    """Plain words for what a layer's queries and keys are."""
+    kind = info["kind"]
+    if kind in ("native_pvt", "timm_pvt"):
+        return "spatial-reduction self-attention"
+    if kind in ("timm_botnet", "timm_attention2d"):
+        return "self-attention over the feature map"
+    if kind in ("torchvision_swin", "timm_swin"):
+        return "window self-attention"
+    where = "decoder " if "decoder." in info["module"] else "encoder " if "encoder." in info["module"] else ""
+    if not info["self_attention"]:
+        return where + "cross-attention"
+    return where + "self-attention" + (", causal" if info.get("causal") else "")
+
+
+def _upsample(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour: every grid cell becomes the block of pixels it covers."""
+    rows = np.arange(height) * values.shape[0] // height
+    cols = np.arange(width) * values.shape[1] // width
+    return values[rows][:, cols]
+
+
+def _grid_attention(data: dict, layer: str, head, image, column, key: str):
+    """One query's map over a layer's key grid, and the same map upsampled over the image."""
+    from explorer.images import heat_overlay
+    from explorer.views.attention import grid_query_map, query_centres
+
+    info = data["info"][layer]
+    height, width = data["input_hw"]
+    kg = info["key_grid"]
+    head_arg = None if head == "mean" else head
+    query_yx = None
+    if "query_grid" in info:
+        qg = info["query_grid"]
+        options = (["class token"] if info["query_prefix"] else []) + ["a position"]
+        if column.selectbox("Query", options, key=f"{key}_grid_query") == "class token":
+            query, label = 0, "the class token"
+        else:  # the grid's size is in the keys: stages differ, and a stored value must fit the range
+            qy = int(column.number_input(f"Query row (0–{qg[0] - 1})", 0, qg[0] - 1, qg[0] // 2,
+                                         key=f"{key}_qy{qg[0]}"))
+            qx = int(column.number_input(f"Query column (0–{qg[1] - 1})", 0, qg[1] - 1, qg[1] // 2,
+                                         key=f"{key}_qx{qg[1]}"))
+            query, label = (qy, qx), f"token ({qy}, {qx}) of the {qg[0]}×{qg[1]} map"
+            query_yx = ((qy + 0.5) * height / qg[0], (qx + 0.5) * width / qg[1])
+    else:
+        n = info["queries"]
+        query = int(column.number_input(f"Object query (0–{n - 1})", 0, n - 1, 0, key=f"{key}_object_query"))
+        label = f"object query {query}"
+    result = grid_query_map(data, layer, head_arg, query)
+    cell_h, cell_w = height / kg[0], width / kg[1]
+    o1, o2 = st.columns(2)
+    o1.plotly_chart(_grid_heatmap(result["map"], f"{layer}, head {head}:<br>{label} over {kg[0]}×{kg[1]} keys",
+                                  "attention weight", rows=f"key row ({cell_h:g} px each)",
+                                  cols=f"key column ({cell_w:g} px each)"), width="stretch", config=plot_config())
+    heat = _upsample(result["map"], height, width)
+    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)  # stretched: only the ranking shows
+    overlay = go.Figure(go.Image(z=np.asarray(heat_overlay(image, heat))))
+    if query_yx is not None:
+        overlay.add_trace(go.Scatter(x=[query_yx[1]], y=[query_yx[0]], mode="markers", name="query",
+                                     marker=dict(symbol="x", size=14, color="white", line=dict(width=2))))
+    overlay.update_xaxes(title="x (pixels)")
+    overlay.update_yaxes(title="y (pixels)")
+    overlay.update_layout(title="The same map over the input, blue = least to red = most attention"
+                          + ("<br>(colours stretched over the map's range; × = the query)" if query_yx is not None
+                             else "<br>(colours stretched over the map's range)"),
+                          height=430, margin=dict(t=60), showlegend=False)
+    o2.plotly_chart(overlay, width="stretch", config=plot_config())
+    st.caption(_grid_caption(info, height, width) + (
+        f" {result['prefix_weight']:.1%} of this query's attention goes to the class token (not drawn)."
+        if info["key_prefix"] else ""))
+    if "query_grid" not in info:
+        _query_centres_figure(query_centres(data, layer, head_arg), kg, height, width, image, query)
+
+
+def _grid_caption(info: dict, height: int, width: int) -> str:
+    qg, kg = info.get("query_grid"), info["key_grid"]
+    if info["kind"] in ("native_pvt", "timm_pvt") and qg != kg:
+        return (f"Spatial-reduction attention: the queries are the {qg[0]}×{qg[1]} tokens (one per "
+                f"{height // qg[0]}×{width // qg[1]} pixels), but keys and values come from that map reduced to "
+                f"{kg[0]}×{kg[1]} (a strided conv, or PVT v2's pooling to 7×7), so a query's map has one cell per "
+                f"{qg[0] / kg[0]:g}×{qg[1] / kg[1]:g} tokens; it is drawn at that grid and upsampled over the image.")
+    if info["kind"] in ("native_pvt", "timm_pvt"):
+        return (f"Self-attention over the {kg[0]}×{kg[1]} tokens (this stage does not reduce the keys; "
+                f"one token per {height // kg[0]}×{width // kg[1]} pixels).")
+    if info["kind"] == "timm_botnet":
+        return (f"BoTNet's multi-head self-attention: every position of the {kg[0]}×{kg[1]} feature map attends to "
+                "every other; relative-position logits (one for the row offset, one for the column offset) are "
+                "added before the softmax.")
+    if info["kind"] == "timm_attention2d":
+        return (f"CoAtNet's transformer stage: self-attention over the whole {kg[0]}×{kg[1]} feature map, with a "
+                "learned relative-position bias per head.")
+    if "query_grid" in info:
+        return (f"DETR's encoder: self-attention over the {kg[0]}×{kg[1]} stride-32 feature tokens; the sine "
+                "positional encoding is added to queries and keys.")
+    return (f"DETR's decoder cross-attention: each of the {info['queries']} object queries attends to the "
+            f"{kg[0]}×{kg[1]} encoder tokens (stride 32) to find its object.")
+
+
+def _query_centres_figure(centres: dict, kg, height: int, width: int, image, chosen: int):
+    """Where every object query looks: the attention-weighted centre of its map, over the image."""
+    ys = (centres["centre"][:, 0] + 0.5) * height / kg[0]
+    xs = (centres["centre"][:, 1] + 0.5) * width / kg[1]
+    fig = go.Figure(go.Image(z=np.asarray(image.convert("RGB").resize((width, height)))))
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", text=[f"query {i}" for i in range(len(xs))],
+                             marker=dict(size=9, color=centres["peak"], colorscale="Reds", showscale=True,
+                                         colorbar=dict(title="largest attention weight"),
+                                         line=dict(width=1, color="black")),
+                             hovertemplate="%{text}: centre (%{x:.0f}, %{y:.0f}) px<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[xs[chosen]], y=[ys[chosen]], mode="markers", hoverinfo="skip",
+                             marker=dict(symbol="circle-open", size=20, color="cyan", line=dict(width=3))))
+    fig.update_xaxes(title="x (pixels)")
+    fig.update_yaxes(title="y (pixels)")
+    fig.update_layout(title="Where each object query looks: the centre of its attention map (cyan: the chosen one)",
+                      height=520, margin=dict(t=40), showlegend=False)
+    st.plotly_chart(fig, width="stretch", config=plot_config())
+    st.caption("A dot is a query's attention-weighted mean position; its colour is the query's largest single "
+               "weight (dark = focused on a few tokens, pale = spread out). A trained DETR's queries specialise "
+               "in regions and box sizes; with random weights the dots gather near the centre.")
+
+
+def _matrix_attention(data: dict, layer: str, head):
+    """The (query × key) matrix of one layer and head: tokens, or DETR's object queries among themselves."""
+    from explorer.views.attention import head_matrix
+
+    info = data["info"][layer]
+    decoder = "decoder." in info["module"]
+    if data["family"] == "sequence":
+        rows = "query: target position" if decoder else "query: token position"
+        cols = "key: " + ("source position" if not info["self_attention"] else
+                          "target position" if decoder else "token position")
+    elif data["family"] == "detr":
+        rows, cols = "query: object query", "key: object query"
+    else:
+        rows, cols = "query token", "key token"
+    matrix = head_matrix(data, layer, None if head == "mean" else head)
+    st.plotly_chart(_grid_heatmap(matrix, f"{layer}, head {head}: {_attention_role(info)} (rows sum to 1)",
+                                  "attention weight", rows=rows, cols=cols), width="stretch", config=plot_config())
+    if data["family"] == "sequence" and decoder:
+        st.caption("The decoder reads the same ids shifted right by one (a start token first), with teacher forcing; "
+                   "in its self-attention a causal mask lets target position t see positions 0…t only (zeros above "
+                   "the diagonal); its cross-attention sees every source position.")
 
 
 def deformable_view(spec: ModelSpec, key: str = "dcn"):

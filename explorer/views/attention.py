@@ -1,29 +1,46 @@
-"""Attention maps of vision transformers: per layer and head, the softmax attention weights.
+"""Attention maps: per layer and head, the softmax attention weights of vision and sequence transformers.
 
 Supported attention modules (found anywhere in the model):
 
-* ``nn.MultiheadAttention`` (torchvision ``VisionTransformer``'s encoder layers, DETR-style models):
-  the layer calls it with ``need_weights=False`` (fused SDPA path);
+* ``nn.MultiheadAttention`` (torchvision ``VisionTransformer``'s encoder layers, DETR's encoder and
+  decoder, ``nn.TransformerDecoderLayer``): the layer calls it with ``need_weights=False`` (fused SDPA path);
+* ``nn.TransformerEncoderLayer`` inside an ``nn.TransformerEncoder`` (the sequence Transformer, BERT):
+  in eval mode the layer runs one fused kernel (``torch._transformer_encoder_layer_fwd``) and never
+  calls its ``self_attn``; a hook on the layer or any of its submodules would switch it to the
+  unfused path. So the hook goes on the *stack*: it replays the layers one by one on the stack's
+  input (the same calls, still fused) to get each layer's input, and recomputes the weights from it;
 * timm ``Attention`` (ViT / DeiT / ...; fused SDPA when ``fused_attn``);
 * torchvision ``ShiftedWindowAttention`` / ``ShiftedWindowAttentionV2`` (Swin / Swin V2);
-* timm Swin ``WindowAttention``.
+* timm Swin ``WindowAttention``;
+* spatial-reduction attention: the native PVT v1 ``SpatialReductionAttention`` and timm's PVT v2
+  ``Attention`` — queries from every token, keys and values from the map reduced by a strided conv
+  (or, in PVT v2's linear mode, average-pooled to 7 × 7), so a query's map is over the reduced grid;
+* timm ``BottleneckAttn`` (BoTNet): all-to-all MHSA over the feature map plus relative-position logits;
+* timm maxxvit ``Attention2d`` (the transformer stages of CoAtNet): all-to-all MHSA over the NCHW map
+  plus a relative-position bias.
 
 How the maps are obtained without touching the model's output: a forward hook on each attention
 module receives the module's own input (and keyword arguments, e.g. masks) after the module has
 computed its output, and recomputes softmax(QK^T/sqrt(d) [+ bias + mask]) from the module's own
 weights with the unfused formula. The module's forward, its flags (``fused_attn``) and its output are
-never changed, so the logits are bit-identical with and without the view. All hooks are removed in a
+never changed, so the outputs are bit-identical with and without the view. All hooks are removed in a
 ``finally`` block, also when the forward raises. The maps are the weights *before* attention dropout
 (models are viewed in eval mode anyway).
 
 Conventions of the result (``attention_maps``):
 
-* ViT-style layers: ``maps[name]`` is (B, heads, N_q, N_k) float32; for self-attention N_q = N_k = N
-  = prefix tokens (CLS, distillation, register tokens) + patches, prefix first;
-* Swin layers: ``maps[name]`` is (B, nW, heads, M, M) with M = window_h * window_w tokens per window,
-  in the window frame the model computes in (after the cyclic shift and padding); the window
-  geometry is in ``info[name]`` and ``window_tokens[name]`` (nW, M, 2) gives, for each window slot,
-  the (y, x) of that token in the *un-shifted* feature map, or (-1, -1) for a padding token.
+* ``maps[name]`` is (B, heads, N_q, N_k) float32, except Swin: (B, nW, heads, M, M);
+* ViT-style layers: for self-attention N_q = N_k = N = prefix tokens (CLS, distillation, register
+  tokens) + patches, prefix first;
+* Swin layers: M = window_h * window_w tokens per window, in the window frame the model computes in
+  (after the cyclic shift and padding); the window geometry is in ``info[name]`` and
+  ``window_tokens[name]`` (nW, M, 2) gives, for each window slot, the (y, x) of that token in the
+  *un-shifted* feature map, or (-1, -1) for a padding token;
+* layers whose tokens lie on a feature map (PVT, BoTNet, CoAtNet, DETR's encoder and cross-attention)
+  carry ``info[name]["query_grid"]`` / ``["key_grid"]`` = [rows, cols] and ``query_prefix`` /
+  ``key_prefix`` (tokens before the grid, e.g. PVT v1's class token in stage 4): query / key index
+  prefix + row * cols + col. PVT's key grid is the reduced one;
+* token-id models (input (B, L) integers): N_q and N_k are token positions.
 
 Attention rollout (Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers"):
 A_l' = norm_rows(fuse_heads(A_l) + I); rollout = A_L' ... A_1'; the CLS row over the patch tokens
@@ -31,6 +48,7 @@ is the relevance of each patch for the CLS output.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any, Iterable, Sequence
 
@@ -39,7 +57,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.blocks.scored_attention import ScoredMultiheadAttention, ScoredTimmAttention
 from explorer.errors import ExplorerError
+from explorer.native.detr import DETR
+from explorer.native.pvt_v1 import SpatialReductionAttention
 
 __all__ = [
     "attention_layers",
@@ -48,6 +69,9 @@ __all__ = [
     "cls_attention_grid",
     "patch_query_grid",
     "window_query_map",
+    "head_matrix",
+    "grid_query_map",
+    "query_centres",
     "mha_attention_weights",
 ]
 
@@ -60,17 +84,19 @@ _MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_
 # ---------------------------------------------------------------------------------------------
 
 def _timm_classes() -> dict[str, tuple[type, ...]]:
-    out: dict[str, tuple[type, ...]] = {"vit": (), "swin": ()}
-    try:
-        from timm.layers.attention import Attention as TimmAttention
-        out["vit"] = (TimmAttention,)
-    except Exception:  # pragma: no cover - timm missing or changed
-        pass
-    try:
-        from timm.models.swin_transformer import WindowAttention as TimmWindowAttention
-        out["swin"] = (TimmWindowAttention,)
-    except Exception:  # pragma: no cover
-        pass
+    out: dict[str, tuple[type, ...]] = {"vit": (), "swin": (), "pvt": (), "botnet": (), "attention2d": ()}
+    imports = {
+        "vit": ("timm.layers.attention", "Attention"),
+        "swin": ("timm.models.swin_transformer", "WindowAttention"),
+        "pvt": ("timm.models.pvt_v2", "Attention"),
+        "botnet": ("timm.layers.bottleneck_attn", "BottleneckAttn"),
+        "attention2d": ("timm.models.maxxvit", "Attention2d"),
+    }
+    for key, (module_name, class_name) in imports.items():
+        try:
+            out[key] = (getattr(importlib.import_module(module_name), class_name),)
+        except Exception:  # pragma: no cover - timm missing or changed
+            pass
     return out
 
 
@@ -82,27 +108,47 @@ def _tv_swin_classes() -> tuple[type, ...]:
         return ()
 
 
+def _encoder_stacks(model: nn.Module) -> dict[str, tuple[nn.TransformerEncoder, list[str]]]:
+    """Each ``nn.TransformerEncoder`` of ``nn.TransformerEncoderLayer``s with their own ``nn.MultiheadAttention``
+    (not a swapped score function), by name: the stack and the names of its layers' ``self_attn``."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.TransformerEncoder) and all(
+                isinstance(l, nn.TransformerEncoderLayer) and isinstance(l.self_attn, nn.MultiheadAttention)
+                for l in m.layers):
+            prefix = f"{name}." if name else ""
+            out[name] = (m, [f"{prefix}layers.{i}.self_attn" for i in range(len(m.layers))])
+    return out
+
+
 def _kind_of(module: nn.Module, timm_cls: dict, tv_swin: tuple) -> str | None:
     if isinstance(module, nn.MultiheadAttention):
         return "mha"
+    if isinstance(module, (ScoredMultiheadAttention, ScoredTimmAttention)):  # a `tfm:score` swap
+        return "scored"
+    if isinstance(module, SpatialReductionAttention):
+        return "native_pvt"
     if tv_swin and isinstance(module, tv_swin):
         return "torchvision_swin"
-    if timm_cls["swin"] and isinstance(module, timm_cls["swin"]):
-        return "timm_swin"
-    if timm_cls["vit"] and isinstance(module, timm_cls["vit"]):
-        return "timm_vit"
+    for kind, key in (("timm_swin", "swin"), ("timm_pvt", "pvt"), ("timm_botnet", "botnet"),
+                      ("timm_attention2d", "attention2d"), ("timm_vit", "vit")):
+        if timm_cls[key] and isinstance(module, timm_cls[key]):
+            return kind
     return None
 
 
 def attention_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """(name, module, kind) for every supported attention module, in module-registration order.
 
-    kind is one of ``mha``, ``timm_vit``, ``torchvision_swin``, ``timm_swin``.
+    kind is one of ``mha``, ``torch_encoder`` (the ``self_attn`` of an ``nn.TransformerEncoderLayer``
+    in an ``nn.TransformerEncoder``), ``timm_vit``, ``torchvision_swin``, ``timm_swin``, ``native_pvt``,
+    ``timm_pvt``, ``timm_botnet``, ``timm_attention2d``.
     """
     timm_cls, tv_swin = _timm_classes(), _tv_swin_classes()
+    in_stacks = {n for _, names in _encoder_stacks(model).values() for n in names}
     out = []
     for name, m in model.named_modules():
-        kind = _kind_of(m, timm_cls, tv_swin)
+        kind = "torch_encoder" if name in in_stacks else _kind_of(m, timm_cls, tv_swin)
         if kind is not None:
             out.append((name, m, kind))
     return out
@@ -309,6 +355,80 @@ def _timm_swin_weights(module: nn.Module, x: torch.Tensor, mask: torch.Tensor | 
     return torch.softmax(attn, dim=-1)
 
 
+@torch.no_grad()
+def _sra_weights(module: nn.Module, x: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, list[int]]:
+    """PVT's spatial-reduction attention (native v1, timm v2): (B, heads, N, N_kv) and the kv grid.
+
+    Queries: every token. Keys: the H x W token map reduced by the module's strided conv ``sr`` (+
+    LayerNorm), or in PVT v2's linear mode average-pooled to 7 x 7, then a 1x1 conv, LayerNorm and GELU;
+    without ``sr`` the keys are the tokens themselves (class token included).
+    """
+    B, N, C = x.shape
+    q = F.linear(x, module.q.weight, module.q.bias).reshape(B, N, module.num_heads, -1).transpose(1, 2)
+    source, grid = x, [height, width]
+    if getattr(module, "sr", None) is not None:
+        fmap = x.transpose(1, 2).reshape(B, C, height, width)
+        if getattr(module, "pool", None) is not None:
+            fmap = module.pool.forward(fmap)
+        fmap = module.sr.forward(fmap)
+        grid = [int(fmap.shape[-2]), int(fmap.shape[-1])]
+        source = module.norm.forward(fmap.flatten(2).transpose(1, 2))
+        if getattr(module, "act", None) is not None:
+            source = module.act.forward(source)
+    k = F.linear(source, module.kv.weight, module.kv.bias)[..., :C]  # kv = [k | v] along channels
+    k = k.reshape(B, -1, module.num_heads, module.head_dim).transpose(1, 2)
+    return ((q * module.scale) @ k.transpose(-2, -1)).softmax(dim=-1), grid
+
+
+@torch.no_grad()
+def _botnet_weights(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm ``BottleneckAttn``: softmax(q k * scale + relative-position logits), (B, heads, HW, HW)."""
+    B, _, H, W = x.shape
+    h, d = module.num_heads, module.dim_head_qk
+    q, k, _ = torch.split(module.qkv.forward(x), [module.dim_out_qk, module.dim_out_qk, module.dim_out_v], dim=1)
+    q = q.reshape(B * h, d, H * W).transpose(-1, -2)
+    k = k.reshape(B * h, d, H * W)
+    rel = module.pos_embed.forward(q)  # (B*h, HW, HW): q_i . (height_rel[dy] + width_rel[dx])
+    attn = (q @ k + rel) * module.scale if module.scale_pos_embed else (q @ k) * module.scale + rel
+    return attn.softmax(dim=-1).reshape(B, h, H * W, H * W)
+
+
+@torch.no_grad()
+def _attention2d_weights(module: nn.Module, x: torch.Tensor, shared_rel_pos=None) -> torch.Tensor:
+    """timm maxxvit ``Attention2d``'s unfused path (CoAtNet): (B, heads, HW, HW)."""
+    B, _, H, W = x.shape
+    qkv = module.qkv.forward(x)
+    if module.head_first:
+        q, k, _ = qkv.view(B, module.num_heads, module.dim_head * 3, -1).chunk(3, dim=2)
+    else:
+        q, k, _ = qkv.reshape(B, 3, module.num_heads, module.dim_head, -1).unbind(1)
+    attn = (q * module.scale).transpose(-2, -1) @ k
+    if module.rel_pos is not None:
+        attn = module.rel_pos.forward(attn)  # + the relative-position bias
+    elif shared_rel_pos is not None:
+        attn = attn + shared_rel_pos
+    return attn.softmax(dim=-1)
+
+
+def _grids(query_grid, key_grid, queries: int, keys: int) -> dict[str, Any]:
+    """Grid geometry of a layer's tokens; the prefix is whatever precedes the grid (a class token)."""
+    out: dict[str, Any] = {}
+    if query_grid is not None:
+        out.update(query_grid=[int(g) for g in query_grid], query_prefix=queries - query_grid[0] * query_grid[1])
+    if key_grid is not None:
+        out.update(key_grid=[int(g) for g in key_grid], key_prefix=keys - key_grid[0] * key_grid[1])
+    return out
+
+
+def _detr_grids(name: str, grid) -> tuple:
+    """Which of DETR's attention layers see its image tokens: (query grid, key grid)."""
+    if name.startswith("transformer.encoder."):
+        return grid, grid  # encoder self-attention over the H/32 x W/32 tokens
+    if name.endswith("cross_attn"):
+        return None, grid  # object queries over the encoder's tokens
+    return None, None  # decoder self-attention among the object queries
+
+
 # ---------------------------------------------------------------------------------------------
 # The view
 # ---------------------------------------------------------------------------------------------
@@ -366,6 +486,7 @@ def attention_maps(model: nn.Module, x: torch.Tensor, layers: Iterable[str | int
                    keep_output: bool = True) -> dict[str, Any]:
     """Run ``model(x)`` once and return the softmax attention weights of its attention layers.
 
+    ``x``: an image batch (B, C, H, W) or token ids (B, L) (an integer tensor).
     ``layers``: None (all), or names / indices into ``attention_layers(model)``.
     The forward runs under ``torch.no_grad()``; hooks are removed afterwards whatever happens
     (an exception in the forward propagates after the clean-up).
@@ -373,25 +494,31 @@ def attention_maps(model: nn.Module, x: torch.Tensor, layers: Iterable[str | int
     Returns a dict:
 
     * ``layers``: layer names in execution order (a module called twice appears as ``name#1`` ...);
-    * ``maps``: name → float32 ndarray, (B, heads, N_q, N_k) (ViT / MHA) or (B, nW, heads, M, M) (Swin);
-    * ``info``: name → JSON dict (``kind``, ``heads``, ``order``, token counts; Swin: ``resolution``,
-      ``padded_hw``, ``window``, ``shift`` (effective), ``window_grid``, ``num_windows``, ``frame``);
+    * ``maps``: name → float32 ndarray, (B, heads, N_q, N_k), or (B, nW, heads, M, M) (Swin);
+    * ``info``: name → JSON dict (``kind``, ``heads``, ``order``, ``queries``, ``keys``; MHA and
+      encoder layers: ``self_attention``, ``causal``; Swin: ``resolution``, ``padded_hw``, ``window``,
+      ``shift`` (effective), ``window_grid``, ``num_windows``, ``frame``; tokens on a feature map:
+      ``query_grid``, ``query_prefix``, ``key_grid``, ``key_prefix``; replayed encoder layers:
+      ``replay_exact``, whether the replay reproduced the stack's output bit for bit);
     * ``window_tokens``: name → int ndarray (nW, M, 2) — (y, x) in the un-shifted feature map of each
       window slot, (-1, -1) for padding (Swin layers only); ``window_masks``: name → (nW, M, M) additive
       shift mask (0 / -100) or None;
-    * ``family`` (``vit`` / ``swin`` / ``mixed`` / ``other``), ``library``, ``num_prefix_tokens``,
-      ``patch_size``, ``patch_grid`` ([H/P, W/P]; None when not a ViT), ``input_hw``, ``batch``;
+    * ``family``: ``vit``, ``swin``, ``grid`` (PVT, BoTNet, CoAtNet), ``detr``, ``sequence`` (token ids),
+      ``mixed`` or ``other``; ``library``, ``num_prefix_tokens``, ``patch_size``, ``patch_grid``
+      ([H/P, W/P]; None when not a ViT), ``input_hw`` (None for tokens), ``sequence_length`` (None for
+      images), ``batch``;
     * ``output``: the model's output as an ndarray (when it is a tensor and ``keep_output``).
     """
     found = attention_layers(model)
     if not found:
-        raise ExplorerError(f"{type(model).__name__} has no supported attention layers "
-                            "(nn.MultiheadAttention, timm Attention, torchvision/timm Swin window attention)")
+        raise ExplorerError(f"{type(model).__name__} has no supported attention layers (nn.MultiheadAttention, "
+                            "nn.TransformerEncoder, timm ViT / Swin / PVT v2 / BoTNet / CoAtNet attention, PVT v1)")
     chosen = _select(found, layers)
-    if x.dim() != 4:
-        raise ExplorerError(f"expected an N x C x H x W input, got shape {tuple(x.shape)}")
+    token_ids = x.dim() == 2 and not torch.is_floating_point(x)
+    if x.dim() != 4 and not token_ids:
+        raise ExplorerError(f"expected an N x C x H x W image batch or N x L token ids, got shape {tuple(x.shape)}")
     batch = int(x.shape[0])
-    input_hw = (int(x.shape[-2]), int(x.shape[-1]))
+    input_hw = None if token_ids else (int(x.shape[-2]), int(x.shape[-1]))
     maps: dict[str, np.ndarray] = {}
     info: dict[str, dict] = {}
     tokens: dict[str, np.ndarray] = {}
@@ -399,6 +526,7 @@ def attention_maps(model: nn.Module, x: torch.Tensor, layers: Iterable[str | int
     order: list[str] = []
     calls: dict[str, int] = {}
     block_shapes: dict[str, tuple] = {}
+    feature_grid: list[int] = []
     handles = []
 
     def record(name: str, kind: str, attn: torch.Tensor, extra: dict) -> str:
@@ -419,12 +547,45 @@ def attention_maps(model: nn.Module, x: torch.Tensor, layers: Iterable[str | int
                 attn_mask = b.get("attn_mask")
                 a = mha_attention_weights(mod, b["query"], b.get("key"), b.get("key_padding_mask"), attn_mask)
                 record(name, kind, a, {"self_attention": b.get("key") is None or b.get("key") is b["query"],
+                                       "causal": bool(b.get("is_causal")),
                                        "head_dim": int(mod.embed_dim // mod.num_heads)})
+        elif kind == "scored":  # the swapped module computes its own weights; shown like the module it replaced
+            def hook(mod, args, kwargs, output):
+                if isinstance(mod, ScoredMultiheadAttention):
+                    b = _bind(_MHA_ARGS, args, kwargs)
+                    a = mod.attention_weights(b["query"], b["key"], b["value"], b.get("key_padding_mask"),
+                                              b.get("attn_mask"))
+                    extra = {"self_attention": b["key"] is b["query"], "causal": bool(b.get("is_causal"))}
+                else:
+                    b = _bind(("x", "attn_mask", "is_causal"), args, kwargs)
+                    a = mod.attention_weights(b["x"], b.get("attn_mask"), bool(b.get("is_causal", False)))
+                    extra = {"self_attention": True}
+                replaced = "mha" if isinstance(mod, ScoredMultiheadAttention) else "timm_vit"
+                record(name, replaced, a, {**extra, "head_dim": int(mod.head_dim), "score": mod.score.kind})
         elif kind == "timm_vit":
             def hook(mod, args, kwargs, output):
                 b = _bind(("x", "attn_mask", "is_causal"), args, kwargs)
                 a = _timm_vit_weights(mod, b["x"], b.get("attn_mask"), bool(b.get("is_causal", False)))
                 record(name, kind, a, {"self_attention": True, "head_dim": int(mod.head_dim)})
+        elif kind in ("native_pvt", "timm_pvt"):
+            def hook(mod, args, kwargs, output):
+                if kind == "native_pvt":
+                    b = _bind(("x", "height", "width"), args, kwargs)
+                    hw = (int(b["height"]), int(b["width"]))
+                else:
+                    b = _bind(("x", "feat_size"), args, kwargs)
+                    hw = (int(b["feat_size"][0]), int(b["feat_size"][1]))
+                a, kv_grid = _sra_weights(mod, b["x"], *hw)
+                record(name, kind, a, _grids(hw, kv_grid, a.shape[-2], a.shape[-1]))
+        elif kind in ("timm_botnet", "timm_attention2d"):
+            def hook(mod, args, kwargs, output):
+                b = _bind(("x", "shared_rel_pos"), args, kwargs)
+                if kind == "timm_botnet":
+                    a = _botnet_weights(mod, b["x"])
+                else:
+                    a = _attention2d_weights(mod, b["x"], b.get("shared_rel_pos"))
+                hw = tuple(b["x"].shape[-2:])
+                record(name, kind, a, _grids(hw, hw, a.shape[-2], a.shape[-1]))
         elif kind == "torchvision_swin":
             def hook(mod, args, kwargs, output):
                 b = _bind(("x",), args, kwargs)
@@ -455,10 +616,36 @@ def attention_maps(model: nn.Module, x: torch.Tensor, layers: Iterable[str | int
                 masks[key] = None if mask is None else mask.float().cpu().numpy()
         return hook
 
+    def make_stack_hook(names: list[str], wanted: set[str]):
+        def hook(stack, args, kwargs, output):
+            b = _bind(("src", "mask", "src_key_padding_mask", "is_causal"), args, kwargs)
+            mask, kpm, causal = b.get("mask"), b.get("src_key_padding_mask"), bool(b.get("is_causal"))
+            h, keys = b["src"], []
+            for layer, name in zip(stack.layers, names):
+                if name in wanted:
+                    q = layer.norm1.forward(h) if layer.norm_first else h
+                    a = mha_attention_weights(layer.self_attn, q, None, kpm, mask)
+                    keys.append(record(name, "torch_encoder", a, {
+                        "self_attention": True, "causal": causal,
+                        "head_dim": int(layer.self_attn.embed_dim // layer.self_attn.num_heads)}))
+                h = layer(h, src_mask=mask, src_key_padding_mask=kpm, is_causal=causal)
+            if stack.norm is not None:
+                h = stack.norm(h)
+            exact = torch.equal(h, output)
+            for key in keys:
+                info[key]["replay_exact"] = exact
+        return hook
+
+    def grab_feature_grid(mod, args, output):
+        feature_grid[:] = [int(output.shape[-2]), int(output.shape[-1])]
+
     modules = dict(model.named_modules())
     parent_modules: dict[str, nn.Module] = {}
+    chosen_names = {name for name, _, _ in chosen}
     try:
         for name, module, kind in chosen:
+            if kind == "torch_encoder":
+                continue  # one hook per stack, below
             handles.append(module.register_forward_hook(make_hook(name, module, kind), with_kwargs=True))
             if kind == "timm_swin":
                 parent = name.rsplit(".", 1)[0] if "." in name else ""
@@ -470,17 +657,32 @@ def attention_maps(model: nn.Module, x: torch.Tensor, layers: Iterable[str | int
                         if args and torch.is_tensor(args[0]) and args[0].dim() == 4:
                             block_shapes[_p] = tuple(args[0].shape)
                     handles.append(pm.register_forward_pre_hook(pre))
+        for stack, names in _encoder_stacks(model).values():
+            if chosen_names & set(names):
+                handles.append(stack.register_forward_hook(make_stack_hook(names, chosen_names), with_kwargs=True))
+        if isinstance(model, DETR):  # its tokens are the input_proj map flattened
+            handles.append(model.input_proj.register_forward_hook(grab_feature_grid))
         with torch.no_grad():
             output = model(x)
     finally:
         for h in handles:
             h.remove()
 
+    if feature_grid:
+        for key in order:
+            query_grid, key_grid = _detr_grids(info[key]["module"], feature_grid)
+            info[key].update(_grids(query_grid, key_grid, info[key]["queries"], info[key]["keys"]))
     kinds = {info[k]["kind"] for k in order}
-    if kinds <= {"mha", "timm_vit"}:
+    if token_ids:
+        family = "sequence"
+    elif feature_grid:
+        family = "detr"
+    elif kinds <= {"mha", "timm_vit"}:
         family = "vit"
     elif kinds <= {"torchvision_swin", "timm_swin"}:
         family = "swin"
+    elif kinds <= {"native_pvt", "timm_pvt", "timm_botnet", "timm_attention2d"}:
+        family = "grid"
     else:
         family = "mixed"
     layout = _vit_layout(model, input_hw) if family == "vit" else \
@@ -489,11 +691,19 @@ def attention_maps(model: nn.Module, x: torch.Tensor, layers: Iterable[str | int
         n = info[order[0]]["queries"]
         gh, gw = layout["patch_grid"]
         if layout["num_prefix_tokens"] is None or gh * gw + layout["num_prefix_tokens"] != n:
-            layout["patch_grid"] = None  # tokens are not prefix + a patch grid (e.g. pooled, DETR)
+            layout["patch_grid"] = None  # tokens are not prefix + a patch grid (e.g. pooled)
     if family == "vit" and layout["library"] is None:
         family = "other"
-    library = layout["library"] or ("torchvision" if kinds <= {"mha", "torchvision_swin"} else
-                                    "timm" if kinds <= {"timm_vit", "timm_swin"} else "mixed")
+    if layout["library"]:
+        library = layout["library"]
+    elif type(model).__module__.startswith("explorer."):
+        library = "native"
+    elif all(k.startswith("timm_") for k in kinds):
+        library = "timm"
+    elif kinds <= {"mha", "torchvision_swin"}:
+        library = "torchvision"
+    else:
+        library = "mixed"
     result: dict[str, Any] = {
         "family": family,
         "library": library,
@@ -505,7 +715,8 @@ def attention_maps(model: nn.Module, x: torch.Tensor, layers: Iterable[str | int
         "num_prefix_tokens": layout["num_prefix_tokens"],
         "patch_size": layout["patch_size"],
         "patch_grid": layout["patch_grid"],
-        "input_hw": list(input_hw),
+        "input_hw": None if input_hw is None else list(input_hw),
+        "sequence_length": int(x.shape[1]) if token_ids else None,
         "batch": batch,
     }
     if keep_output and torch.is_tensor(output):
@@ -602,17 +813,20 @@ def _grid_for(n: int, grid) -> tuple[int, int]:
     return s, s
 
 
+def _layer_key(maps: dict, layer) -> str:
+    names = maps["layers"]
+    if isinstance(layer, int) and not isinstance(layer, bool):
+        if not -len(names) <= layer < len(names):
+            raise ExplorerError(f"layer index {layer} out of range ({len(names)} layers)")
+        return names[layer]
+    if layer in maps["maps"]:
+        return layer
+    raise ExplorerError(f"no attention map for layer {layer!r}")
+
+
 def _layer_array(maps, layer) -> tuple[np.ndarray, int, list | None]:
     if isinstance(maps, dict) and "maps" in maps:
-        names = maps["layers"]
-        if isinstance(layer, int) and not isinstance(layer, bool):
-            if not -len(names) <= layer < len(names):
-                raise ExplorerError(f"layer index {layer} out of range ({len(names)} layers)")
-            key = names[layer]
-        elif layer in maps["maps"]:
-            key = layer
-        else:
-            raise ExplorerError(f"no attention map for layer {layer!r}")
+        key = _layer_key(maps, layer)
         prefix = maps.get("num_prefix_tokens")
         return np.asarray(maps["maps"][key]), (1 if prefix is None else prefix), maps.get("patch_grid")
     arrays, _, _ = _map_list(maps)
@@ -691,3 +905,61 @@ def window_query_map(maps: dict, layer, head, token_yx, batch: int = 0) -> dict[
     out[tok[w, valid, 0], tok[w, valid, 1]] = row[valid]
     return {"map": out, "window": w, "slot": slot, "window_yx": tok[w],
             "padding_weight": float(row[~valid].sum())}
+
+
+def head_matrix(maps: dict, layer, head, batch: int = 0) -> np.ndarray:
+    """The (N_q, N_k) attention matrix of one head (an index) or of all heads fused (``"mean"``/None,
+    ``"max"``) at ``layer`` (name or index); rows are queries, columns keys."""
+    a = np.asarray(maps["maps"][_layer_key(maps, layer)])
+    if a.ndim != 4:
+        raise ExplorerError(f"expected (B, heads, N_q, N_k) maps, got {a.shape} (Swin maps: use window_query_map)")
+    a = a[batch]
+    if head is None or head == "mean":
+        return a.mean(axis=0)
+    if head == "max":
+        return a.max(axis=0)
+    return a[int(head)]
+
+
+def grid_query_map(maps: dict, layer, head, query, batch: int = 0) -> dict[str, Any]:
+    """One query's attention over a layer's key grid (PVT, BoTNet, CoAtNet, DETR).
+
+    ``query``: (row, col) on the layer's query grid, or a raw query index (e.g. 0 = PVT's class token,
+    or a DETR object query). Returns ``{"map": (rows, cols) over the key grid`` (PVT: the reduced grid),
+    ``"prefix_weight"``: the weight on keys before the grid (a class token), ``"query_index"``}.
+    """
+    key = _layer_key(maps, layer)
+    info = maps["info"][key]
+    if "key_grid" not in info:
+        raise ExplorerError(f"{key!r}: its keys do not lie on a feature map")
+    if isinstance(query, (tuple, list)):
+        if "query_grid" not in info:
+            raise ExplorerError(f"{key!r}: its queries do not lie on a feature map; pass a query index")
+        gh, gw = info["query_grid"]
+        y, x = int(query[0]), int(query[1])
+        if not (0 <= y < gh and 0 <= x < gw):
+            raise ExplorerError(f"query {tuple(query)} is outside the {gh}x{gw} query grid")
+        index = info["query_prefix"] + y * gw + x
+    else:
+        index = int(query)
+        if not 0 <= index < info["queries"]:
+            raise ExplorerError(f"query index {index} out of range ({info['queries']} queries)")
+    row = head_matrix(maps, key, head, batch)[index]
+    prefix = info["key_prefix"]
+    return {"map": row[prefix:].reshape(info["key_grid"]), "prefix_weight": float(row[:prefix].sum()),
+            "query_index": index}
+
+
+def query_centres(maps: dict, layer, head, batch: int = 0) -> dict[str, np.ndarray]:
+    """Where each query looks on the key grid: the attention-weighted mean (row, col) of its map
+    (in key-grid cells, over the grid keys only) and its largest single weight; (N_q, 2) and (N_q,)."""
+    key = _layer_key(maps, layer)
+    info = maps["info"][key]
+    if "key_grid" not in info:
+        raise ExplorerError(f"{key!r}: its keys do not lie on a feature map")
+    gh, gw = info["key_grid"]
+    w = head_matrix(maps, key, head, batch)[:, info["key_prefix"]:]
+    rows, cols = np.divmod(np.arange(gh * gw), gw)
+    total = w.sum(axis=1)
+    centre = np.stack([w @ rows, w @ cols], axis=1) / total[:, None]
+    return {"centre": centre, "peak": w.max(axis=1)}
