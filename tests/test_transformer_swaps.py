@@ -134,3 +134,41 @@ def test_swap_points_list_transformer_places():
     assert len(vit["global_attention"]) == 12 and vit["patch_embedding"][0]["patch"] == 16
     swin = swap_points(build_model(ModelSpec("swin_t"), "meta"))
     assert [p["shift"][0] for p in swin["window_attention"][:4]] == [0, 3, 0, 3]
+
+
+def test_score_swap_on_sequence_models_runs_the_chosen_score():
+    """nn.TransformerEncoderLayer's fused fast path would compute scaled dot products from the weights
+    and skip the swapped module; the swap keeps the layers on the path that calls it."""
+    def encode(*swaps):
+        spec = ModelSpec("bert_base", swaps=swaps, input_size=(16,))
+        model = build_model(spec)
+        with torch.no_grad():
+            return model(example_input(spec))[0], model  # (sequence output, pooled output)
+
+    plain, _ = encode()
+    same, swapped = encode("tfm:score(kind=scaled_dot)@all")
+    assert sum(type(m).__name__ == "ScoredMultiheadAttention" for m in swapped.modules()) == 12
+    assert torch.allclose(same, plain, atol=1e-5)
+    additive, _ = encode("tfm:score(kind=additive)@all")
+    assert not torch.allclose(additive, plain, atol=1e-3)
+    transformer = build_model(ModelSpec("transformer_base", swaps=("tfm:score(kind=general)@all",)), "meta")
+    # 6 encoder self-attentions, 6 decoder self-attentions and 6 decoder cross-attentions
+    assert sum(type(m).__name__ == "ScoredMultiheadAttention" for m in transformer.modules()) == 18
+
+
+@pytest.mark.parametrize(("arch", "size"), [("vit_b_16", None), ("bert_base", (16,))])
+def test_attention_view_shows_the_swapped_score(arch, size):
+    from explorer.views.attention import attention_maps
+
+    def maps(*swaps):
+        spec = ModelSpec(arch, swaps=swaps, input_size=size)
+        return attention_maps(build_model(spec), example_input(spec))
+
+    plain, same, additive = maps(), maps("tfm:score(kind=scaled_dot)@all"), maps("tfm:score(kind=additive)@all")
+    assert len(same["layers"]) == len(plain["layers"]) == len(additive["layers"]) == 12
+    for a, b in zip(plain["layers"], same["layers"]):
+        assert abs(plain["maps"][a] - same["maps"][b]).max() < 1e-6
+    first = additive["layers"][0]
+    assert additive["info"][first]["score"] == "additive"
+    assert abs(additive["maps"][first].sum(-1) - 1).max() < 1e-5
+    assert abs(additive["maps"][first] - plain["maps"][plain["layers"][0]]).max() > 1e-3

@@ -76,15 +76,24 @@ class ScoredTimmAttention(nn.Module):
         with torch.device(attn.qkv.weight.device):
             self.score = ScoreFunction(kind, self.num_heads, self.head_dim)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor, attn_mask, is_causal: bool):
         b, n, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
         if is_causal:
             attn_mask = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
-        out, _ = _attend(self.score, q, k, v, attn_mask, self.attn_drop)
+        return self.q_norm(q), self.k_norm(k), v, attn_mask
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v, mask = self._heads(x, attn_mask, is_causal)
+        out, _ = _attend(self.score, q, k, v, mask, self.attn_drop)
         out = self.norm(out.transpose(1, 2).reshape(b, n, self.attn_dim))
         return self.proj_drop(self.proj(out))
+
+    def attention_weights(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
+        """The softmax weights (B, heads, N, N) this module applies, for the attention view."""
+        q, k, v, mask = self._heads(x, attn_mask, is_causal)
+        return _attend(self.score, q, k, v, mask, None)[1]
 
 
 class ScoredMultiheadAttention(nn.Module):
@@ -102,6 +111,10 @@ class ScoredMultiheadAttention(nn.Module):
             raise ValueError("add_bias_kv / add_zero_attn are not supported")
         self.embed_dim, self.num_heads, self.head_dim = mha.embed_dim, mha.num_heads, mha.head_dim
         self.batch_first = mha.batch_first
+        # nn.TransformerEncoderLayer reads this flag to choose its fused fast path, which would compute
+        # scaled-dot attention from in_proj_weight and skip this module: False keeps it on the path
+        # that calls self_attn(...).
+        self._qkv_same_embed_dim = False
         self.in_proj_weight, self.in_proj_bias, self.out_proj = mha.in_proj_weight, mha.in_proj_bias, mha.out_proj
         self.dropout = nn.Dropout(mha.dropout)
         with torch.device(mha.in_proj_weight.device):
@@ -110,6 +123,10 @@ class ScoredMultiheadAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, E) -> (B, H, N, d)
         b, n, _ = x.shape
         return x.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def attention_weights(self, query, key, value, key_padding_mask=None, attn_mask=None) -> torch.Tensor:
+        """The softmax weights (B, heads, Nq, Nk) this module applies, for the attention view."""
+        return self.forward(query, key, value, key_padding_mask, True, attn_mask, average_attn_weights=False)[1]
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
