@@ -80,6 +80,11 @@ class LocalBackend:
 
         return swap_points(build_model(ModelSpec.from_dict(spec), device="meta"))
 
+    def swapped_modules(self, spec: dict[str, Any]) -> list[str]:
+        from explorer.models import swapped_modules
+
+        return swapped_modules(ModelSpec.from_dict(spec))
+
     def compare_row(self, spec: dict[str, Any]) -> dict[str, Any]:
         from explorer.compare import compare_row
 

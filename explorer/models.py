@@ -120,6 +120,16 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
     return model.eval()
 
 
+def swapped_modules(spec: ModelSpec) -> list[str]:
+    """Names of the modules the spec's swaps replaced or changed, in order (built on the meta device)."""
+    from explorer.swaps import apply_swaps
+
+    model = build_model(spec.with_(swaps=()), "meta")
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return list(dict.fromkeys(apply_swaps(model, spec.swaps)))
+
+
 def example_input(spec: ModelSpec, device: str | torch.device = "cpu", dtype=torch.float32) -> torch.Tensor:
     """The model's own kind of input: images / volumes / node features as floats, token ids as integers."""
     variant = resolve(spec.arch)

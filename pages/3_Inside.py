@@ -12,7 +12,7 @@ st.title("Inside")
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 params = st.query_params
 VIEWS = ["Grad-CAM++ and attributions", "Attention maps", "Deformable offsets", "Receptive fields",
-         "Swin shifted windows", "Spatial transformer"]
+         "Swin shifted windows", "Spatial transformer", "Fusion weights"]
 if "inside_arch" not in st.session_state:
     st.session_state.inside_arch = params.get("arch") if params.get("arch") in ids else "resnet50"
     st.session_state.inside_view = params.get("view") if params.get("view") in VIEWS else VIEWS[0]
@@ -65,5 +65,9 @@ with guard(f"The {view.lower()} view"):
             st.info("Pick a Swin model (swin_t, swin_s, swin_b) to see its windows.")
         else:
             swin_mask_view(spec, key="inside_swin", controls=True)
+    elif view == "Fusion weights":
+        from ui.fusion import fusion_view
+
+        fusion_view(spec, key="inside_fusion")
     else:
         stn_view(key="inside_stn")

@@ -9,7 +9,8 @@ from explorer.spec import ModelSpec, parse_size
 from explorer.swaps import PRESETS, expand_swaps, parse_swap
 from explorer.units import format_bytes, format_count
 from ui.components import depth_slider
-from ui.common import cached_bench, cached_fold, cached_rf, cached_swap_points, cost_of, guard, page_setup
+from ui.common import (cached_bench, cached_fold, cached_rf, cached_swap_points, cached_swapped_modules, cost_of,
+                       guard, page_setup)
 
 page_setup("Swap blocks", ":material/swap_horiz:")
 st.title("Swap blocks")
@@ -127,18 +128,17 @@ with guard("The receptive field"):
         st.caption("Theoretical receptive field of the deepest spatial layer: "
                    f"base {px(rf_base)}, swapped {px(rf_swapped)}"
                    + (f" ({rf_swapped - rf_base:+d} px)" if rf_swapped != rf_base else " (unchanged)")
-                   + ". Deformable convs keep the theoretical field; their learned offsets change the effective one.")
+                   + (". Deformable convs keep the theoretical field; their learned offsets change the effective one."
+                      if any(s.startswith("conv:dcn") for s in expand_swaps(swapped.swaps)) else "."))
 if latency:
     ms = lambda v: f"{v:.2f} ms"  # noqa: E731
     cols[-1].metric("Latency, base (batch 1)", ms(latency["base"]) if latency["base"] else "—")
     cols[-1].metric("Latency, swapped", ms(latency["swapped"]) if latency["swapped"] else "—",
                     delta=delta(latency["swapped"], latency["base"], ms), delta_color="inverse")
 
-base_names = {row["name"] for row in base_cost["layers"]}
-changed_rows = [row for row in swapped_cost["layers"] if row["name"] not in base_names or row["type"] != next(
-    (b["type"] for b in base_cost["layers"] if b["name"] == row["name"]), row["type"])]
-changed_tops = sorted({row["name"] for row in changed_rows if not any(
-    row["name"].startswith(other + ".") for other in (r["name"] for r in changed_rows))})
+changed_tops = cached_swapped_modules(swapped.key()) if swapped.swaps else []
+changed_rows = [row for row in swapped_cost["layers"]
+                if any(row["name"] == n or row["name"].startswith(n + ".") for n in changed_tops)]
 st.markdown(f"**{len(changed_tops)} places changed**" + (": " + ", ".join(f"`{n}`" for n in changed_tops[:20]) if changed_tops else ""))
 
 st.subheader("Per layer (swapped model; changed layers highlighted)")

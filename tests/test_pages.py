@@ -204,3 +204,36 @@ def test_compare_page_keeps_each_accuracy_metric_on_its_own_axis():
     assert list(at.dataframe[0].value["published_metric"]) == ["ImageNet top-1 (%)", "COCO val2017 box AP (%)"]
     at.selectbox(key="compare_y").set_value("published ImageNet top-1 (%)").run()
     assert any("No published ImageNet top-1 (%) for: spinenet49" in c.value for c in at.caption)
+
+
+def test_inside_receptive_field_of_a_chosen_unit_on_the_image():
+    at = open_page("pages/3_Inside.py", arch="resnet18", view="Receptive fields")
+    assert at.slider(key="inside_rf_unit_y").value == 3  # the centre of layer4's 7×7 grid
+    at.selectbox(key="inside_rf_layer").select("layer1.0.conv2").run()  # 56×56 units, 27-pixel field
+    assert at.slider(key="inside_rf_unit_y").max == 55
+    assert not any("reaches past the image" in c.value for c in at.caption)  # the centre unit's box fits
+    at.slider(key="inside_rf_unit_y").set_value(0).run()
+    at.slider(key="inside_rf_unit_x").set_value(0).run()
+    assert any("reaches past the image" in c.value for c in at.caption)  # the corner unit's does not
+
+
+@pytest.mark.parametrize(("arch", "text"), [("asff", "Mean weight over the grid"), ("m2det320", "8 TUMs × 256")])
+def test_inside_fusion_weights_view(arch, text):
+    at = open_page("pages/3_Inside.py", arch=arch, view="Fusion weights")
+    assert not at.error, [e.value for e in at.error]
+    assert any(text in c.value for c in at.caption)
+
+
+def test_inside_cam_on_a_segmentation_model_names_class_maps():
+    at = open_page("pages/3_Inside.py", arch="hrnet_w18_v2", view="Grad-CAM++ and attributions", input="3,128,256")
+    assert not at.error, [e.value for e in at.error]
+    assert any("class map" in c.value for c in at.caption)
+
+
+def test_swap_page_lists_transformer_swaps_as_changed_places():
+    at = open_page("pages/4_Swap.py", arch="swin_t", swaps="tfm:window(size=8)@all", input="3,256,256")
+    assert not at.error, [e.value for e in at.error]
+    assert any("12 places changed" in m.value for m in at.markdown)  # 2 + 2 + 6 + 2 window attentions
+    swapped = analyse(ModelSpec("swin_t", swaps=("tfm:window(size=8)@all",), input_size=(3, 256, 256)),
+                      with_layers=False)
+    assert metric(at, "MACs, swapped") == format_count(swapped["macs"])

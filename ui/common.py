@@ -105,6 +105,11 @@ def cached_swap_points(spec_key: str) -> dict:
     return BACKEND.swap_points(json.loads(spec_key))
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_swapped_modules(spec_key: str) -> list[str]:
+    return BACKEND.swapped_modules(json.loads(spec_key))
+
+
 @st.cache_data(max_entries=128, show_spinner=False)
 def cached_compare_row(spec_key: str) -> dict:
     return BACKEND.compare_row(json.loads(spec_key))

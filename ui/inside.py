@@ -52,6 +52,13 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
         st.caption(f"{chosen}: {row['note']}")
     if row.get("approximate"):
         st.caption("This row is approximate (window attention, interpolation or uneven adaptive pooling).")
+    if with_erf and not row["global"] and row.get("output_hw"):
+        from ui.rf_unit import unit_on_image
+
+        st.markdown("**One unit of this layer on the image**")
+        loaded = choose_image(f"{key}_image")
+        if loaded is not None:
+            unit_on_image(row, tuple(report["input_hw"]), loaded[0], key)
     if with_erf and not row["global"]:
         if st.button("Effective receptive field of this layer's centre unit (Luo et al. 2016)", key=f"{key}_erf"):
             with st.spinner("Back-propagating from the centre unit on 4 random inputs…"):
@@ -238,7 +245,10 @@ def cam_view(spec: ModelSpec, key: str = "cam"):
         else:
             result = compute_cam(model, x, method, layer, class_index)
     names = class_names(spec)
-    label = names[result["class_index"]] if names and result["class_index"] < len(names) else f"class {result['class_index']}"
+    if names and len(names) != result["classes"]:
+        names = None  # the head is not the ImageNet (or the weights') class list: show indices
+    unit = "class map" if result.get("output") == "dense" else "class"
+    label = names[result["class_index"]] if names else f"{unit} {result['class_index']}"
     o1, o2 = st.columns(2)
     o1.image(image, caption="input", width="stretch")
     o2.image(heat_overlay(image, result["heat"]), width="stretch",
@@ -247,8 +257,8 @@ def cam_view(spec: ModelSpec, key: str = "cam"):
         st.warning(result["note"])
     if result.get("top5"):
         st.caption("Top classes: " + ", ".join(
-            f"{names[t['class']] if names and t['class'] < len(names) else t['class']} ({t['probability']:.1%})"
-            for t in result["top5"]))
+            f"{names[t['class']] if names else t['class']} ({t['probability']:.1%})" for t in result["top5"])
+            + (" — for a dense output, the softmax of each class map's mean" if result.get("output") == "dense" else ""))
 
 
 # --- attention, deformable offsets, STN ---------------------------------------------------------------

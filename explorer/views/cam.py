@@ -220,6 +220,7 @@ def compute_cam(model: nn.Module, x: torch.Tensor, method: str = "gradcam++", la
         "layer": layer,
         "layer_layout": layout_of(shape, input_hw),
         "class_index": target,
+        "classes": int(class_scores.shape[0]),
         "output": kind,
         "top5": [{"class": int(i), "probability": float(p)} for p, i in zip(top.values, top.indices)],
         "heat": np.asarray(heat, dtype=np.float32),
@@ -250,4 +251,5 @@ def compute_attribution(model: nn.Module, x: torch.Tensor, method: str = "integr
         raise ExplorerError(f"attribution must be one of {', '.join(ATTRIBUTION_METHODS)}, got {method!r}")
     heat = attribution.detach().abs().sum(1)[0].numpy()
     heat = heat / heat.max() if heat.max() > 0 else heat
-    return {"method": method, "class_index": target, "heat": heat.astype(np.float32)}
+    return {"method": method, "class_index": target, "classes": int(scores.shape[1]), "output": kind,
+            "heat": heat.astype(np.float32)}
