@@ -108,6 +108,7 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
                     model = _construct_with_swaps(variant, kwargs, spec.swaps).to(device)
+        _check_patch_grid(model, spec, variant)
     except ExplorerError:
         raise
     except TypeError as exc:
@@ -118,6 +119,19 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
             raise ExplorerError(f"{spec.arch} cannot take input {size}: {one_line(exc)}") from None
         raise ExplorerError(f"cannot build {spec.arch}: {one_line(exc)}") from None
     return model.eval()
+
+
+def _check_patch_grid(model: nn.Module, spec: ModelSpec, variant: Variant):
+    """timm's patch embeddings silently drop the pixels past the last whole patch: refuse such inputs."""
+    proj = getattr(getattr(model, "patch_embed", None), "proj", None)
+    size = input_size_of(spec, variant)
+    # Only non-overlapping patches (kernel = stride): PVT v2's overlapping 7×7/4 embedding takes any size.
+    if not isinstance(proj, nn.Conv2d) or proj.stride != proj.kernel_size or len(size) != 3:
+        return
+    patch = proj.kernel_size
+    if size[1] % patch[0] or size[2] % patch[1]:
+        raise ExplorerError(f"{spec.arch} cannot take input {format_shape((spec.batch, *size))}: "
+                            f"{size[1]}×{size[2]} is not a whole number of its {patch[0]}×{patch[1]} patches")
 
 
 def swapped_modules(spec: ModelSpec) -> list[str]:
