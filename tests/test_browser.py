@@ -16,7 +16,9 @@ def test_catalog_to_model_page_reads_total_macs(app_server, browser):
     search.press("Enter")
     # Wait for the rerun to finish filtering before clicking: VGG's family drops out of the list.
     page.get_by_text(re.compile(r"^VGG · 2015")).wait_for(state="detached", timeout=60_000)
-    page.get_by_text(re.compile(r"^ResNet · 2016")).click()
+    resnet = page.get_by_text(re.compile(r"^ResNet · 2016"))
+    expect(resnet).to_have_count(1, timeout=60_000)  # a rerun can briefly show the old and the new list
+    resnet.click()
     page.get_by_role("link", name="resnet50", exact=True).click()
     # page links navigate inside the app (no page load): wait for the model page's figures instead
     macs = page.get_by_test_id("stMetric").filter(has_text=re.compile(r"^MACs")).get_by_test_id("stMetricValue")
