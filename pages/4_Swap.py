@@ -86,7 +86,7 @@ if swapped_cost is None:
     st.stop()
 
 measure = st.toggle("Measure latency on every change", value=best_device() == "cuda", key="swap_latency",
-                    help=f"Batch 1 on {best_device()}; on a CPU this takes a few seconds per model")
+                    help=f"Batch 1, fp32, channels-last on {best_device()}; on a CPU this takes a few seconds per model")
 latency = {}
 if measure:
     with guard("Timing"):

@@ -71,7 +71,7 @@ for item in items:
 if not rows:
     st.stop()
 
-measure = st.toggle("Measure latency (batch 1, this machine's device)", key="compare_latency")
+measure = st.toggle("Measure latency (batch 1, fp32, channels-last, this machine's device)", key="compare_latency")
 if measure:
     with guard("Timing"):
         for row, spec in zip(rows, specs):
