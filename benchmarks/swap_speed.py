@@ -14,7 +14,7 @@ def main():
     for swap in SWAPS:
         first, median = timed(lambda: analyse(ModelSpec("resnet50", swaps=(swap,))), repeats=3)
         rows.append([swap, f"{first:.2f}", f"{median:.2f}", "1.5"])
-    print_table("resnet50: cost report of a swapped model (seconds; our engine keeps no cache)",
+    print_table("resnet50: full cost report of a swapped model, per-layer rows included (seconds; such reports are never cached)",
                 ["swap", "first", "median of 3", "target"], rows)
 
 
