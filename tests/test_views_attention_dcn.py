@@ -22,6 +22,7 @@ from explorer.views.attention import (
 )
 from explorer.views.deformable import capture_offsets, deformable_layers, sampling_points, stack_sampling_points
 from explorer.views.stn import stn_grid
+from tests.attention_support import timm_unfused_softmax
 
 
 def hook_count(model: nn.Module) -> int:
@@ -120,31 +121,17 @@ def test_deit_maps_match_unfused_path_and_leave_logits_unchanged(deit):
     x = rand((1, 3, 224, 224), 4)
     with torch.no_grad():
         before = deit(x)
+    flags = [blk.attn.fused_attn for blk in deit.blocks]
     res = attention_maps(deit, x)
+    assert [blk.attn.fused_attn for blk in deit.blocks] == flags  # the view never touches the fused flags
     assert torch.equal(torch.from_numpy(res["output"]), before)
     assert hook_count(deit) == 0
     assert res["library"] == "timm" and res["patch_grid"] == [14, 14] and res["num_prefix_tokens"] == 1
     assert len(res["layers"]) == 12 and res["maps"]["blocks.0.attn"].shape == (1, 3, 197, 197)
     assert_rows_sum_to_one(res)
-    # timm's own unfused path (fused_attn=False): the softmax output is attn_drop's input.
-    attns = [blk.attn for blk in deit.blocks]
-    flags = [a.fused_attn for a in attns]
-    ref, handles = [], []
-    try:
-        for a in attns:
-            a.fused_attn = False
-            handles.append(a.attn_drop.register_forward_hook(lambda m, i, o: ref.append(i[0].clone())))
-        with torch.no_grad():
-            deit(x)
-    finally:
-        for h in handles:
-            h.remove()
-        for a, f in zip(attns, flags):
-            a.fused_attn = f
+    ref = timm_unfused_softmax(deit, x, [blk.attn for blk in deit.blocks])
     for name, r in zip(res["layers"], ref):
         np.testing.assert_allclose(res["maps"][name], r.numpy(), rtol=1e-4, atol=1e-6)
-    # the flags were never touched by the view
-    assert [a.fused_attn for a in attns] == flags
 
 
 def test_hooks_removed_when_forward_raises(tv_vit):

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 from explorer.models import build_model, example_input
 from explorer.spec import ModelSpec
 from explorer.views.attention import attention_maps, grid_query_map, head_matrix, query_centres
+from tests.attention_support import timm_unfused_softmax
 from tests.conftest import ROOT
 
 
@@ -60,24 +61,6 @@ def capture_inputs(model, x, modules) -> list[tuple[tuple, dict]]:
         for h in handles:
             h.remove()
     return seen
-
-
-def timm_unfused_softmax(model, x, attns) -> list[torch.Tensor]:
-    """timm's own unfused path (fused_attn=False): the softmax output is attn_drop's input."""
-    flags = [a.fused_attn for a in attns]
-    ref, handles = [], []
-    try:
-        for a in attns:
-            a.fused_attn = False
-            handles.append(a.attn_drop.register_forward_pre_hook(lambda m, i: ref.append(i[0].clone())))
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        for a, f in zip(attns, flags):
-            a.fused_attn = f
-    return ref
 
 
 # --------------------------------------------------------------------------------------------
