@@ -90,10 +90,12 @@ class LocalBackend:
 
         return compare_row(ModelSpec.from_dict(spec))
 
-    def resolution_sweep(self, spec: dict[str, Any], sides: list[int]) -> list[dict[str, Any]]:
+    def resolution_sweep(self, spec: dict[str, Any], sides: list[int], latency: bool = False) -> list[dict[str, Any]]:
+        """Cost (and, with `latency`, quick batch-1 latency on this backend's device) per input side."""
         from explorer.compare import resolution_sweep
 
-        return resolution_sweep(ModelSpec.from_dict(spec), sides)
+        device = self.device_info()["device"] if latency else None
+        return resolution_sweep(ModelSpec.from_dict(spec), sides, latency_device=device)
 
     def receptive_field(self, spec: dict[str, Any]) -> dict[str, Any]:
         from explorer.views.receptive_field import receptive_field_report

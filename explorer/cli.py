@@ -159,10 +159,7 @@ def cmd_losses(args) -> Any:
 def cmd_bench(args) -> Any:
     from explorer.latency import BenchSettings, bench
 
-    try:
-        batches = tuple(int(b) for b in args.batch_sizes.split(","))
-    except ValueError:
-        raise ExplorerError(f"--batch must be a comma-separated list of integers, got {args.batch_sizes!r}") from None
+    batches = tuple(_int_list(args.batch_sizes, "--batch"))
     settings = BenchSettings(
         device=args.device, batches=batches, dtype=args.dtype, channels_last=args.channels_last,
         compile=args.compile, per_layer=args.per_layer,
@@ -184,6 +181,35 @@ def cmd_bench(args) -> Any:
     if result["error"]:
         print(f"stopped: {result['error']}")
     return None
+
+
+def cmd_compare(args) -> Any:
+    from explorer.compare import READY_MADE, compare_set, spec_from_item
+
+    items = list(args.items)
+    if args.ready:
+        if args.ready not in READY_MADE:
+            raise ExplorerError(f"unknown ready-made comparison {args.ready!r}; choose from {', '.join(READY_MADE)}")
+        items += READY_MADE[args.ready]["specs"]
+    if not items:
+        raise ExplorerError("name at least one model (a catalog id, torchvision:NAME, timm:NAME or a JSON spec) or --ready")
+    sides = _int_list(args.sweep, "--sweep") if args.sweep else []
+    result = compare_set([spec_from_item(i) for i in items], sides, latency=args.latency)
+    if args.json:
+        return result
+    print(f"{'model':<40} {'params M':>9} {'GMACs':>9} {'mem MB':>9} {'published':>10}  metric")
+    for r in result["rows"]:
+        top1 = f"{r['published_top1']:.2f}" if r["published_top1"] is not None else "—"
+        print(f"{r['label'][:40]:<40} {r['params_m']:>9.2f} {r['gmacs']:>9.3f} {r['memory_access_mb']:>9.1f} "
+              f"{top1:>10}  {r['published_metric'] or ''}")
+    return None
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ExplorerError(f"{flag} must be a comma-separated list of integers, got {text!r}") from None
 
 
 def cmd_measure_catalog(args) -> Any:
@@ -268,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-seconds", type=float, default=0.5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("compare", help="a comparison set: cost, published accuracy, Pareto fronts, resolution sweep")
+    p.add_argument("items", nargs="*", help="catalog ids, torchvision:NAME, timm:NAME or JSON specs")
+    p.add_argument("--ready", help="add a ready-made comparison's models (e.g. efficientnet_scaling)")
+    p.add_argument("--sweep", help="also cost every model at these square input sides, e.g. 160,224,320")
+    p.add_argument("--latency", action="store_true", help="quick batch-1 latency on this machine's device too")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("measure-catalog", help="cost every buildable catalog variant at its native input")
     p.add_argument("ids", nargs="*", help="only these variant ids")

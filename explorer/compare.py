@@ -99,18 +99,52 @@ def pareto_front(rows: list[dict[str, Any]], cost_key: str, value_key: str = "pu
     return sorted(front, key=lambda label: next(r[cost_key] for r in points if r["label"] == label))
 
 
-def resolution_sweep(spec: ModelSpec, sides: list[int]) -> list[dict[str, Any]]:
-    """MACs and memory access at each square input side (models that cannot take a size say so)."""
+COST_AXES = ("gmacs", "params_m", "memory_access_mb")
+
+
+def compare_set(specs: list[ModelSpec], sides: list[int] = (), latency: bool = False) -> dict[str, Any]:
+    """What the Compare page shows, as data: one row per spec (with quick batch-1 latency on this
+    machine's best device when asked), the Pareto front of each published metric against each cost
+    axis, and the resolution sweep at `sides`."""
+    from explorer.latency import best_device, bench, quick_settings
+
+    device = best_device() if latency else None
+    rows = []
+    for spec in specs:
+        row = compare_row(spec)
+        if device:
+            timing = bench(spec, quick_settings(device))
+            row["latency_ms"] = timing["results"][0]["median_ms"] if timing["results"] else None
+            row["latency_device"] = timing["settings"]["device_name"]
+        rows.append(row)
+    axes = COST_AXES + (("latency_ms",) if device else ())
+    metrics = sorted({r["published_metric"] for r in rows if r["published_metric"]})
+    pareto = {m: {axis: pareto_front([r for r in rows if r["published_metric"] == m], axis) for axis in axes}
+              for m in metrics}
+    sweep = [row for spec in specs for row in resolution_sweep(spec, list(sides), device)] if sides else []
+    return {"rows": rows, "pareto": pareto, "sweep": sweep}
+
+
+def resolution_sweep(spec: ModelSpec, sides: list[int], latency_device: str | None = None) -> list[dict[str, Any]]:
+    """MACs and memory access at each square input side (models that cannot take a size say so);
+    with `latency_device`, also the quick batch-1 latency there (explorer.latency.quick_settings)."""
     rows = []
     channels = input_size_of(spec)[0]
     for side in sides:
         sized = spec.with_(input_size=[channels, side, side])
+        row = {"label": label_of(spec), "side": side, "gmacs": None, "memory_access_mb": None, "error": None}
         try:
             result = analyse(sized, with_layers=False)
-            rows.append({"label": label_of(spec), "side": side, "gmacs": result["macs"] / 1e9,
-                         "memory_access_mb": result["memory_access_bytes"] / 1e6, "error": None})
+            row.update(gmacs=result["macs"] / 1e9, memory_access_mb=result["memory_access_bytes"] / 1e6)
+            if latency_device:
+                from explorer.latency import bench, quick_settings
+
+                timing = bench(sized, quick_settings(latency_device))
+                row["latency_ms"] = timing["results"][0]["median_ms"] if timing["results"] else None
+                row["error"] = timing["error"]
         except ExplorerError as exc:
-            rows.append({"label": label_of(spec), "side": side, "gmacs": None, "memory_access_mb": None, "error": str(exc)})
+            row["error"] = str(exc)
+        rows.append(row)
     return rows
 
 

@@ -153,17 +153,25 @@ if sides and st.button("Sweep", key="compare_sweep"):
     with guard("The sweep"):
         for spec in specs:
             with st.spinner(f"Sweeping {label_of(spec)}…"):
-                sweep_rows.extend(cached_sweep(spec.key(), tuple(sorted(sides))))
+                sweep_rows.extend(cached_sweep(spec.key(), tuple(sorted(sides)), measure))
     st.session_state.compare_sweep_rows = sweep_rows
 sweep_rows = st.session_state.get("compare_sweep_rows")
 if sweep_rows:
-    sweep = go.Figure()
-    for label in dict.fromkeys(r["label"] for r in sweep_rows):
-        mine = [r for r in sweep_rows if r["label"] == label and r["gmacs"] is not None]
-        sweep.add_trace(go.Scatter(x=[r["side"] for r in mine], y=[r["gmacs"] for r in mine], mode="lines+markers", name=label))
-    sweep.update_layout(xaxis_title="input side (pixels)", yaxis_title="GMACs", height=420,
-                        title="MACs against input side: CNNs grow with side², global attention with side⁴")
-    st.plotly_chart(sweep, width="stretch", config=plot_config())
+    measured = [("gmacs", "GMACs", "MACs against input side: CNNs grow with side², global attention with side⁴")]
+    if any(r.get("latency_ms") is not None for r in sweep_rows):
+        device_name = next((r["latency_device"] for r in rows if r.get("latency_device")), "this device")
+        measured.append(("latency_ms", f"latency (ms, batch 1, {device_name})",
+                         "Measured latency against input side (batch 1, fp32, channels-last)"))
+    else:
+        st.caption("Turn on “Measure latency” above and sweep again to time every size too.")
+    for key, axis, title in measured:
+        sweep = go.Figure()
+        for label in dict.fromkeys(r["label"] for r in sweep_rows):
+            mine = [r for r in sweep_rows if r["label"] == label and r.get(key) is not None]
+            sweep.add_trace(go.Scatter(x=[r["side"] for r in mine], y=[r[key] for r in mine], mode="lines+markers",
+                                       name=label))
+        sweep.update_layout(xaxis_title="input side (pixels)", yaxis_title=axis, height=420, title=title)
+        st.plotly_chart(sweep, width="stretch", config=plot_config())
     refused = [r for r in sweep_rows if r["error"]]
     for r in refused:
         st.caption(f"{r['label']} at {r['side']}: {r['error']}")

@@ -59,3 +59,18 @@ def test_bad_requests_exit_non_zero_with_one_line(args, reason):
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and reason in lines[0], proc.stderr
+
+
+def test_compare_json_keeps_metrics_apart_and_sweeps():
+    proc = run_cli("compare", "resnet18", "mobilenet_v2", "spinenet49", "--sweep", "160,224", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [r["label"] for r in result["rows"]] == ["resnet18", "mobilenet_v2", "spinenet49"]
+    assert round(result["rows"][0]["gmacs"], 3) == 1.814  # torchvision's _ops for resnet18
+    # ImageNet top-1 and COCO AP are separate fronts: mobilenet_v2 (fewer MACs, higher top-1) beats resnet18
+    assert result["pareto"]["ImageNet top-1 (%)"]["gmacs"] == ["mobilenet_v2"]
+    assert result["pareto"]["COCO val2017 box AP (%)"]["gmacs"] == ["spinenet49"]
+    sweep = {(r["label"], r["side"]): r["gmacs"] for r in result["sweep"]}
+    assert len(sweep) == 6 and sweep[("resnet18", 224)] == result["rows"][0]["gmacs"]
+    bad = run_cli("compare", "no_such_model")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown architecture")

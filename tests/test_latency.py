@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from explorer import latency
+from explorer.cost import analyse
 from explorer.device_queue import DeviceQueue
 from explorer.errors import ExplorerError
 from explorer.latency import BenchSettings, ModelCache, bench
@@ -142,3 +143,13 @@ def test_roofline_peaks():
     assert ridge_point({"tflops": 989.4, "bandwidth_gb_s": 3350}) == pytest.approx(295.3, abs=0.1)
     cpu = peaks_for("cpu", "fp32")
     assert cpu["tflops"] > 0 and cpu["bandwidth_gb_s"] > 0 and "measured" in cpu["source"]
+
+
+def test_resolution_sweep_times_every_size_with_the_quick_settings():
+    from explorer.compare import resolution_sweep
+
+    rows = resolution_sweep(ModelSpec("resnet18"), [64, 96], latency_device="cpu")
+    assert [r["side"] for r in rows] == [64, 96]
+    assert all(r["error"] is None and r["latency_ms"] > 0 for r in rows)
+    # cost and latency of each row describe the same sized model
+    assert rows[1]["gmacs"] == analyse(ModelSpec("resnet18", input_size=(3, 96, 96)), with_layers=False)["macs"] / 1e9

@@ -237,3 +237,16 @@ def test_swap_page_lists_transformer_swaps_as_changed_places():
     swapped = analyse(ModelSpec("swin_t", swaps=("tfm:window(size=8)@all",), input_size=(3, 256, 256)),
                       with_layers=False)
     assert metric(at, "MACs, swapped") == format_count(swapped["macs"])
+
+
+def test_compare_page_sweep_times_each_size_when_latency_is_on():
+    at = open_page("pages/6_Compare.py", set='["resnet18"]')
+    at.multiselect(key="compare_sides").set_value([64, 96]).run()
+    at.button(key="compare_sweep").click().run()
+    assert any("Measure latency" in c.value for c in at.caption)  # cost only, and how to add latency
+    charts = len(at.get("plotly_chart"))
+    at.toggle(key="compare_latency").set_value(True).run()
+    at.button(key="compare_sweep").click().run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == charts + 1  # latency against input side, beside MACs
+    assert not any("Turn on “Measure latency”" in c.value for c in at.caption)

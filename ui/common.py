@@ -116,8 +116,8 @@ def cached_compare_row(spec_key: str) -> dict:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def cached_sweep(spec_key: str, sides: tuple[int, ...]) -> list:
-    return BACKEND.resolution_sweep(json.loads(spec_key), list(sides))
+def cached_sweep(spec_key: str, sides: tuple[int, ...], latency: bool = False) -> list:
+    return BACKEND.resolution_sweep(json.loads(spec_key), list(sides), latency)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
