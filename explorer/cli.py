@@ -140,6 +140,102 @@ def cmd_cam(args) -> Any:
     return None
 
 
+VIEWS = ("attention", "offsets", "fusion", "erf", "stn")
+
+
+def cmd_view(args) -> Any:
+    """The Inside page's other views as JSON summaries; --out FILE.npz keeps the full arrays."""
+    import numpy as np
+
+    from explorer.catalog import resolve
+    from explorer.images import load_image, sample_images, to_input
+    from explorer.models import build_model, example_input, input_size_of
+
+    spec = spec_from_args(args)
+    model = build_model(spec, device="cpu")
+    size = input_size_of(spec)
+    if resolve(spec.arch).input_kind != "image":
+        if args.view != "attention":
+            raise ExplorerError(f"the {args.view} view needs an image model; {spec.arch} takes "
+                                f"{resolve(spec.arch).input_kind} input")
+        x = example_input(spec)
+    else:
+        image, _ = load_image(args.image or sample_images()["shapes"])
+        x = to_input(image, size)
+    summary, arrays = _VIEW_RUNNERS[args.view](model, x, spec, args)
+    if args.out:
+        np.savez_compressed(args.out, **arrays)
+    summary.update(view=args.view, arch=spec.arch, input_shape=[spec.batch, *size], weights="random",
+                   out=args.out, arrays=sorted(arrays))
+    if args.json:
+        return summary
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, indent=1))
+    return None
+
+
+def _view_attention(model, x, spec, args):
+    from explorer.views.attention import attention_maps
+
+    result = attention_maps(model, x, keep_output=False)
+    layers = [{"name": k, **{f: result["info"][k][f] for f in ("kind", "heads", "queries", "keys")},
+               "shape": list(result["maps"][k].shape)} for k in result["layers"]]
+    return ({"family": result["family"], "library": result["library"], "layers": layers,
+             "patch_grid": result["patch_grid"], "num_prefix_tokens": result["num_prefix_tokens"]},
+            {k.replace("#", "_call"): v for k, v in result["maps"].items()})
+
+
+def _view_offsets(model, x, spec, args):
+    from explorer.views.deformable import capture_offsets
+
+    captures = capture_offsets(model, x)
+    if not captures:
+        raise ExplorerError(f"{spec.arch} has no deformable conv (try --swap preset:dcnv2)")
+    layers = [{"name": name, "type": c["type"], "kernel_size": c["kernel_size"], "output_hw": c["output_hw"],
+               "mean_offset_pixels": float(c["magnitude"].mean()),
+               "mean_modulation": None if c["mask"] is None else float(c["mask"].mean())}
+              for name, c in captures.items()]
+    arrays = {f"{name}.offset": c["offset"] for name, c in captures.items()}
+    arrays.update({f"{name}.mask": c["mask"] for name, c in captures.items() if c["mask"] is not None})
+    return {"layers": layers}, arrays
+
+
+def _view_fusion(model, x, spec, args):
+    from explorer.views.fusion import fusion_report
+
+    report = fusion_report(model, x)
+    if report["kind"] == "asff":
+        return ({"kind": "asff", "input_levels": report["input_levels"], "mean_weights": report["mean_weights"]},
+                dict(report["maps"]))
+    return {"kind": "sfam", "per_tum": report["per_tum"].tolist()}, {"per_tum": report["per_tum"]}
+
+
+def _view_erf(model, x, spec, args):
+    import numpy as np
+
+    from explorer.models import input_size_of
+    from explorer.views.receptive_field import effective_rf
+
+    if not args.layer:
+        raise ExplorerError("the erf view needs --layer NAME (see `python -m explorer rf ARCH`)")
+    result = effective_rf(model, input_size_of(spec), args.layer)
+    heat = np.asarray(result.pop("map"), dtype=np.float32)
+    return {**result, "map_shape": list(heat.shape)}, {"map": heat}
+
+
+def _view_stn(model, x, spec, args):
+    from explorer.views.stn import stn_grid
+
+    if not hasattr(model, "stn"):
+        raise ExplorerError(f"{spec.arch} has no spatial transformer: add --swap front:stn@input")
+    result = stn_grid(model.stn, x)
+    arrays = {k: v for k, v in result.items() if hasattr(v, "shape")}
+    return {k: v for k, v in result.items() if k not in arrays}, arrays
+
+
+_VIEW_RUNNERS = {"attention": _view_attention, "offsets": _view_offsets, "fusion": _view_fusion, "erf": _view_erf,
+                 "stn": _view_stn}
+
+
 def cmd_losses(args) -> Any:
     from explorer import losses
 
@@ -265,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="class_index", type=int, help="target class (default: the top class)")
     p.add_argument("--out", help="write the heat map over the image as PNG")
     p.set_defaults(func=cmd_cam)
+
+    p = sub.add_parser("view", help="the Inside page's attention, deformable offsets, fusion weights, "
+                                    "effective receptive field and STN views")
+    _model_args(p)
+    p.add_argument("view", choices=VIEWS)
+    p.add_argument("--image", help="an image file (default: the shipped 'shapes' sample)")
+    p.add_argument("--layer", help="the layer (erf)")
+    p.add_argument("--out", help="write the full arrays to this .npz file")
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("losses", help="loss curves: balanced L1, long-tail class weights, IoU-balanced sampling")
     p.add_argument("kind", choices=["regression", "weights", "sampling"])

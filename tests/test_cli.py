@@ -74,3 +74,22 @@ def test_compare_json_keeps_metrics_apart_and_sweeps():
     assert len(sweep) == 6 and sweep[("resnet18", 224)] == result["rows"][0]["gmacs"]
     bad = run_cli("compare", "no_such_model")
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown architecture")
+
+
+def test_view_json_summarises_the_inside_views(tmp_path):
+    import numpy as np
+
+    out = tmp_path / "offsets.npz"
+    proc = run_cli("view", "resnet50", "offsets", "--swap", "preset:dcnv2", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert len(result["layers"]) == 13 and result["weights"] == "random"
+    assert {layer["mean_modulation"] for layer in result["layers"]} == {0.5}  # DCNv2: zero-initialised, sigmoid(0)
+    with np.load(out) as arrays:
+        assert arrays["layer4.2.conv2.offset"].shape == (1, 18, 7, 7)  # 2 × 3 × 3 offsets per output pixel
+    tokens = run_cli("view", "bert_base", "attention", "--input", "16", "--json")
+    assert tokens.returncode == 0, tokens.stderr
+    layers = json.loads(tokens.stdout)["layers"]
+    assert len(layers) == 12 and layers[0]["shape"] == [1, 12, 16, 16]
+    refused = run_cli("view", "bert_base", "offsets")
+    assert refused.returncode == 2 and "needs an image model" in refused.stderr
