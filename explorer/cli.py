@@ -47,7 +47,13 @@ def cmd_list(args) -> Any:
 def cmd_cost(args) -> Any:
     from explorer.cost import analyse
 
-    result = analyse(spec_from_args(args), with_layers=not args.no_layers)
+    spec = spec_from_args(args)
+    result = analyse(spec, with_layers=not args.no_layers)
+    if args.second_opinion:
+        from explorer.second_opinion import explain_difference, fvcore_count
+
+        fv = fvcore_count(spec)
+        result["second_opinion"] = {"fvcore": fv, "reasons": explain_difference(result["macs"], fv)}
     if args.json:
         return result
     from explorer.units import format_count
@@ -61,6 +67,10 @@ def cmd_cost(args) -> Any:
     if result["uncounted_ops"]:
         names = ", ".join(f"{u['op']} ×{u['count']}" for u in result["uncounted_ops"])
         print(f"  not costed           {names}")
+    if args.second_opinion:
+        print(f"  fvcore               {format_count(result['second_opinion']['fvcore']['total'])}")
+        for reason in result["second_opinion"]["reasons"]:
+            print(f"    {reason}")
     return None
 
 
@@ -266,6 +276,8 @@ def cmd_bench(args) -> Any:
     result = bench(spec, settings)
     if result["error"] and not result["results"]:
         raise ExplorerError(result["error"])
+    if args.roofline:
+        result["roofline"] = _roofline(result)
     if args.json:
         return result
     s = result["settings"]
@@ -308,6 +320,36 @@ def _int_list(text: str, flag: str) -> list[int]:
         raise ExplorerError(f"{flag} must be a comma-separated list of integers, got {text!r}") from None
 
 
+def _roofline(result: dict) -> dict:
+    """The Latency page's roofline as data: the device's peaks, the ridge point, and each batch (and
+    timed layer) placed by arithmetic intensity (FLOPs per byte of memory access cost)."""
+    from explorer.roofline import peaks_for, ridge_point
+
+    peaks = peaks_for(result["settings"]["device"], result["settings"]["dtype"])
+    points = [{"batch": r["batch"], "achieved_tflops": r["achieved_tflops"],
+               "flops_per_byte": r["achieved_tflops"] * 1e3 / r["achieved_gb_per_s"] if r["achieved_gb_per_s"] else None}
+              for r in result["results"]]
+    layers = [{"name": layer["name"], "flops_per_byte": layer["arithmetic_intensity"],
+               "achieved_tflops": layer["achieved_tflops"], "share_time": layer["share_time"]}
+              for layer in result.get("layers") or [] if layer["arithmetic_intensity"] and layer["achieved_tflops"]]
+    return {"peaks": peaks, "ridge_flops_per_byte": ridge_point(peaks), "batches": points, "layers": layers}
+
+
+def cmd_tour(args) -> Any:
+    from explorer.tours import load_tours
+
+    tours = {t["family"]: t for t in load_tours()}
+    if args.family not in tours:
+        raise ExplorerError(f"no tour for {args.family!r}; families: {', '.join(sorted(tours))}")
+    tour = tours[args.family]
+    if args.json:
+        return tour
+    print(tour["title"])
+    for number, step in enumerate(tour["steps"], 1):
+        print(f"\n{number}. {step['title']}\n{step['text']}\nQuestion: {step['question']}")
+    return None
+
+
 def cmd_measure_catalog(args) -> Any:
     from explorer.measured import load_measured, measure_catalog, write_measured
 
@@ -331,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cost", help="params, MACs, memory access cost and activations, per layer and in total")
     _model_args(p)
     p.add_argument("--no-layers", action="store_true", help="totals only, no per-layer rows")
+    p.add_argument("--second-opinion", action="store_true",
+                   help="also fvcore's FlopCountAnalysis total and why it differs from ours")
     p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser("swap-points", help="where blocks can go or be replaced in a model, and the presets")
@@ -392,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--per-layer", action="store_true", help="also time every leaf module with torch.profiler")
+    p.add_argument("--roofline", action="store_true",
+                   help="also the device's peaks and each batch (and timed layer) on the roofline")
     p.add_argument("--input", help="input size per sample, e.g. 3,224,224")
     p.add_argument("--option", action="append", metavar="NAME=VALUE")
     p.add_argument("--swap", action="append", metavar="SPEC")
@@ -407,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", action="store_true", help="quick batch-1 latency on this machine's device too")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("tour", help="a family's guided tour: steps of idea, figure and question")
+    p.add_argument("family", help="a catalog family id, e.g. swin")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tour)
 
     p = sub.add_parser("measure-catalog", help="cost every buildable catalog variant at its native input")
     p.add_argument("ids", nargs="*", help="only these variant ids")

@@ -93,3 +93,22 @@ def test_view_json_summarises_the_inside_views(tmp_path):
     assert len(layers) == 12 and layers[0]["shape"] == [1, 12, 16, 16]
     refused = run_cli("view", "bert_base", "offsets")
     assert refused.returncode == 2 and "needs an image model" in refused.stderr
+
+
+def test_cost_second_opinion_bench_roofline_and_tour():
+    cost = run_cli("cost", "resnet18", "--second-opinion", "--no-layers", "--json")
+    assert cost.returncode == 0, cost.stderr
+    result = json.loads(cost.stdout)
+    fv = result["second_opinion"]["fvcore"]
+    # fvcore = our MACs + its BN and pooling counts, which we report as elementwise ops
+    assert fv["total"] == result["macs"] + fv["non_mac_total"]
+    assert any("batch_norm" in reason for reason in result["second_opinion"]["reasons"])
+    bench = run_cli("bench", "resnet18", "--device", "cpu", "--input", "3,64,64", "--roofline",
+                    "--min-runs", "3", "--min-seconds", "0.05", "--json")
+    assert bench.returncode == 0, bench.stderr
+    roof = json.loads(bench.stdout)["roofline"]
+    assert roof["ridge_flops_per_byte"] == pytest.approx(roof["peaks"]["tflops"] * 1e3 / roof["peaks"]["bandwidth_gb_s"])
+    assert roof["batches"][0]["flops_per_byte"] > 0
+    tour = run_cli("tour", "swin", "--json")
+    assert tour.returncode == 0 and json.loads(tour.stdout)["family"] == "swin"
+    assert run_cli("tour", "no_such_family").returncode == 2
