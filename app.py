@@ -6,6 +6,7 @@ from explorer.measured import load_measured
 from ui.common import page_setup, warm_up
 
 page_setup("Home")
+warm_up()  # once per server, in the background: the heavy imports start while this page renders
 
 st.title("Architecture Explorer")
 st.markdown(
@@ -36,4 +37,3 @@ st.markdown(
 """
 )
 
-warm_up()
