@@ -102,7 +102,9 @@ if measure:
 p1, p2, p3, p4 = st.columns(4)
 x_label = p1.selectbox("Cost axis", list(axes), key="compare_x")
 # Accuracies are only comparable within one metric (ImageNet top-1, COCO box AP, ...): one choice each.
-metrics = sorted({r["published_metric"] for r in rows if r.get("published_metric")}) or ["ImageNet top-1 (%)"]
+# The metric most of the set has comes first.
+counts = pd.Series([r["published_metric"] for r in rows if r.get("published_metric")], dtype=object).value_counts()
+metrics = sorted(counts.index, key=lambda m: (-counts[m], m)) or ["ImageNet top-1 (%)"]
 y_label = p2.selectbox("Against", [f"published {m}" for m in metrics] + [a for a in axes if a != x_label],
                        key="compare_y")
 size_label = p3.selectbox("Bubble size", ["none"] + list(axes), key="compare_size")
@@ -138,7 +140,8 @@ if y_key == "published_top1":
     front_rows = [next(r for r in rows if r["label"] == label) for label in front]
     fig.add_trace(go.Scatter(x=[r[x_key] for r in front_rows], y=[r[y_key] for r in front_rows], mode="lines",
                              name="Pareto front", line=dict(dash="dash")))
-fig.update_layout(xaxis_title=x_label, yaxis_title=y_label, height=480, title=f"{y_label} against {x_label}")
+fig.update_layout(xaxis_title=x_label, yaxis_title=y_label, height=480, title=f"{y_label} against {x_label}",
+                  legend=dict(orientation="h", y=-0.18))  # below the plot, clear of the colour bar
 st.plotly_chart(fig, width="stretch", config=plot_config())
 if missing:
     st.caption(f"No {y_label} for: {', '.join(missing)} (pick another axis to see them).")

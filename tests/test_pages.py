@@ -250,3 +250,8 @@ def test_compare_page_sweep_times_each_size_when_latency_is_on():
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == charts + 1  # latency against input side, beside MACs
     assert not any("Turn on “Measure latency”" in c.value for c in at.caption)
+
+
+def test_compare_page_offers_the_most_common_metric_first():
+    at = open_page("pages/6_Compare.py", set='["resnet18", "mobilenet_v2", "spinenet49"]')
+    assert at.selectbox(key="compare_y").options[:2] == ["published ImageNet top-1 (%)", "published COCO val2017 box AP (%)"]
