@@ -6,9 +6,9 @@ Syntax of one swap (a spec holds a list of them, applied in order):
 
 - ACTION `conv`: replace the convolutions WHERE matches with BLOCK (a key of explorer.blocks.CONVS),
   built from each conv's own channels, kernel, stride, padding and dilation.
-- ACTION `attn`: add attention BLOCK (a key of explorer.blocks.ATTENTION) to the residual blocks
-  WHERE matches (on the residual branch, before the addition, as SENet does), or replace the
-  attention modules a model already has (e.g. MobileNetV3's SE).
+- ACTION `attn`: replace the attention modules a model already has (e.g. MobileNetV3's or SE-ResNet's SE)
+  with BLOCK (a key of explorer.blocks.ATTENTION); in a model without any, add BLOCK to the residual
+  blocks WHERE matches (on the residual branch, before the addition, as SENet does).
 - ACTION `act`: replace the activation modules WHERE matches with BLOCK (a key of ACTIVATIONS).
 - ACTION `norm`: replace the BatchNorm2d modules WHERE matches with BLOCK (bn, gn, ln; a key of NORMS).
 - ACTION `front`: insert BLOCK in front of the whole model (`front:stn@input`: a spatial transformer
@@ -128,20 +128,43 @@ def _matches(name: str, where: tuple[str, ...]) -> bool:
 
 # --- where blocks can go ---------------------------------------------------------------------------
 
+_ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Hardsigmoid)
+_RESIDUAL_BLOCK = re.compile(r"Bottleneck|BasicBlock|Residual")
+_NOT_ON_THE_BRANCH = {"shortcut", "downsample", "skip", "act", "relu", "drop_path", "se", "attn"}
+
+
 def _residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module, str, int]]:
-    """(name, block, attribute of the last BN on the residual branch, its channels)."""
+    """(name, block, attribute of the residual branch's last layer, its output channels).
+
+    torchvision / timm ResNets: the last BN (bn3 or bn2). Other residual blocks (SpineNet, IGCV1, Darknet-53,
+    ...): the last child registered on the branch, i.e. not the shortcut or the activation after the sum.
+    """
     found = []
     for name, module in model.named_modules():
-        kind = type(module).__name__
-        if kind in ("Bottleneck", "BasicBlock") and hasattr(module, "conv1"):
+        if not _RESIDUAL_BLOCK.search(type(module).__name__):
+            continue
+        if hasattr(module, "bn3") or hasattr(module, "bn2"):
             attr = "bn3" if hasattr(module, "bn3") else "bn2"
-            last_bn = getattr(module, attr, None)
-            channels = getattr(last_bn, "num_features", None)
-            if channels is None and isinstance(last_bn, nn.Sequential):
-                channels = getattr(last_bn[0], "num_features", None)
-            if channels:
-                found.append((name, module, attr, channels))
+        else:
+            branch = [n for n, child in module.named_children()
+                      if n not in _NOT_ON_THE_BRANCH and not isinstance(child, (*_ACTIVATION_TYPES, nn.Identity))]
+            if not branch:
+                continue
+            attr = branch[-1]
+        channels = _output_channels(getattr(module, attr))
+        if channels:
+            found.append((name, module, attr, channels))
     return found
+
+
+def _output_channels(layer: nn.Module) -> int | None:
+    """Channels a layer ends with: its last BatchNorm2d's, else its last Conv2d's."""
+    modules = list(layer.modules())
+    bn = next((m for m in reversed(modules) if isinstance(m, nn.BatchNorm2d)), None)
+    if bn is not None:
+        return bn.num_features
+    conv = next((m for m in reversed(modules) if isinstance(m, nn.Conv2d)), None)
+    return conv.out_channels if conv is not None else None
 
 
 _ATTENTION_TYPES = ("SqueezeExcitation", "SEModule", "SqueezeExcite", "EcaModule", "CbamModule", "EffectiveSEModule")
@@ -157,7 +180,6 @@ def _attention_modules(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
     return found
 
 
-_ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Hardsigmoid)
 
 
 def swap_points(model: nn.Module) -> dict[str, list[dict[str, Any]]]:
@@ -227,16 +249,20 @@ def apply_swap(model: nn.Module, swap: Swap) -> list[str]:
             _set_submodule(model, name, _build(factory.from_conv, conv, options, swap))
             changed.append(name)
     elif swap.action == "attn":
-        blocks = [b for b in _residual_blocks(model) if _matches(b[0], swap.where)]
-        for name, block, attr, channels in blocks:
-            # On the residual branch after its last BN, before the addition (SENet's placement).
-            setattr(block, attr, nn.Sequential(getattr(block, attr), _build(factory, channels, options, swap)))
-            changed.append(f"{name}.{attr}")
-        if not blocks:  # no residual blocks: replace the attention modules the model already has
-            for name, module, channels in _attention_modules(model):
+        own = _attention_modules(model)
+        if own:  # the model has attention modules (MobileNetV3, SE-ResNet, ...): replace them
+            for name, module, channels in own:
                 if _matches(name, swap.where):
                     _set_submodule(model, name, _build(factory, channels, options, swap))
                     changed.append(name)
+        else:  # on each residual branch after its last layer, before the addition (SENet's placement)
+            for name, block, attr, channels in _residual_blocks(model):
+                if _matches(name, swap.where):
+                    setattr(block, attr, nn.Sequential(getattr(block, attr), _build(factory, channels, options, swap)))
+                    changed.append(f"{name}.{attr}")
+        if not changed and not own and not _residual_blocks(model):
+            refused.append("attention goes on a residual block's branch (before the addition) or replaces the "
+                           "model's own attention modules, and this model has neither")
     elif swap.action == "act":
         for name, module in list(model.named_modules()):
             if isinstance(module, _ACTIVATION_TYPES) and _matches(name, swap.where):

@@ -137,3 +137,23 @@ def test_stn_in_front_resamples_the_input_and_is_costed():
         assert torch.allclose(model(x), plain(x), atol=1e-4)
     with pytest.raises(ExplorerError, match="@input"):
         analyse(ModelSpec("resnet18", swaps=("front:stn@layer1",)))
+
+
+def test_attention_swaps_find_residual_blocks_of_native_models():
+    """SpineNet's bottleneck and residual blocks, IGCV1's and Darknet-53's residual blocks take SE on the
+    branch, sized by the branch's last layer: the added parameters are those of one SE per block."""
+    from explorer.blocks import SE
+    from explorer.swaps import _residual_blocks
+
+    for arch, blocks in (("spinenet49s", 17), ("igcv1", 8), ("asff", 23)):
+        base = build_model(ModelSpec(arch), "meta")
+        found = _residual_blocks(base)
+        assert len(found) == blocks, arch
+        swapped = build_model(ModelSpec(arch, swaps=("attn:se@all",)), "meta")
+        assert count_type(swapped, "SE") == blocks, arch
+        added = sum(p.numel() for p in swapped.parameters()) - sum(p.numel() for p in base.parameters())
+        assert added == sum(sum(p.numel() for p in SE(channels).parameters()) for *_, channels in found), arch
+    # SpineNet-49S's first stem bottleneck ends with 4 × 41 = 164 channels (0.65 × 64 filters, rounded down)
+    assert _residual_blocks(build_model(ModelSpec("spinenet49s"), "meta"))[0][2:] == ("conv3", 164)
+    with pytest.raises(ExplorerError, match="this model has neither"):
+        build_model(ModelSpec("refinedet320", swaps=("attn:se@all",)), "meta")
