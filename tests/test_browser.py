@@ -70,20 +70,19 @@ def test_a_shared_comparison_url_opens_the_same_table_in_a_fresh_context(app_ser
     extra.fill('{"arch": "resnet18", "swaps": ["preset:eca"]}')
     extra.press("Enter")
     page.get_by_role("button", name="Add", exact=True).click()
-    page.get_by_text("Trade-offs").wait_for(timeout=90_000)
-    shared_url = page.url
-    assert "set=" in shared_url
     # The table is drawn on a canvas; the caption under the plot names the set's rows without accuracy.
-    caption = page.get_by_text(re.compile(r"^No published ImageNet top-1"))
+    # Wait for the rerun that adds the model (the page's earlier text is still on screen until then).
+    caption = page.get_by_text(re.compile(r"^No published ImageNet top-1 .* resnet18 \+ preset:eca"))
     caption.wait_for(timeout=90_000)
+    expect(page).to_have_url(re.compile("set="), timeout=30_000)
+    shared_url = page.url
     caption_text = caption.inner_text()
-    assert "resnet18 + preset:eca" in caption_text
     first.close()
 
     second = browser.new_context(viewport={"width": 1400, "height": 1100})
     fresh = second.new_page()
     fresh.goto(shared_url)
-    again = fresh.get_by_text(re.compile(r"^No published ImageNet top-1"))
+    again = fresh.get_by_text(re.compile(r"^No published ImageNet top-1 .* resnet18 \+ preset:eca"))
     again.wait_for(timeout=90_000)
     assert again.inner_text() == caption_text
     second.close()
