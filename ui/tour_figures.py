@@ -42,11 +42,14 @@ def _compare(fig):
     names = {"gmacs": "GMACs", "params_m": "parameters (M)", "memory_access_mb": "memory access (MB)"}
     frame = pd.DataFrame(rows).drop(columns=["spec"])
     st.dataframe(frame, hide_index=True, width="stretch")
-    with_acc = [r for r in rows if r["published_top1"] is not None]
+    # One accuracy metric per plot (ImageNet top-1 and COCO AP are not one scale): the most common one.
+    metrics = [r["published_metric"] for r in rows if r["published_metric"]]
+    metric = max(metrics, key=metrics.count) if metrics else None
+    with_acc = [r for r in rows if metric and r["published_metric"] == metric]
     if with_acc:
         plot = go.Figure(go.Scatter(x=[r[x] for r in with_acc], y=[r["published_top1"] for r in with_acc],
                                     mode="markers+text", text=[r["label"] for r in with_acc], textposition="top center"))
-        plot.update_layout(xaxis_title=names.get(x, x), yaxis_title="published top-1 (%)", height=400)
+        plot.update_layout(xaxis_title=names.get(x, x), yaxis_title=f"published {metric}", height=400)
         st.plotly_chart(plot, width="stretch", config=plot_config())
     else:
         plot = go.Figure(go.Bar(x=[r["label"] for r in rows], y=[r[x] for r in rows]))
