@@ -150,9 +150,6 @@ def cmd_cam(args) -> Any:
     return None
 
 
-VIEWS = ("attention", "offsets", "fusion", "erf", "stn")
-
-
 def cmd_view(args) -> Any:
     """The Inside page's other views as JSON summaries; --out FILE.npz keeps the full arrays."""
     import numpy as np
@@ -409,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("view", help="the Inside page's attention, deformable offsets, fusion weights, "
                                     "effective receptive field and STN views")
     _model_args(p)
-    p.add_argument("view", choices=VIEWS)
+    p.add_argument("view", choices=list(_VIEW_RUNNERS))
     p.add_argument("--image", help="an image file (default: the shipped 'shapes' sample)")
     p.add_argument("--layer", help="the layer (erf)")
     p.add_argument("--out", help="write the full arrays to this .npz file")

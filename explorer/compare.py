@@ -106,16 +106,15 @@ def compare_set(specs: list[ModelSpec], sides: list[int] = (), latency: bool = F
     """What the Compare page shows, as data: one row per spec (with quick batch-1 latency on this
     machine's best device when asked), the Pareto front of each published metric against each cost
     axis, and the resolution sweep at `sides`."""
-    from explorer.latency import best_device, bench, quick_settings
+    from explorer.latency import best_device
 
     device = best_device() if latency else None
     rows = []
     for spec in specs:
         row = compare_row(spec)
         if device:
-            timing = bench(spec, quick_settings(device))
-            row["latency_ms"] = timing["results"][0]["median_ms"] if timing["results"] else None
-            row["latency_device"] = timing["settings"]["device_name"]
+            timing = quick_latency(spec, device)
+            row.update(latency_ms=timing["latency_ms"], latency_device=timing["device_name"])
         rows.append(row)
     axes = COST_AXES + (("latency_ms",) if device else ())
     metrics = sorted({r["published_metric"] for r in rows if r["published_metric"]})
@@ -123,6 +122,16 @@ def compare_set(specs: list[ModelSpec], sides: list[int] = (), latency: bool = F
               for m in metrics}
     sweep = [row for spec in specs for row in resolution_sweep(spec, list(sides), device)] if sides else []
     return {"rows": rows, "pareto": pareto, "sweep": sweep}
+
+
+def quick_latency(spec: ModelSpec, device: str) -> dict[str, Any]:
+    """Batch-1 median latency with explorer.latency.quick_settings: latency_ms (None if the run failed),
+    device_name and error."""
+    from explorer.latency import bench, quick_settings
+
+    timing = bench(spec, quick_settings(device))
+    return {"latency_ms": timing["results"][0]["median_ms"] if timing["results"] else None,
+            "device_name": timing["settings"]["device_name"], "error": timing["error"]}
 
 
 def resolution_sweep(spec: ModelSpec, sides: list[int], latency_device: str | None = None) -> list[dict[str, Any]]:
@@ -137,11 +146,8 @@ def resolution_sweep(spec: ModelSpec, sides: list[int], latency_device: str | No
             result = analyse(sized, with_layers=False)
             row.update(gmacs=result["macs"] / 1e9, memory_access_mb=result["memory_access_bytes"] / 1e6)
             if latency_device:
-                from explorer.latency import bench, quick_settings
-
-                timing = bench(sized, quick_settings(latency_device))
-                row["latency_ms"] = timing["results"][0]["median_ms"] if timing["results"] else None
-                row["error"] = timing["error"]
+                timing = quick_latency(sized, latency_device)
+                row.update(latency_ms=timing["latency_ms"], error=timing["error"])
         except ExplorerError as exc:
             row["error"] = str(exc)
         rows.append(row)

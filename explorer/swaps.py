@@ -33,6 +33,7 @@ from typing import Any
 import torch.nn as nn
 
 from explorer.errors import ExplorerError
+from explorer import transformer_swaps
 from explorer.transformer_swaps import global_attention_points, patch_embedding, window_attention_points
 
 _SWAP_RE = re.compile(r"^(conv|attn|act|norm|front|tfm):([a-z0-9_]+)(?:\(([^()]*)\))?@([A-Za-z0-9_.*?\[\],\-]+)$")
@@ -116,10 +117,8 @@ def expand_swaps(swaps) -> list[str]:
 def _registry(action: str) -> dict:
     from explorer import blocks
 
-    from explorer.transformer_swaps import BLOCKS as TRANSFORMER_BLOCKS
-
     return {"conv": blocks.CONVS, "attn": blocks.ATTENTION, "act": blocks.ACTIVATIONS, "norm": blocks.NORMS,
-            "front": {"stn": blocks.STN}, "tfm": TRANSFORMER_BLOCKS}[action]
+            "front": {"stn": blocks.STN}, "tfm": transformer_swaps.BLOCKS}[action]
 
 
 def _matches(name: str, where: tuple[str, ...]) -> bool:
@@ -178,8 +177,6 @@ def _attention_modules(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
             if first_conv is not None:
                 found.append((name, module, first_conv.in_channels))
     return found
-
-
 
 
 def swap_points(model: nn.Module) -> dict[str, list[dict[str, Any]]]:
@@ -274,8 +271,6 @@ def apply_swap(model: nn.Module, swap: Swap) -> list[str]:
                 _set_submodule(model, name, _build(factory, module.num_features, options, swap))
                 changed.append(name)
     elif swap.action == "tfm":
-        from explorer import transformer_swaps
-
         try:
             changed, refused = transformer_swaps.apply(model, swap.block, options, lambda n: _matches(n, swap.where))
         except ValueError as exc:

@@ -3,7 +3,8 @@ import torch
 
 
 def timm_unfused_softmax(model, x, attns) -> list[torch.Tensor]:
-    """timm's own unfused path (fused_attn=False): the softmax output is attn_drop's input."""
+    """timm's own unfused path (fused_attn=False) of ViT or Swin attention: the softmax output is
+    attn_drop's input."""
     flags = [a.fused_attn for a in attns]
     ref, handles = [], []
     try:

@@ -225,21 +225,8 @@ def test_timm_swin_maps_match_unfused_softmax():
     tok = res["window_tokens"]["layers.0.blocks.1.attn"]
     real = tok[tok[..., 0] >= 0]
     assert len({tuple(t) for t in real}) == 256 == len(real)
-    # the unfused path's nn.Softmax output
-    attns = [b.attn for st in model.layers for b in st.blocks]
-    flags = [a.fused_attn for a in attns]
-    ref, handles = [], []
-    try:
-        for a in attns:
-            a.fused_attn = False
-            handles.append(a.softmax.register_forward_hook(lambda m, i, o: ref.append(o.clone())))
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        for a, f in zip(attns, flags):
-            a.fused_attn = f
+    # the unfused path's softmax output
+    ref = timm_unfused_softmax(model, x, [b.attn for st in model.layers for b in st.blocks])
     for name, r in zip(res["layers"], ref):
         np.testing.assert_allclose(res["maps"][name].reshape(r.shape), r.numpy(), rtol=1e-5, atol=1e-6)
 
