@@ -239,8 +239,24 @@ def _view_stn(model, x, spec, args):
     return {k: v for k, v in result.items() if k not in arrays}, arrays
 
 
+def _view_connectivity(model, x, spec, args):
+    from explorer.views.connectivity import channel_paths, connectivity_candidates
+
+    if not args.layer:
+        names = [c["name"] for c in connectivity_candidates(model)]
+        hint = f"; blocks with grouped convs here: {', '.join(names[:8])}{' …' if len(names) > 8 else ''}" if names \
+            else "; this model has no block of grouped convs (try --swap conv:igcv2@layer1.0.conv1 on a ResNet)"
+        raise ExplorerError(f"the connectivity view needs --layer BLOCK{hint}")
+    report = channel_paths(model, args.layer)
+    factors = report.pop("factors")
+    paths = report.pop("paths")
+    report["factors"] = [{k: v for k, v in f.items() if k not in ("matrix", "so_far")} for f in factors]
+    arrays = {"paths": paths, **{f"factor{i}.{f['name']}": f["matrix"] for i, f in enumerate(factors)}}
+    return report, arrays
+
+
 _VIEW_RUNNERS = {"attention": _view_attention, "offsets": _view_offsets, "fusion": _view_fusion, "erf": _view_erf,
-                 "stn": _view_stn}
+                 "stn": _view_stn, "connectivity": _view_connectivity}
 
 
 def cmd_losses(args) -> Any:
@@ -404,11 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cam)
 
     p = sub.add_parser("view", help="the Inside page's attention, deformable offsets, fusion weights, "
-                                    "effective receptive field and STN views")
+                                    "effective receptive field, STN and channel connectivity views")
     _model_args(p)
     p.add_argument("view", choices=list(_VIEW_RUNNERS))
     p.add_argument("--image", help="an image file (default: the shipped 'shapes' sample)")
-    p.add_argument("--layer", help="the layer (erf)")
+    p.add_argument("--layer", help="the layer (erf) or the block (connectivity)")
     p.add_argument("--out", help="write the full arrays to this .npz file")
     p.set_defaults(func=cmd_view)
 

@@ -60,6 +60,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "shuffle": {"swaps": ["conv:shuffle(groups=4)@layer*.*.conv1,layer*.*.conv3"],
                 "title": "ShuffleNet-style grouped 1×1 convs with channel shuffle in every bottleneck",
                 "paper": "Zhang et al., ShuffleNet, CVPR 2018"},
+    "igc": {"swaps": ["conv:igc@layer*.*.conv2"],
+            "title": "IGCV1 interleaved group convs (M = 2) in place of every residual block's 3×3 conv",
+            "paper": "Zhang et al., Interleaved Group Convolutions, ICCV 2017"},
+    "igcv2": {"swaps": ["conv:igcv2@layer*.*.conv2"],
+              "title": "IGCV2 blocks (channel-wise 3×3, two group 1×1 convs) in place of every residual block's 3×3 conv",
+              "paper": "Xie et al., IGCV2: Interleaved Structured Sparse Convolutional Neural Networks, CVPR 2018"},
 }
 
 
@@ -220,7 +226,7 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module):
 def _conv_refusal(block: str, conv: nn.Conv2d, options: dict[str, Any]) -> str | None:
     if conv.groups != 1 and block != "sk":  # an SK unit brings its own grouping (SKNet on ResNeXt)
         return f"it is a grouped/depthwise conv (groups={conv.groups}); {block} replaces full convs"
-    if block in {"dcn", "dcnv2", "psconv", "sk", "dwsep", "repvgg", "dbb"} and max(conv.kernel_size) < 3:
+    if block in {"dcn", "dcnv2", "psconv", "sk", "dwsep", "repvgg", "dbb", "igc", "igcv2"} and max(conv.kernel_size) < 3:
         return f"it is a {conv.kernel_size[0]}×{conv.kernel_size[1]} conv; {block} needs a spatial kernel (3×3 or larger)"
     if block in {"repvgg", "dbb"} and (conv.kernel_size != (3, 3) or conv.dilation != (1, 1)):
         return f"{block} folds into a 3×3 conv with dilation 1; this conv is {conv.kernel_size[0]}×{conv.kernel_size[1]}"

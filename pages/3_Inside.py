@@ -1,4 +1,5 @@
-"""Inside a model: receptive fields and Swin's shifted windows, on the model a person picked (swaps included)."""
+"""Inside a model: attributions, attention, offsets, receptive fields, Swin's windows, fusion weights and channel
+connectivity, on the model a person picked (swaps included)."""
 import streamlit as st
 
 from explorer.catalog import load_catalog
@@ -12,7 +13,7 @@ st.title("Inside")
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 params = st.query_params
 VIEWS = ["Grad-CAM++ and attributions", "Attention maps", "Deformable offsets", "Receptive fields",
-         "Swin shifted windows", "Spatial transformer", "Fusion weights"]
+         "Swin shifted windows", "Spatial transformer", "Fusion weights", "Channel connectivity"]
 if "inside_arch" not in st.session_state:
     st.session_state.inside_arch = params.get("arch") if params.get("arch") in ids else "resnet50"
     st.session_state.inside_view = params.get("view") if params.get("view") in VIEWS else VIEWS[0]
@@ -69,5 +70,9 @@ with guard(f"The {view.lower()} view"):
         from ui.fusion import fusion_view
 
         fusion_view(spec, key="inside_fusion")
+    elif view == "Channel connectivity":
+        from ui.connectivity import connectivity_view
+
+        connectivity_view(spec, key="inside_connectivity")
     else:
         stn_view(key="inside_stn")

@@ -138,7 +138,7 @@ def test_ulsam_matches_per_subspace_equations():
 # =========================================================================== convs: from_conv
 def test_conv_registry_is_complete():
     assert set(CONVS) == {"conv", "dwsep", "shuffle", "ghost", "dcn", "dcnv2", "doconv", "psconv", "condconv",
-                          "weightnet", "sk", "repvgg", "dbb"}
+                          "weightnet", "sk", "repvgg", "dbb", "igc", "igcv2"}
 
 
 @pytest.mark.parametrize("stride", [1, 2])

@@ -255,3 +255,20 @@ def test_compare_page_sweep_times_each_size_when_latency_is_on():
 def test_compare_page_offers_the_most_common_metric_first():
     at = open_page("pages/6_Compare.py", set='["resnet18", "mobilenet_v2", "spinenet49"]')
     assert at.selectbox(key="compare_y").options[:2] == ["published ImageNet top-1 (%)", "published COCO val2017 box AP (%)"]
+
+
+def test_inside_channel_connectivity_of_an_igcv2_swap():
+    at = open_page("pages/3_Inside.py", arch="resnet18", view="Channel connectivity",
+                   swaps="conv:igcv2@layer1.0.conv1")
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="inside_connectivity_block").value == "layer1.0.conv1"  # the innermost block
+    assert metric(at, "Paths per (output, input) channel pair") == "1"
+    assert any("exactly one path" in s.value for s in at.success)
+    at.selectbox(key="inside_connectivity_block").select("layer1.0").run()  # with the shortcut: 64 or 65 paths
+    assert metric(at, "Paths per (output, input) channel pair") == "64–65"
+
+
+def test_inside_channel_connectivity_says_what_to_try_without_grouped_convs():
+    at = open_page("pages/3_Inside.py", arch="resnet18", view="Channel connectivity")
+    assert not at.error
+    assert any("conv:igcv2@layer1.0.conv1" in i.value for i in at.info)

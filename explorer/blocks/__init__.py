@@ -23,6 +23,8 @@ from explorer.blocks.convs import (
     DepthwiseSeparableConv,
     GhostConv,
     GroupShuffleConv,
+    InterleavedGroupConv,
+    InterleavedSparseConv,
     ModulatedDeformConv,
     PSConv,
     SKConv,
@@ -35,7 +37,8 @@ __all__ = [
     "ATTENTION", "CONVS", "ACTIVATIONS", "NORMS", "MISC", "describe",
     "SE", "ECA", "CBAM", "SK", "GC", "sSE", "scSE", "ULSAM", "eca_kernel_size",
     "Conv2d", "DepthwiseSeparableConv", "GroupShuffleConv", "GhostConv", "DeformConv", "ModulatedDeformConv",
-    "DOConv", "PSConv", "CondConv", "WeightNetConv", "RepVGGBlock", "DBB",
+    "DOConv", "PSConv", "CondConv", "WeightNetConv", "RepVGGBlock", "DBB", "InterleavedGroupConv",
+    "InterleavedSparseConv",
     "STN", "ChannelShuffle", "LayerNorm2d", "gn_groups",
 ]
 
@@ -55,6 +58,8 @@ CONVS = {
     "conv": Conv2d,
     "dwsep": DepthwiseSeparableConv,
     "shuffle": GroupShuffleConv,
+    "igc": InterleavedGroupConv,
+    "igcv2": InterleavedSparseConv,
     "ghost": GhostConv,
     "dcn": DeformConv,
     "dcnv2": ModulatedDeformConv,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -32,6 +33,9 @@ __all__ = [
     "PSConv",
     "CondConv",
     "WeightNetConv",
+    "InterleavedGroupConv",
+    "InterleavedSparseConv",
+    "branch_widths",
     "CONV_ARGS",
 ]
 
@@ -591,6 +595,122 @@ class WeightNetConv(ConvBlock):
         y = F.conv2d(x.reshape(1, n * c, h, w), weight, None, groups=n * self.groups, **self._conv_kwargs())
         y = y.reshape(n, self.out_channels, y.shape[-2], y.shape[-1])
         return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
+
+
+# --------------------------------------------------------------------------- interleaved group convs
+class InterleavedGroupConv(ConvBlock):
+    """IGCV1's interleaved group convolution (Zhang et al., ICCV 2017) in place of a conv.
+
+    A primary k×k group conv with L partitions (M = C_out / L output channels each), a permutation that
+    gathers the m-th channel of every partition, a secondary 1×1 group conv with M partitions of L
+    channels, and the inverse permutation. Every output channel reaches every input channel by exactly
+    one path (the complementary condition). ``secondary`` is M (default 2, as in IGC-L100M2, the paper's
+    best ImageNet model); a pure linear factorisation — the paper's BN/ReLU sit outside the block.
+    """
+
+    PAPER = dict(
+        name="Interleaved group conv (IGCV1)",
+        title="Interleaved Group Convolutions for Deep Neural Networks",
+        url="https://arxiv.org/abs/1707.02725",
+        year=2017,
+        description="A primary spatial group conv and a secondary 1×1 group conv whose partitions take one channel from each primary partition, so the product of the two sparse kernels is dense.",
+    )
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, secondary: int = 2):
+        super().__init__()
+        self._init_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
+        secondary = int(secondary)
+        if secondary < 1 or out_channels % secondary:
+            raise ValueError(f"{out_channels} output channels do not split into M={secondary} channels per partition")
+        primary = out_channels // secondary
+        if in_channels % primary:
+            raise ValueError(f"{in_channels} input channels do not split into L={primary} primary partitions "
+                             f"(L = C_out / M = {out_channels} / {secondary})")
+        self.partitions = (primary, secondary)
+        self.primary = nn.Conv2d(in_channels, out_channels, self.kernel_size, groups=primary, bias=False,
+                                 **self._conv_kwargs())
+        self.permute = ChannelShuffle(primary)  # channel m of primary partition l → position m·L + l
+        self.secondary = nn.Conv2d(out_channels, out_channels, 1, groups=secondary, bias=bias)
+        self.permute_back = ChannelShuffle(secondary)
+
+    def forward(self, x):
+        return self.permute_back(self.secondary(self.permute(self.primary(x))))
+
+
+def branch_widths(in_channels: int, out_channels: int, count: int) -> tuple[int, ...]:
+    """IGCV2's branch widths K_2…K_L for a chain of ``count`` group 1×1 convs after the channel-wise conv.
+
+    Complementary condition: the widths multiply to ``in_channels``, so each output channel reaches each
+    input channel by exactly one path. The last conv maps to ``out_channels``, so its group count
+    (in_channels / K_L) must divide ``out_channels`` (a dense last conv always does). Among the widths
+    that qualify, the one with the fewest weights — C_in·(K_2 + … + K_{L-1}) + C_out·K_L — wins: the
+    paper's balance condition (equal widths, C^(1/(L-1))) when C_in = C_out and the root is whole.
+    """
+    def ordered_factorisations(n: int, parts: int):
+        if parts == 1:
+            yield (n,)
+            return
+        for first in range(1, n + 1):
+            if n % first == 0:
+                for rest in ordered_factorisations(n // first, parts - 1):
+                    yield (first, *rest)
+
+    best = None
+    for widths in ordered_factorisations(in_channels, count):
+        if out_channels % (in_channels // widths[-1]):
+            continue
+        weights = in_channels * sum(widths[:-1]) + out_channels * widths[-1]
+        key = (weights, max(widths) - min(widths))
+        if best is None or key < best[0]:
+            best = (key, widths)
+    return best[1]  # (1, …, 1, C_in) always qualifies: its last conv is dense
+
+
+class InterleavedSparseConv(ConvBlock):
+    """IGCV2's interleaved structured sparse convolution (Xie et al., CVPR 2018) in place of a conv.
+
+    W1: a channel-wise (depthwise) k×k conv with the conv's stride, padding and dilation; then L − 1
+    group 1×1 convs W2…WL with K_l channels per branch, each followed (except the last) by the
+    permutation that makes the next conv's branches take one channel from each of its branches.
+    ``chain`` is L (default 3: the smallest chain beyond Xception's L = 2); the widths come from
+    ``branch_widths`` (complementary condition, fewest weights). A pure linear factorisation, like
+    ``dwsep``: no norm or activation inside.
+    """
+
+    PAPER = dict(
+        name="Interleaved structured sparse conv (IGCV2)",
+        title="IGCV2: Interleaved Structured Sparse Convolutional Neural Networks",
+        url="https://arxiv.org/abs/1804.06202",
+        year=2018,
+        description="A channel-wise spatial conv followed by a chain of sparse group 1×1 convs with permutations between them; the widths multiply to the channel count, so their product is a dense kernel made of few weights.",
+    )
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, chain: int = 3):
+        super().__init__()
+        self._init_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
+        chain = int(chain)
+        if chain < 2:
+            raise ValueError(f"chain={chain}: IGCV2 needs the channel-wise conv and at least one group 1×1 conv")
+        self.widths = branch_widths(in_channels, out_channels, chain - 1)
+        layers: list[tuple[str, nn.Module]] = [
+            ("channelwise", nn.Conv2d(in_channels, in_channels, self.kernel_size, groups=in_channels, bias=False,
+                                      **self._conv_kwargs()))]
+        for index, width in enumerate(self.widths):
+            last = index == len(self.widths) - 1
+            branches = in_channels // width
+            layers.append((f"group{index + 2}", nn.Conv2d(in_channels, out_channels if last else in_channels, 1,
+                                                          groups=branches, bias=bias and last)))
+            if not last:
+                layers.append((f"permute{index + 2}", ChannelShuffle(branches)))
+        self.chain = nn.Sequential(OrderedDict(layers))
+
+    def forward(self, x):
+        return self.chain(x)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", branch widths K={self.widths}"
 
 
 # --------------------------------------------------------------------------- SK as a conv

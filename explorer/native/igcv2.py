@@ -9,6 +9,8 @@ against MobileNetV1 (IGCV2-1.0 / 0.5 / 0.25) is not: its stage widths, chain len
 branch widths could not be found in any source available to us (the paper's ImageNet section could not
 be read; no official IGCV2 code was released — homles11/IGCV3 holds IGCV3 and MobileNetV2 only). We do
 not invent a configuration, so the catalog variant stays unimplemented (tests/test_native_more_cnns.py).
+The block itself is built: the conv swap `igcv2` (explorer.blocks.convs.InterleavedSparseConv) puts it in
+place of any full k×k conv, and Inside → Channel connectivity shows its factors and their dense product.
 
 Published ImageNet figures, for when the configuration turns up (ShuffleNet V2, Ma et al., ECCV 2018,
 Table 8, quoting IGCV2): IGCV2-1.0 564 M multiply-adds, top-1 error 29.3 %; IGCV2-0.5 156 M, 34.5 %;

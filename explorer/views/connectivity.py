@@ -1,0 +1,181 @@
+"""Channel connectivity of a block: how many paths join each input channel to each output channel.
+
+A chain of group convs and permutations (IGCV1, IGCV2, IGCV3, ShuffleNet) is a product of sparse
+matrices; the point of the designs is that the product is dense. Here each conv is replaced by its
+connectivity pattern (one tap of weight 1 per input channel of its group, no bias), norms and
+activations by the identity, and the block is run on one-hot channel inputs: entry (j, i) of the
+result counts the paths from input channel i to output channel j (a residual shortcut adds its own).
+Each conv's and permutation's own 0/1 matrix is returned too, in call order, with the paths from the
+block's input up to it while the factors form one chain.
+
+Only blocks made of plain convs, BatchNorm, activations, dropout, identities and channel
+permutations are traced; anything else (attention, deformable convs, pooling) is refused with its type.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from explorer.errors import ExplorerError
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Hardsigmoid, nn.Sigmoid,
+                nn.PReLU)
+_PASS_THROUGH = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Dropout2d, *_ACTIVATIONS)
+_SPATIAL = 9  # side of the constant input map; the centre pixel is read, clear of every border
+
+
+def _is_permutation(module: nn.Module) -> bool:
+    return type(module).__name__ == "ChannelShuffle" and not any(True for _ in module.parameters())
+
+
+def _unsupported(module: nn.Module) -> list[str]:
+    """Layers the trace cannot stand for: any leaf but a plain conv, BN, activation, dropout, identity or
+    permutation, and any module with weights of its own that is not one of those (e.g. a deformable conv)."""
+    bad = []
+    for name, leaf in module.named_modules():
+        supported = type(leaf) is nn.Conv2d or isinstance(leaf, _PASS_THROUGH) or _is_permutation(leaf)
+        is_leaf = not any(True for _ in leaf.children())
+        own_weights = any(True for _ in leaf.parameters(recurse=False))
+        if not supported and (is_leaf or own_weights):
+            bad.append(f"{name or '(the block itself)'} ({type(leaf).__name__})")
+    return bad
+
+
+def _convs(module: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in module.modules() if type(m) is nn.Conv2d]
+
+
+def connectivity_candidates(model: nn.Module) -> list[dict[str, Any]]:
+    """Blocks worth tracing: made of supported layers only, with 2–12 convs, at least one of them grouped.
+
+    A container whose only conv-holding child holds all its convs (a one-block stage) is left out for that child.
+    """
+    conv_counts = {name: len(_convs(module)) for name, module in model.named_modules()}
+    out = []
+    for name, module in model.named_modules():
+        count = conv_counts[name]
+        if not name or not 2 <= count <= 12:
+            continue
+        if isinstance(module, nn.Sequential):  # a wrapper with the same convs as its block: list the block
+            parent = name.rpartition(".")[0]
+            if conv_counts[parent] == count or any(len(_convs(c)) == count for c in module.children()):
+                continue
+        convs = _convs(module)
+        if not any(c.groups > 1 for c in convs) or _unsupported(module):
+            continue
+        out.append({"name": name, "type": type(module).__name__, "convs": count,
+                    "in_channels": convs[0].in_channels, "out_channels": convs[-1].out_channels})
+    return out
+
+
+def _pattern_copy(module: nn.Module) -> nn.Module:
+    """A float64 CPU copy where every conv has one centre tap of 1 per connection, and norms/activations are gone."""
+    clone = copy.deepcopy(module).to(device="cpu", dtype=torch.float64).eval()
+    for name, leaf in list(clone.named_modules()):
+        if not name:
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        parent = clone.get_submodule(parent_name) if parent_name else clone
+        if type(leaf) is nn.Conv2d:
+            with torch.no_grad():
+                leaf.weight.zero_()
+                leaf.weight[:, :, leaf.kernel_size[0] // 2, leaf.kernel_size[1] // 2] = 1.0
+                if leaf.bias is not None:
+                    leaf.bias.zero_()
+        elif isinstance(leaf, _PASS_THROUGH) and not isinstance(leaf, nn.Identity):
+            setattr(parent, attr, nn.Identity())
+    return clone
+
+
+def _channel_map(module: nn.Module, channels: int) -> np.ndarray:
+    """(out, in) matrix of the module's response to each one-hot channel, read at the centre pixel."""
+    x = torch.eye(channels, dtype=torch.float64)[:, :, None, None].expand(channels, channels, _SPATIAL, _SPATIAL)
+    with torch.no_grad():
+        y = module(x.contiguous())
+    centre = (y.shape[-2] // 2, y.shape[-1] // 2)
+    return np.rint(y[:, :, centre[0], centre[1]].numpy().T).astype(np.int64)
+
+
+def _is_linear(pattern: nn.Module, channels: int) -> bool:
+    """With weights as patterns and nonlinearities gone, a chain of convs and permutations is linear; a
+    forward that multiplies branches (attention) or resamples (deformable sampling) is not."""
+    generator = torch.Generator().manual_seed(0)
+    for scale in (1e-3, 1.0):  # small signed inputs keep gates (sigmoids) away from saturation, where they look linear
+        a, b = (scale * torch.randn(2, channels, _SPATIAL, _SPATIAL, dtype=torch.float64, generator=generator)
+                for _ in range(2))
+        with torch.no_grad():
+            ya, yb, ysum = pattern(a), pattern(b), pattern(a + 3 * b)
+        if not torch.allclose(ysum, ya + 3 * yb, rtol=1e-8, atol=1e-12 * scale):
+            return False
+    return True
+
+
+def channel_paths(model: nn.Module, name: str) -> dict[str, Any]:
+    """Path counts through the block `name` and each of its sparse factors, in call order."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        raise ExplorerError(f"no module named {name!r} in this model") from None
+    bad = _unsupported(module)
+    if bad:
+        raise ExplorerError(f"{name} cannot be traced channel by channel: it contains "
+                            f"{', '.join(bad[:4])}{' …' if len(bad) > 4 else ''}")
+    convs = _convs(module)
+    if not convs:
+        raise ExplorerError(f"{name} has no convolution")
+    pattern = _pattern_copy(module)
+    factors: list[dict[str, Any]] = []
+    hooks = []
+    for leaf_name, leaf in pattern.named_modules():
+        if type(leaf) is nn.Conv2d or _is_permutation(leaf):
+            hooks.append(leaf.register_forward_hook(
+                lambda m, args, out, leaf_name=leaf_name: factors.append({"name": leaf_name, "module": m,
+                                                                         "in": args[0].shape[1]})))
+    try:
+        paths = _channel_map(pattern, convs[0].in_channels)
+    except RuntimeError as exc:
+        raise ExplorerError(f"{name} could not be run on one-hot channels: {exc}") from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not _is_linear(pattern, convs[0].in_channels):
+        raise ExplorerError(f"{name} cannot be traced channel by channel: its forward is not a sum of conv paths "
+                            "(it multiplies or resamples features)")
+    described = []
+    so_far = np.eye(convs[0].in_channels, dtype=np.int64)  # paths from the block's input, factor by factor
+    for factor in factors:
+        m = factor["module"]
+        matrix = _channel_map(m, factor["in"])
+        if type(m) is nn.Conv2d:
+            shape = "channel-wise" if m.groups == m.in_channels else (
+                f"{m.groups} groups of {m.in_channels // m.groups}" if m.groups > 1 else "dense")
+            kind = f"{m.kernel_size[0]}×{m.kernel_size[1]} conv, {shape}"
+        else:
+            kind = f"shuffle of {m.groups} groups"
+        entry = {"name": factor["name"], "kind": kind, "matrix": matrix, "nonzero": int((matrix != 0).sum()),
+                 "shape": list(matrix.shape)}
+        if so_far is not None and matrix.shape[1] == so_far.shape[0]:
+            so_far = matrix @ so_far
+            entry.update(so_far=so_far, reached_so_far=float((so_far > 0).mean()))
+        else:  # a branch that does not start where the chain stands (a shortcut, a side path)
+            so_far = None
+        described.append(entry)
+    return {
+        "module": name,
+        "type": type(module).__name__,
+        "in_channels": int(paths.shape[1]),
+        "out_channels": int(paths.shape[0]),
+        "factors": described,
+        "paths": paths,
+        "min_paths": int(paths.min()),
+        "max_paths": int(paths.max()),
+        "dense": bool(paths.min() > 0),
+        "exactly_one_path": bool((paths == 1).all()),
+        "reached_fraction": float((paths > 0).mean()),
+        # True when the block is a plain chain: the product of its factors is the whole block.
+        "product_of_factors": bool(so_far is not None and np.array_equal(so_far, paths)),
+    }

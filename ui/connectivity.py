@@ -1,0 +1,113 @@
+"""Channel connectivity of a block: its sparse factors (group convs, permutations) and their dense product."""
+from __future__ import annotations
+
+import json
+
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from explorer.backend import BACKEND
+from explorer.spec import ModelSpec
+from ui.common import plot_config
+
+SHOWN = 128  # channels drawn per side; the figures' statistics cover every channel
+MAX_FACTORS = 6
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _connectivity(spec_key: str, module: str | None) -> dict:
+    return BACKEND.channel_connectivity(json.loads(spec_key), module)
+
+
+def connectivity_view(spec: ModelSpec, key: str = "connectivity"):
+    with st.spinner("Finding the blocks of grouped convs…"):
+        candidates = _connectivity(spec.key(), None)["candidates"]
+    if not candidates:
+        st.info("This model has no block built from grouped convs and permutations. Try igcv1, igcv3 or a "
+                "ShuffleNet V1, or add the swap `conv:igcv2@layer1.0.conv1` (IGCV2) or `conv:igc@layer1.0.conv1` "
+                "(IGCV1) to a ResNet.")
+        return
+    labels = {c["name"]: f"{c['name']} ({c['type']}, {c['convs']} convs, {c['in_channels']}→{c['out_channels']} "
+                         "channels)" for c in candidates}
+    names = list(labels)
+    innermost = max(range(len(names)), key=lambda i: (names[i].count("."), -i))  # the first most nested block
+    chosen = st.selectbox("Block", names, index=innermost, format_func=labels.get, key=f"{key}_block")
+    with st.spinner("Tracing the channel paths…"):
+        report = _connectivity(spec.key(), chosen)["report"]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Paths per (output, input) channel pair", f"{report['min_paths']}–{report['max_paths']}"
+              if report["min_paths"] != report["max_paths"] else str(report["min_paths"]))
+    c2.metric("Input channels each output reaches", f"{report['reached_fraction']:.0%}")
+    c3.metric("Factors (convs and permutations)", str(len(report["factors"])))
+    if report["exactly_one_path"]:
+        st.success("Every output channel reaches every input channel by exactly one path: the complementary "
+                   "condition holds, so the sparse factors multiply to a dense kernel.")
+    elif report["dense"]:
+        st.info(f"Dense: every output channel reaches every input channel, by {report['min_paths']} to "
+                f"{report['max_paths']} paths.")
+    else:
+        st.warning(f"Not dense: each output channel reaches {report['reached_fraction']:.0%} of the input channels "
+                   "on average; information stays inside groups.")
+    _factor_figure(report["factors"])
+    _paths_figure(report)
+    st.caption("Structure only: each conv is drawn as its connectivity (a cell is 1 when the output channel, row, "
+               "reads the input channel, column), whatever its weights; norms and activations pass channels "
+               "through one to one. The product counts the paths through the whole block"
+               + ("; here it equals the product of the factors in call order." if report["product_of_factors"]
+                  else "; a shortcut or a branch adds its own paths, so it is not the plain product of the factors."))
+
+
+def _crop(matrix):
+    return matrix[:SHOWN, :SHOWN]
+
+
+def _factor_figure(factors: list[dict]):
+    shown = factors[:MAX_FACTORS]
+    chained = [f for f in shown if "so_far" in f]
+    rows = 2 if chained else 1
+    titles = [f"{f['name']}<br>{f['kind']}" for f in shown]
+    if chained:
+        titles += [f"reaches {f['reached_so_far']:.0%} of the inputs" if "so_far" in f else "" for f in shown]
+    fig = make_subplots(rows=rows, cols=len(shown), subplot_titles=titles, horizontal_spacing=0.04,
+                        vertical_spacing=0.16)
+    top = max((int(f["so_far"].max()) for f in chained), default=1)
+    for i, factor in enumerate(shown):
+        fig.add_trace(go.Heatmap(z=_crop(factor["matrix"]), zmin=0, zmax=1, colorscale="Greys", showscale=False,
+                                 hovertemplate="output %{y} ← input %{x}: %{z}<extra></extra>"), row=1, col=i + 1)
+        if "so_far" in factor:
+            fig.add_trace(go.Heatmap(z=_crop(factor["so_far"]), zmin=0, zmax=top, colorscale="Viridis",
+                                     showscale=i == len(shown) - 1, colorbar=dict(title="paths (count)", len=0.45, y=0.2),
+                                     hovertemplate="output %{y} ← block input %{x}: %{z} paths<extra></extra>"),
+                          row=2, col=i + 1)
+        for row in range(1, rows + 1):
+            axis = (row - 1) * len(shown) + i + 1
+            fig.update_yaxes(autorange="reversed", scaleanchor=f"x{axis}", row=row, col=i + 1,
+                             title=("output channel" if row == 1 else "channel so far") if i == 0 else None)
+            fig.update_xaxes(constrain="domain", row=row, col=i + 1,
+                             title="input channel" if row == 1 else "block input channel")
+    fig.update_annotations(font_size=10)
+    fig.update_layout(height=330 * rows, margin=dict(t=90),
+                      title="Top: each factor in call order (black = connected, 0/1). "
+                            + ("Bottom: paths from the block's input so far" if chained else ""))
+    st.plotly_chart(fig, width="stretch", config=plot_config())
+    notes = []
+    if len(factors) > MAX_FACTORS:
+        notes.append(f"the first {MAX_FACTORS} of {len(factors)} factors are drawn")
+    if any(max(f["shape"]) > SHOWN for f in shown):
+        notes.append(f"each matrix is drawn up to its first {SHOWN} channels per side")
+    if notes:
+        st.caption("Drawn: " + "; ".join(notes) + ".")
+
+
+def _paths_figure(report: dict):
+    paths = report["paths"]
+    fig = go.Figure(go.Heatmap(z=_crop(paths), colorscale="Viridis", zmin=0, zmax=max(1, report["max_paths"]),
+                               colorbar=dict(title="paths (count)"),
+                               hovertemplate="output %{y} ← input %{x}: %{z} paths<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", title="output channel")
+    fig.update_xaxes(title="input channel", constrain="domain")
+    size = f"{paths.shape[0]}×{paths.shape[1]}"
+    fig.update_layout(height=460, title=f"Paths through {report['module']} ({size} channels"
+                                        + (f", first {SHOWN} drawn)" if max(paths.shape) > SHOWN else ")"))
+    st.plotly_chart(fig, width="stretch", config=plot_config())
