@@ -8,7 +8,7 @@ from typing import Any
 
 TOURS_PATH = Path(__file__).parent / "data" / "tours.json"
 FIGURE_KINDS = {"model_totals", "layer_table", "compare", "swap", "fold", "swin_mask", "receptive_field",
-                "resolution_sweep", "text"}
+                "resolution_sweep", "connectivity", "text"}
 
 
 @functools.lru_cache(maxsize=1)

@@ -20,7 +20,8 @@ def _connectivity(spec_key: str, module: str | None) -> dict:
     return BACKEND.channel_connectivity(json.loads(spec_key), module)
 
 
-def connectivity_view(spec: ModelSpec, key: str = "connectivity"):
+def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | None = None):
+    """Pick a block (``block`` first if given, else the first most nested one) and draw its channel paths."""
     with st.spinner("Finding the blocks of grouped convs…"):
         candidates = _connectivity(spec.key(), None)["candidates"]
     if not candidates:
@@ -31,8 +32,8 @@ def connectivity_view(spec: ModelSpec, key: str = "connectivity"):
     labels = {c["name"]: f"{c['name']} ({c['type']}, {c['convs']} convs, {c['in_channels']}→{c['out_channels']} "
                          "channels)" for c in candidates}
     names = list(labels)
-    innermost = max(range(len(names)), key=lambda i: (names[i].count("."), -i))  # the first most nested block
-    chosen = st.selectbox("Block", names, index=innermost, format_func=labels.get, key=f"{key}_block")
+    first = names.index(block) if block in names else max(range(len(names)), key=lambda i: (names[i].count("."), -i))
+    chosen = st.selectbox("Block", names, index=first, format_func=labels.get, key=f"{key}_block")
     with st.spinner("Tracing the channel paths…"):
         report = _connectivity(spec.key(), chosen)["report"]
     c1, c2, c3 = st.columns(3)
@@ -68,7 +69,9 @@ def _factor_figure(factors: list[dict]):
     rows = 2 if chained else 1
     titles = [f"{f['name']}<br>{f['kind']}" for f in shown]
     if chained:
-        titles += [f"reaches {f['reached_so_far']:.0%} of the inputs" if "so_far" in f else "" for f in shown]
+        inputs = chained[0]["so_far"].shape[1]
+        titles += [f"an output reaches {f['reached_so_far'] * inputs:.3g} of {inputs} inputs" if "so_far" in f else ""
+                   for f in shown]
     fig = make_subplots(rows=rows, cols=len(shown), subplot_titles=titles, horizontal_spacing=0.04,
                         vertical_spacing=0.16)
     top = max((int(f["so_far"].max()) for f in chained), default=1)

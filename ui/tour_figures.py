@@ -96,10 +96,17 @@ def _receptive_field(fig):
     receptive_field_view(ModelSpec(fig["arch"]), fig.get("layer"))
 
 
+def _connectivity(fig):
+    from ui.connectivity import connectivity_view
+
+    connectivity_view(ModelSpec(fig["arch"], swaps=tuple(fig.get("swaps", ()))), key="tour_connectivity",
+                      block=fig.get("block"))
+
+
 RENDERERS = {
     "model_totals": _model_totals, "layer_table": _layer_table, "compare": _compare, "swap": _swap, "fold": _fold,
     "resolution_sweep": _resolution_sweep, "swin_mask": _swin_mask, "receptive_field": _receptive_field,
-    "text": lambda fig: None,
+    "connectivity": _connectivity, "text": lambda fig: None,
 }
 
 
