@@ -85,9 +85,18 @@ def read_checkpoint(data: bytes, filename: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def _wrapped_key(key: str, own: dict[str, torch.Tensor]) -> str:
+    """`layer1.0.bn3.weight` → `layer1.0.bn3.0.weight` when an attention swap wrapped bn3 in a Sequential
+    (bn3, SE): the original layer keeps its weights under the wrapper's first slot."""
+    head, _, leaf = key.rpartition(".")
+    wrapped = f"{head}.0.{leaf}" if head else key
+    return wrapped if key not in own and wrapped in own else key
+
+
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
-    """Load what fits; report what did not."""
+    """Load what fits (a layer a swap wrapped is found under its wrapper); report what did not."""
     own = model.state_dict()
+    state = {_wrapped_key(k, own): v for k, v in state.items()}
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     usable = {k: v for k, v in state.items() if k in own and k not in mismatched}
     result = model.load_state_dict(usable, strict=False)

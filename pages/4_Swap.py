@@ -14,7 +14,8 @@ from ui.common import (cached_bench, cached_fold, cached_rf, cached_swap_points,
 
 page_setup("Swap blocks", ":material/swap_horiz:")
 st.title("Swap blocks")
-st.caption("Replace or add blocks in a real model and watch every figure change, next to the original. "
+st.caption("Replace or add blocks in a real model and watch every figure change, next to the original (costs, latency, "
+           "receptive field, Grad-CAM, channel connectivity, deformable offsets). "
            "The swapped model is a spec (base + swaps), so the URL rebuilds it.")
 
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
@@ -165,6 +166,12 @@ st.dataframe(
     .format({"MACs (M)": "{:.2f}", "memory access (MB)": "{:.2f}"}),
     hide_index=True, width="stretch",
 )
+
+st.subheader("Inside, beside the original")
+with guard("The inside view"):
+    from ui.swap_inside import beside_the_original
+
+    beside_the_original(base, swapped)
 
 # --- re-parameterisation -----------------------------------------------------------------------------
 if any(line.split(":", 1)[1].startswith(("doconv", "repvgg", "dbb")) for line in expand_swaps(swapped.swaps) if ":" in line):

@@ -272,3 +272,19 @@ def test_inside_channel_connectivity_says_what_to_try_without_grouped_convs():
     at = open_page("pages/3_Inside.py", arch="resnet18", view="Channel connectivity")
     assert not at.error
     assert any("conv:igcv2@layer1.0.conv1" in i.value for i in at.info)
+
+
+def test_swap_page_shows_inside_views_beside_the_original():
+    at = open_page("pages/4_Swap.py", arch="resnet18", swaps="conv:igcv2@layer1.0.conv1")
+    assert at.radio(key="swap_inside_view").value == "nothing"
+    at.radio(key="swap_inside_view").set_value("Receptive field across depth").run()
+    assert not at.error, [e.value for e in at.error]
+    at.radio(key="swap_inside_view").set_value("Channel connectivity").run()
+    assert metric(at, "Paths per (output, input) channel pair") == "1"
+    at.radio(key="swap_inside_view").set_value("Grad-CAM++ and friends").run()
+    assert not at.error and not at.exception, [e.value for e in at.error]
+    captions = [c.value for c in at.caption]
+    assert any("Both maps explain the base model's top class" in c for c in captions)
+    # the same class in both maps: the base's top class
+    classes = [c for c in captions if c.startswith("gradcam++ for ")]
+    assert len(classes) == 2 and classes[0].split(" at ")[0] == classes[1].split(" at ")[0]

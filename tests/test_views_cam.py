@@ -136,6 +136,17 @@ def test_checkpoints_load_weights_only_and_report_key_problems(tmp_path):
     assert torch.equal(fresh.conv1.weight, model.conv1.weight + 1)
 
 
+def test_a_checkpoint_of_the_base_model_loads_into_a_swapped_one():
+    base = build_model(ModelSpec("resnet18"), "cpu")
+    state = {k: v.clone() + 1 for k, v in base.state_dict().items()}
+    swapped = build_model(ModelSpec("resnet18", swaps=("attn:se@all",)), "cpu")  # bn2 → Sequential(bn2, SE)
+    report = load_state(swapped, state, source="base")
+    assert report["unexpected"] == [] and report["mismatched"] == []
+    assert report["loaded"] == len(state)  # every base tensor, the wrapped BatchNorms included
+    assert all(".1.fc" in k for k in report["missing"]) and len(report["missing"]) == 8 * 4  # 8 SEs × 2 convs × w, b
+    assert torch.equal(swapped.layer1[0].bn2[0].weight, base.layer1[0].bn2.weight + 1)
+
+
 def test_safetensors_and_refusals():
     from safetensors.torch import save
 

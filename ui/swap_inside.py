@@ -1,0 +1,79 @@
+"""The Swap page's inside views: the swapped model's figures next to the original's."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer.spec import ModelSpec
+from ui.common import cached_rf, plot_config
+
+VIEWS = ["nothing", "Receptive field across depth", "Grad-CAM++ and friends", "Channel connectivity",
+         "Deformable offsets"]
+
+
+def beside_the_original(base: ModelSpec, swapped: ModelSpec):
+    view = st.radio("Show", VIEWS, horizontal=True, key="swap_inside_view",
+                    help="Computed for the base and the swapped model; nothing is computed until you pick a view")
+    if view == "Receptive field across depth":
+        _receptive_fields(base, swapped)
+    elif view == "Grad-CAM++ and friends":
+        _cams(base, swapped)
+    elif view == "Channel connectivity":
+        from ui.connectivity import connectivity_view
+
+        st.caption("The swapped model's blocks of grouped convs. A plain conv it replaced is one dense factor: every "
+                   "output reads every input once.")
+        connectivity_view(swapped, key="swap_connectivity")
+    elif view == "Deformable offsets":
+        from ui.inside import deformable_view
+
+        deformable_view(swapped, key="swap_dcn")
+
+
+def _receptive_fields(base: ModelSpec, swapped: ModelSpec):
+    fig = go.Figure()
+    for spec, label, dash in ((base, "base", "dash"), (swapped, "swapped", "solid")):
+        rows = [r for r in cached_rf(spec.key())["rows"] if r["op"] != "container" and not r["global"]]
+        fig.add_trace(go.Scatter(x=list(range(len(rows))), y=[r["rf"][0] for r in rows], mode="lines", name=label,
+                                 line=dict(dash=dash), text=[r["name"] for r in rows],
+                                 hovertemplate=f"{label}: %{{text}}<br>%{{y}} px<extra></extra>"))
+    fig.update_layout(xaxis_title="layer (execution order)", yaxis_title="receptive field (pixels, height)",
+                      height=380, title="Theoretical receptive field across depth, base and swapped")
+    st.plotly_chart(fig, width="stretch", config=plot_config())
+
+
+def _cams(base: ModelSpec, swapped: ModelSpec):
+    from explorer.images import heat_overlay, to_input
+    from explorer.models import input_size_of
+    from explorer.views.cam import CAM_METHODS, compute_cam
+    from ui.inside import choose_image, choose_weights, class_names, model_with_weights, weights_report
+
+    loaded = choose_image("swap_cam")
+    weights = choose_weights("swap_cam")
+    method = st.selectbox("Method", list(CAM_METHODS), key="swap_cam_method")
+    if loaded is None:
+        return
+    image, notes = loaded
+    for note in notes:
+        st.caption(f"Image: {note}.")
+    names = class_names(base)
+    target = None  # the base model's top class, explained in both models so the maps compare
+    columns = st.columns(2)
+    for column, spec, label in zip(columns, (base, swapped), ("base", "swapped")):
+        with column:
+            st.markdown(f"**{label}**")
+            model, report = model_with_weights(spec, weights)
+            weights_report(report)
+            with st.spinner(f"Running {method} on the {label} model…"):
+                result = compute_cam(model, to_input(image, input_size_of(spec)), method, None, target)
+            target = result["class_index"] if target is None else target
+            known = names and len(names) == result["classes"]
+            title = names[result["class_index"]] if known else f"class {result['class_index']}"
+            st.image(heat_overlay(image, result["heat"]), width="stretch")
+            st.caption(f"{method} for {title} at {result['layer']}")
+            if result.get("top5"):
+                top = result["top5"][0]
+                st.caption(f"Top class: {names[top['class']] if known else top['class']} ({top['probability']:.1%})")
+    st.caption("Both maps explain the base model's top class. With pretrained weights the swapped model loads every "
+               "layer the swap kept; the blocks it added or replaced start from their initialisation, as they would "
+               "before fine-tuning.")
