@@ -86,3 +86,18 @@ def test_a_shared_comparison_url_opens_the_same_table_in_a_fresh_context(app_ser
     again.wait_for(timeout=90_000)
     assert again.inner_text() == caption_text
     second.close()
+
+
+def test_swapping_in_an_igcv2_block_and_tracing_its_channels(app_server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(app_server + "/Swap?arch=resnet18&swaps=conv:igcv2@layer1.0.conv1")
+    page.get_by_text("Inside, beside the original").wait_for(timeout=90_000)
+    params = page.get_by_test_id("stMetric").filter(has_text="Parameters, swapped").get_by_test_id("stMetricValue")
+    assert params.inner_text().strip() == "11.65 M"  # 11,689,512 − 36,864 + 1,600 = 11,654,248
+    page.get_by_text("Channel connectivity", exact=True).click()
+    page.get_by_text(re.compile(r"^Every output channel reaches every input channel by exactly one path")).wait_for(
+        timeout=90_000)
+    paths = page.get_by_test_id("stMetric").filter(has_text="Paths per").get_by_test_id("stMetricValue")
+    assert paths.inner_text().strip() == "1"
+    assert page.get_by_test_id("stException").count() == 0
+    page.close()
