@@ -155,3 +155,14 @@ def test_cli_connectivity_view(tmp_path):
     assert (arrays["paths"] == 1).all() and arrays["paths"].shape == (64, 64)
     missing = run_cli("view", "igcv1", "connectivity", "--json")
     assert missing.returncode != 0 and "stage1.block1" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_shufflenet_unit_reaches_every_input_only_with_its_shuffle():
+    model = build_model(ModelSpec("shufflenet_v1_g3"), device="cpu")
+    report = channel_paths(model, "stage2.unit2")  # 240 channels, 3 groups, a 60-channel bottleneck
+    assert report["dense"]
+    # each group of the second group conv gets 7, 7 and 6 channels from the three first-conv groups; +1 shortcut
+    assert (report["min_paths"], report["max_paths"]) == (6, 8)
+    model.stage2.unit2.shuffle = nn.Identity()
+    report = channel_paths(model, "stage2.unit2")
+    assert report["reached_fraction"] * 240 == 80  # an output sees its own group's 80 inputs only
