@@ -17,7 +17,16 @@ MAX_FACTORS = 6
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _connectivity(spec_key: str, module: str | None) -> dict:
-    return BACKEND.channel_connectivity(json.loads(spec_key), module)
+    """The backend's report with its matrices cut to what is drawn, so a 1600-channel block stays small in the cache."""
+    result = BACKEND.channel_connectivity(json.loads(spec_key), module)
+    report = result.get("report")
+    if report:
+        report["paths"] = _crop(report["paths"])
+        for factor in report["factors"]:
+            factor["matrix"] = _crop(factor["matrix"])
+            if "so_far" in factor:
+                factor["so_far"] = _crop(factor["so_far"])
+    return result
 
 
 def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | None = None):
@@ -50,36 +59,37 @@ def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | N
     else:
         st.warning(f"Not dense: each output channel reaches {report['reached_fraction']:.0%} of the input channels "
                    "on average; information stays inside groups.")
-    _factor_figure(report["factors"])
+    _factor_figure(report["factors"], report["in_channels"])
     _paths_figure(report)
     st.caption("Structure only: each conv is drawn as its connectivity (a cell is 1 when the output channel, row, "
                "reads the input channel, column), whatever its weights; norms and activations pass channels "
                "through one to one. The product counts the paths through the whole block"
-               + ("; here it equals the product of the factors in call order." if report["product_of_factors"]
-                  else "; a shortcut or a branch adds its own paths, so it is not the plain product of the factors."))
+               + {True: "; here it equals the product of the factors in call order.",
+                  False: "; a shortcut or a branch adds its own paths, so it is not the plain product of the factors.",
+                  None: " (the paths factor by factor are traced for blocks of up to 512 input channels)."}[
+                   report["product_of_factors"]])
 
 
 def _crop(matrix):
     return matrix[:SHOWN, :SHOWN]
 
 
-def _factor_figure(factors: list[dict]):
+def _factor_figure(factors: list[dict], inputs: int):
     shown = factors[:MAX_FACTORS]
     chained = [f for f in shown if "so_far" in f]
     rows = 2 if chained else 1
     titles = [f"{f['name']}<br>{f['kind']}" for f in shown]
     if chained:
-        inputs = chained[0]["so_far"].shape[1]
         titles += [f"an output reaches {f['reached_so_far'] * inputs:.3g} of {inputs} inputs" if "so_far" in f else ""
                    for f in shown]
     fig = make_subplots(rows=rows, cols=len(shown), subplot_titles=titles, horizontal_spacing=0.04,
                         vertical_spacing=0.16)
     top = max((int(f["so_far"].max()) for f in chained), default=1)
     for i, factor in enumerate(shown):
-        fig.add_trace(go.Heatmap(z=_crop(factor["matrix"]), zmin=0, zmax=1, colorscale="Greys", showscale=False,
+        fig.add_trace(go.Heatmap(z=factor["matrix"], zmin=0, zmax=1, colorscale="Greys", showscale=False,
                                  hovertemplate="output %{y} ← input %{x}: %{z}<extra></extra>"), row=1, col=i + 1)
         if "so_far" in factor:
-            fig.add_trace(go.Heatmap(z=_crop(factor["so_far"]), zmin=0, zmax=top, colorscale="Viridis",
+            fig.add_trace(go.Heatmap(z=factor["so_far"], zmin=0, zmax=top, colorscale="Viridis",
                                      showscale=i == len(shown) - 1, colorbar=dict(title="paths (count)", len=0.45, y=0.2),
                                      hovertemplate="output %{y} ← block input %{x}: %{z} paths<extra></extra>"),
                           row=2, col=i + 1)
@@ -105,12 +115,12 @@ def _factor_figure(factors: list[dict]):
 
 def _paths_figure(report: dict):
     paths = report["paths"]
-    fig = go.Figure(go.Heatmap(z=_crop(paths), colorscale="Viridis", zmin=0, zmax=max(1, report["max_paths"]),
+    fig = go.Figure(go.Heatmap(z=paths, colorscale="Viridis", zmin=0, zmax=max(1, report["max_paths"]),
                                colorbar=dict(title="paths (count)"),
                                hovertemplate="output %{y} ← input %{x}: %{z} paths<extra></extra>"))
     fig.update_yaxes(autorange="reversed", scaleanchor="x", title="output channel")
     fig.update_xaxes(title="input channel", constrain="domain")
-    size = f"{paths.shape[0]}×{paths.shape[1]}"
-    fig.update_layout(height=460, title=f"Paths through {report['module']} ({size} channels"
-                                        + (f", first {SHOWN} drawn)" if max(paths.shape) > SHOWN else ")"))
+    full = (report["out_channels"], report["in_channels"])
+    fig.update_layout(height=460, title=f"Paths through {report['module']} ({full[0]}×{full[1]} channels"
+                                        + (f", first {SHOWN} drawn)" if max(full) > SHOWN else ")"))
     st.plotly_chart(fig, width="stretch", config=plot_config())

@@ -2,11 +2,11 @@
 
 A chain of group convs and permutations (IGCV1, IGCV2, IGCV3, ShuffleNet) is a product of sparse
 matrices; the point of the designs is that the product is dense. Here each conv is replaced by its
-connectivity pattern (one tap of weight 1 per input channel of its group, no bias), norms and
-activations by the identity, and the block is run on one-hot channel inputs: entry (j, i) of the
+connectivity pattern (its centre tap 1 for every input channel of its group, no bias), norms and
+activations by the identity, and the block is run on one-hot 1×1 channel maps: entry (j, i) of the
 result counts the paths from input channel i to output channel j (a residual shortcut adds its own).
 Each conv's and permutation's own 0/1 matrix is returned too, in call order, with the paths from the
-block's input up to it while the factors form one chain.
+block's input up to it while the factors form one chain (blocks of up to 512 input channels).
 
 Only blocks made of plain convs, BatchNorm, activations, dropout, identities and channel
 permutations are traced; anything else (attention, deformable convs, pooling) is refused with its type.
@@ -25,7 +25,8 @@ from explorer.errors import ExplorerError
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Hardsigmoid, nn.Sigmoid,
                 nn.PReLU)
 _PASS_THROUGH = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Dropout2d, *_ACTIVATIONS)
-_SPATIAL = 9  # side of the constant input map; the centre pixel is read, clear of every border
+_EXACT = 2 ** 53  # path counts are summed in float64: exact below this
+_CHAIN_CHANNELS = 512  # the paths factor by factor are traced up to this many input channels (products are C³)
 
 
 def _is_permutation(module: nn.Module) -> bool:
@@ -92,12 +93,26 @@ def _pattern_copy(module: nn.Module) -> nn.Module:
 
 
 def _channel_map(module: nn.Module, channels: int) -> np.ndarray:
-    """(out, in) matrix of the module's response to each one-hot channel, read at the centre pixel."""
-    x = torch.eye(channels, dtype=torch.float64)[:, :, None, None].expand(channels, channels, _SPATIAL, _SPATIAL)
+    """(out, in) matrix of the module's response to each one-hot channel.
+
+    The input is 1×1: a padded conv of any stride then reads exactly its centre tap, and the memory stays
+    channels² numbers even for the widest blocks."""
     with torch.no_grad():
-        y = module(x.contiguous())
-    centre = (y.shape[-2] // 2, y.shape[-1] // 2)
-    return np.rint(y[:, :, centre[0], centre[1]].numpy().T).astype(np.int64)
+        y = module(torch.eye(channels, dtype=torch.float64)[:, :, None, None])
+    counts = y[:, :, 0, 0].numpy().T
+    if np.abs(counts).max(initial=0) >= _EXACT:
+        raise ExplorerError("this block has too many paths to count exactly (over 2^53 between two channels); "
+                            "pick a smaller block")
+    return np.rint(counts).astype(np.int64)
+
+
+def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b for path counts: in float64 (BLAS; numpy's int64 matmul is a slow triple loop), exact below 2^53."""
+    product = a.astype(np.float64) @ b.astype(np.float64)
+    if product.max(initial=0) >= _EXACT:
+        raise ExplorerError("this block has too many paths to count exactly (over 2^53 between two channels); "
+                            "pick a smaller block")
+    return np.rint(product).astype(np.int64)
 
 
 def _is_linear(pattern: nn.Module, channels: int) -> bool:
@@ -105,8 +120,7 @@ def _is_linear(pattern: nn.Module, channels: int) -> bool:
     forward that multiplies branches (attention) or resamples (deformable sampling) is not."""
     generator = torch.Generator().manual_seed(0)
     for scale in (1e-3, 1.0):  # small signed inputs keep gates (sigmoids) away from saturation, where they look linear
-        a, b = (scale * torch.randn(2, channels, _SPATIAL, _SPATIAL, dtype=torch.float64, generator=generator)
-                for _ in range(2))
+        a, b = (scale * torch.randn(2, channels, 1, 1, dtype=torch.float64, generator=generator) for _ in range(2))
         with torch.no_grad():
             ya, yb, ysum = pattern(a), pattern(b), pattern(a + 3 * b)
         if not torch.allclose(ysum, ya + 3 * yb, rtol=1e-8, atol=1e-12 * scale):
@@ -137,8 +151,9 @@ def channel_paths(model: nn.Module, name: str) -> dict[str, Any]:
                                                                          "in": args[0].shape[1]})))
     try:
         paths = _channel_map(pattern, convs[0].in_channels)
-    except RuntimeError as exc:
-        raise ExplorerError(f"{name} could not be run on one-hot channels: {exc}") from None
+    except RuntimeError as exc:  # e.g. an unpadded k×k conv, which a 1×1 input cannot feed
+        raise ExplorerError(f"{name} could not be run on one-hot 1×1 channel maps (it needs padded convs): "
+                            f"{str(exc).splitlines()[0][:160]}") from None
     finally:
         for hook in hooks:
             hook.remove()
@@ -146,7 +161,8 @@ def channel_paths(model: nn.Module, name: str) -> dict[str, Any]:
         raise ExplorerError(f"{name} cannot be traced channel by channel: its forward is not a sum of conv paths "
                             "(it multiplies or resamples features)")
     described = []
-    so_far = np.eye(convs[0].in_channels, dtype=np.int64)  # paths from the block's input, factor by factor
+    # Paths from the block's input, factor by factor (for blocks up to _CHAIN_CHANNELS input channels).
+    so_far = np.eye(convs[0].in_channels, dtype=np.int64) if convs[0].in_channels <= _CHAIN_CHANNELS else None
     for factor in factors:
         m = factor["module"]
         matrix = _channel_map(m, factor["in"])
@@ -156,10 +172,10 @@ def channel_paths(model: nn.Module, name: str) -> dict[str, Any]:
             kind = f"{m.kernel_size[0]}×{m.kernel_size[1]} conv, {shape}"
         else:
             kind = f"shuffle of {m.groups} groups"
-        entry = {"name": factor["name"], "kind": kind, "matrix": matrix, "nonzero": int((matrix != 0).sum()),
-                 "shape": list(matrix.shape)}
+        entry = {"name": factor["name"], "kind": kind, "matrix": matrix.astype(np.uint8),  # one conv: 0/1
+                 "nonzero": int((matrix != 0).sum()), "shape": list(matrix.shape)}
         if so_far is not None and matrix.shape[1] == so_far.shape[0]:
-            so_far = matrix @ so_far
+            so_far = _product(matrix, so_far)
             entry.update(so_far=so_far, reached_so_far=float((so_far > 0).mean()))
         else:  # a branch that does not start where the chain stands (a shortcut, a side path)
             so_far = None
@@ -176,6 +192,7 @@ def channel_paths(model: nn.Module, name: str) -> dict[str, Any]:
         "dense": bool(paths.min() > 0),
         "exactly_one_path": bool((paths == 1).all()),
         "reached_fraction": float((paths > 0).mean()),
-        # True when the block is a plain chain: the product of its factors is the whole block.
-        "product_of_factors": bool(so_far is not None and np.array_equal(so_far, paths)),
+        # True when the block is a plain chain: the product of its factors is the whole block (None: not traced).
+        "product_of_factors": None if convs[0].in_channels > _CHAIN_CHANNELS else bool(
+            so_far is not None and np.array_equal(so_far, paths)),
     }
