@@ -166,3 +166,10 @@ def test_shufflenet_unit_reaches_every_input_only_with_its_shuffle():
     model.stage2.unit2.shuffle = nn.Identity()
     report = channel_paths(model, "stage2.unit2")
     assert report["reached_fraction"] * 240 == 80  # an output sees its own group's 80 inputs only
+
+
+def test_wide_blocks_are_counted_without_the_factor_by_factor_trace():
+    report = channel_paths(igcv1(), "stage4.block2")  # 1600 channels: two IGC blocks and the identity
+    assert (report["min_paths"], report["max_paths"]) == (1600, 1601)
+    assert report["product_of_factors"] is None and all("so_far" not in f for f in report["factors"])
+    assert all(f["matrix"].dtype == np.uint8 for f in report["factors"])
