@@ -288,3 +288,13 @@ def test_swap_page_shows_inside_views_beside_the_original():
     # the same class in both maps: the base's top class
     classes = [c for c in captions if c.startswith("gradcam++ for ")]
     assert len(classes) == 2 and classes[0].split(" at ")[0] == classes[1].split(" at ")[0]
+
+
+def test_receptive_fields_default_to_a_layer_and_handle_a_one_unit_grid():
+    at = open_page("pages/3_Inside.py", arch="m2det320", view="Receptive fields")
+    assert not at.error, [e.value for e in at.error]
+    chosen = at.selectbox(key="inside_rf_layer").value
+    assert "permute" not in chosen and "reshape" not in chosen  # a module, not a layout op of the head
+    at = open_page("pages/3_Inside.py", arch="resnet50", view="Receptive fields", input="3,10,10")
+    assert not at.error, [e.value for e in at.error]  # layer4 is 1×1 here: no slider to build
+    assert any("output grid is 1×1: one unit" in c.value for c in at.caption)

@@ -29,14 +29,17 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
         report = cached_rf(spec.key())
     rows = [r for r in report["rows"] if r["op"] != "container"]
     names = [r["name"] for r in rows]
-    default = names.index(layer) if layer in names else max(0, len(names) - 1 - next(
-        (i for i, r in enumerate(reversed(rows)) if not r["global"]), 0))
+    # Default: the deepest layer (a module, not a reshape or permute of a head) that still has a spatial map.
+    local = [i for i, r in enumerate(rows) if not r["global"]]
+    default = names.index(layer) if layer in names else next(
+        (i for i in reversed(local) if rows[i]["op"] == "module"), local[-1] if local else 0)
     chosen = st.selectbox("Layer", names, index=default, key=f"{key}_layer")
     row = rows[names.index(chosen)]
+    pair = lambda v: f"{v[0]:.4g} × {v[1]:.4g}"  # noqa: E731 — fractional after resampling; 4 digits are plenty
     c1, c2, c3 = st.columns(3)
-    c1.metric("Receptive field (pixels)", "whole input" if row["global"] else f"{row['rf'][0]} × {row['rf'][1]}")
-    c2.metric("Jump / stride (pixels)", f"{row['jump'][0]} × {row['jump'][1]}")
-    c3.metric("First unit's centre (pixel)", f"({row['start'][0]}, {row['start'][1]})")
+    c1.metric("Receptive field (pixels)", "whole input" if row["global"] else pair(row["rf"]))
+    c2.metric("Jump / stride (pixels)", pair(row["jump"]))
+    c3.metric("First unit's centre (pixel)", f"({row['start'][0]:.4g}, {row['start'][1]:.4g})")
     fig = go.Figure()
     local = [(i, r) for i, r in enumerate(rows) if not r["global"]]
     fig.add_trace(go.Scatter(x=[i for i, _ in local], y=[r["rf"][0] for _, r in local], mode="lines+markers",

@@ -13,10 +13,12 @@ def unit_on_image(row: dict, input_hw: tuple[int, int], image, key: str):
     """Sliders pick the unit (y, x) of the layer's output grid; its theoretical box goes on the image."""
     out_h, out_w = row["output_hw"]
     c1, c2 = st.columns(2)
-    y = c1.slider("Unit row (output grid)", 0, max(out_h - 1, 0), (out_h - 1) // 2, key=f"{key}_unit_y",
-                  disabled=out_h <= 1)
-    x = c2.slider("Unit column (output grid)", 0, max(out_w - 1, 0), (out_w - 1) // 2, key=f"{key}_unit_x",
-                  disabled=out_w <= 1)
+    # A slider needs min < max: a one-unit axis has nothing to choose.
+    y = c1.slider("Unit row (output grid)", 0, out_h - 1, (out_h - 1) // 2, key=f"{key}_unit_y") if out_h > 1 else 0
+    x = c2.slider("Unit column (output grid)", 0, out_w - 1, (out_w - 1) // 2, key=f"{key}_unit_x") if out_w > 1 else 0
+    if out_h == 1 or out_w == 1:
+        st.caption(f"This layer's output grid is {out_h}×{out_w}: " + ("one unit." if out_h == out_w == 1
+                                                                       else "one unit along the other axis."))
     box = unit_box(row, (y, x), input_hw)
     height, width = input_hw
     pixels = np.asarray(image.convert("RGB").resize((width, height)))
