@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
@@ -11,22 +12,43 @@ from explorer.backend import BACKEND
 from explorer.spec import ModelSpec
 from ui.common import plot_config
 
-SHOWN = 128  # channels drawn per side; the figures' statistics cover every channel
+SHOWN = 128  # cells drawn per side at most (wider blocks are drawn at several channels a cell)
 MAX_FACTORS = 6
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _connectivity(spec_key: str, module: str | None) -> dict:
-    """The backend's report with its matrices cut to what is drawn, so a 1600-channel block stays small in the cache."""
+    """The backend's report with its matrices shrunk to what is drawn, so a 1600-channel block stays small."""
     result = BACKEND.channel_connectivity(json.loads(spec_key), module)
     report = result.get("report")
     if report:
-        report["paths"] = _crop(report["paths"])
+        report["paths"] = _shrink(report["paths"])
         for factor in report["factors"]:
-            factor["matrix"] = _crop(factor["matrix"])
+            factor["matrix"] = _shrink(factor["matrix"])
             if "so_far" in factor:
-                factor["so_far"] = _crop(factor["so_far"])
+                factor["so_far"] = _shrink(factor["so_far"])
     return result
+
+
+def _shrink(matrix) -> dict:
+    """At most SHOWN cells per side: each cell holds the largest value of its step×step channels, so every
+    group stays visible (a cell is connected when any of its channels is)."""
+    step = -(-max(matrix.shape) // SHOWN)
+    if step == 1:
+        return {"z": matrix, "step": 1}
+    rows, cols = -(-matrix.shape[0] // step) * step, -(-matrix.shape[1] // step) * step
+    padded = np.zeros((rows, cols), dtype=matrix.dtype)
+    padded[:matrix.shape[0], :matrix.shape[1]] = matrix
+    return {"z": padded.reshape(rows // step, step, cols // step, step).max(axis=(1, 3)), "step": step}
+
+
+def _heatmap(drawn: dict, blank_zeros: bool = False, **kwargs) -> go.Heatmap:
+    """A heatmap whose axes count channels, whatever the cell size; with `blank_zeros`, cells without a path
+    stay empty, so one path does not look like none on a scale that reaches many."""
+    z, step = drawn["z"], drawn["step"]
+    if blank_zeros:
+        z = np.where(z == 0, np.nan, z.astype(np.float64))
+    return go.Heatmap(z=z, x=np.arange(z.shape[1]) * step, y=np.arange(z.shape[0]) * step, **kwargs)
 
 
 def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | None = None):
@@ -54,8 +76,9 @@ def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | N
         st.success("Every output channel reaches every input channel by exactly one path: the complementary "
                    "condition holds, so the sparse factors multiply to a dense kernel.")
     elif report["dense"]:
-        st.info(f"Dense: every output channel reaches every input channel, by {report['min_paths']} to "
-                f"{report['max_paths']} paths.")
+        count = (f"{report['min_paths']} paths each" if report["min_paths"] == report["max_paths"]
+                 else f"{report['min_paths']} to {report['max_paths']} paths")
+        st.info(f"Dense: every output channel reaches every input channel, by {count}.")
     else:
         st.warning(f"Not dense: each output channel reaches {report['reached_fraction']:.0%} of the input channels "
                    "on average; information stays inside groups.")
@@ -70,10 +93,6 @@ def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | N
                    report["product_of_factors"]])
 
 
-def _crop(matrix):
-    return matrix[:SHOWN, :SHOWN]
-
-
 def _factor_figure(factors: list[dict], inputs: int):
     shown = factors[:MAX_FACTORS]
     chained = [f for f in shown if "so_far" in f]
@@ -84,43 +103,46 @@ def _factor_figure(factors: list[dict], inputs: int):
                    for f in shown]
     fig = make_subplots(rows=rows, cols=len(shown), subplot_titles=titles, horizontal_spacing=0.04,
                         vertical_spacing=0.16)
-    top = max((int(f["so_far"].max()) for f in chained), default=1)
+    top = max((int(f["so_far"]["z"].max()) for f in chained), default=1)
     for i, factor in enumerate(shown):
-        fig.add_trace(go.Heatmap(z=factor["matrix"], zmin=0, zmax=1, colorscale="Greys", showscale=False,
-                                 hovertemplate="output %{y} ← input %{x}: %{z}<extra></extra>"), row=1, col=i + 1)
+        fig.add_trace(_heatmap(factor["matrix"], zmin=0, zmax=1, colorscale="Greys", showscale=False,
+                               hovertemplate="output %{y} ← input %{x}: %{z}<extra></extra>"), row=1, col=i + 1)
         if "so_far" in factor:
-            fig.add_trace(go.Heatmap(z=factor["so_far"], zmin=0, zmax=top, colorscale="Viridis",
-                                     showscale=i == len(shown) - 1, colorbar=dict(title="paths (count)", len=0.45, y=0.2),
-                                     hovertemplate="output %{y} ← block input %{x}: %{z} paths<extra></extra>"),
+            fig.add_trace(_heatmap(factor["so_far"], blank_zeros=True, zmin=0, zmax=top, colorscale="Viridis",
+                                   showscale=i == len(shown) - 1, colorbar=dict(title="paths (count)", len=0.45, y=0.2),
+                                   hovertemplate="output %{y} ← block input %{x}: %{z} paths<extra></extra>"),
                           row=2, col=i + 1)
         for row in range(1, rows + 1):
             axis = (row - 1) * len(shown) + i + 1
-            fig.update_yaxes(autorange="reversed", scaleanchor=f"x{axis}", row=row, col=i + 1,
+            fig.update_yaxes(autorange="reversed", scaleanchor=f"x{axis}", constrain="domain", row=row, col=i + 1,
                              title=("output channel" if row == 1 else "channel so far") if i == 0 else None)
             fig.update_xaxes(constrain="domain", row=row, col=i + 1,
                              title="input channel" if row == 1 else "block input channel")
     fig.update_annotations(font_size=10)
     fig.update_layout(height=330 * rows, margin=dict(t=90),
                       title="Top: each factor in call order (black = connected, 0/1). "
-                            + ("Bottom: paths from the block's input so far" if chained else ""))
+                            + ("Bottom: paths from the block's input so far (blank = no path)" if chained else ""))
     st.plotly_chart(fig, width="stretch", config=plot_config())
     notes = []
     if len(factors) > MAX_FACTORS:
         notes.append(f"the first {MAX_FACTORS} of {len(factors)} factors are drawn")
-    if any(max(f["shape"]) > SHOWN for f in shown):
-        notes.append(f"each matrix is drawn up to its first {SHOWN} channels per side")
+    steps = sorted({f["matrix"]["step"] for f in shown} - {1})
+    if steps:
+        notes.append(f"wide matrices are drawn at {' or '.join(f'{s}×{s}' for s in steps)} channels a cell "
+                     "(the largest value of the cell's channels)")
     if notes:
         st.caption("Drawn: " + "; ".join(notes) + ".")
 
 
 def _paths_figure(report: dict):
     paths = report["paths"]
-    fig = go.Figure(go.Heatmap(z=paths, colorscale="Viridis", zmin=0, zmax=max(1, report["max_paths"]),
-                               colorbar=dict(title="paths (count)"),
-                               hovertemplate="output %{y} ← input %{x}: %{z} paths<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", title="output channel")
+    fig = go.Figure(_heatmap(paths, blank_zeros=True, colorscale="Viridis", zmin=0, zmax=max(1, report["max_paths"]),
+                             colorbar=dict(title="paths (count)"),
+                             hovertemplate="output %{y} ← input %{x}: %{z} paths<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", title="output channel")
     fig.update_xaxes(title="input channel", constrain="domain")
     full = (report["out_channels"], report["in_channels"])
+    step = paths["step"]
     fig.update_layout(height=460, title=f"Paths through {report['module']} ({full[0]}×{full[1]} channels"
-                                        + (f", first {SHOWN} drawn)" if max(full) > SHOWN else ")"))
+                                        + (f", {step}×{step} channels a cell)" if step > 1 else ")"))
     st.plotly_chart(fig, width="stretch", config=plot_config())
