@@ -92,6 +92,7 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
     construction time (e.g. torchvision's RegNet) are built on the CPU and moved.
     """
     variant = resolve(spec.arch)
+    check_input(spec, variant)
     kwargs = _builder_kwargs(variant, spec)
     device = torch.device(device)
     try:
@@ -119,6 +120,19 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
             raise ExplorerError(f"{spec.arch} cannot take input {size}: {one_line(exc)}") from None
         raise ExplorerError(f"cannot build {spec.arch}: {one_line(exc)}") from None
     return model.eval()
+
+
+_INPUT_DIMS = {"image": ("C,H,W", "3,224,224"), "volume": ("C,D,H,W", "1,96,96,96")}
+
+
+def check_input(spec: ModelSpec, variant: Variant | None = None):
+    """An image model takes C,H,W and a volume model C,D,H,W: say so before a library says something obscure."""
+    variant = variant or resolve(spec.arch)
+    form = _INPUT_DIMS.get(variant.input_kind)
+    if form and spec.input_size is not None and len(spec.input_size) != len(form[0].split(",")):
+        raise ExplorerError(f"{spec.arch} takes {'an' if variant.input_kind == 'image' else 'a'} {variant.input_kind}: "
+                            f"give its input as {form[0]} ({len(form[0].split(','))} numbers, e.g. {form[1]}), "
+                            f"not {format_shape(spec.input_size)}")
 
 
 def _check_patch_grid(model: nn.Module, spec: ModelSpec, variant: Variant):

@@ -293,6 +293,9 @@ def apply_swap(model: nn.Module, swap: Swap) -> list[str]:
         # The model's own forward stays untouched: a pre-hook resamples its input through the STN.
         model.register_forward_pre_hook(_through_stn)
         changed.append("stn")
+    if not changed and not refused and swap.action in ("conv", "act", "norm"):
+        kind = {"conv": "convolution", "act": "activation", "norm": "BatchNorm2d layer"}[swap.action]
+        refused.append(f"no {kind} is named like {', '.join(swap.where)} (see the swap points of this model)")
     if not changed:
         detail = f": {'; '.join(refused[:3])}" if refused else ""
         raise ExplorerError(f"swap {swap} fits nowhere in this model{detail}")
@@ -307,6 +310,14 @@ def _build(factory, first, options, swap):
     try:
         return factory(**options) if first is None else factory(first, **options)
     except TypeError as exc:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if unknown:
+            from explorer.blocks import describe
+
+            registry = {"conv": "convs", "attn": "attention", "act": "activations", "norm": "norms"}.get(swap.action)
+            known = describe()[registry][swap.block]["options"] if registry else {}
+            raise ExplorerError(f"swap {swap}: {swap.block} has no option {unknown.group(1)!r}"
+                                + (f" (its options: {', '.join(known)})" if known else " (it takes none)")) from None
         raise ExplorerError(f"swap {swap}: {exc}") from None
     except (ValueError, AssertionError) as exc:
         raise ExplorerError(f"swap {swap} cannot fit: {exc}") from None

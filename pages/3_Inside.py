@@ -3,8 +3,9 @@ connectivity, on the model a person picked (swaps included)."""
 import streamlit as st
 
 from explorer.catalog import load_catalog
+from explorer.models import check_input
 from explorer.spec import ModelSpec, parse_size
-from ui.common import guard, page_setup
+from ui.common import arch_from_link, guard, page_setup
 from ui.inside import attention_view, cam_view, deformable_view, receptive_field_view, stn_view, swin_mask_view
 
 page_setup("Inside", ":material/visibility:")
@@ -15,8 +16,11 @@ params = st.query_params
 VIEWS = ["Grad-CAM++ and attributions", "Attention maps", "Deformable offsets", "Receptive fields",
          "Swin shifted windows", "Spatial transformer", "Fusion weights", "Channel connectivity"]
 if "inside_arch" not in st.session_state:
-    st.session_state.inside_arch = params.get("arch") if params.get("arch") in ids else "resnet50"
+    st.session_state.inside_arch = arch_from_link(ids)
     st.session_state.inside_view = params.get("view") if params.get("view") in VIEWS else VIEWS[0]
+    if params.get("view") and params.get("view") not in VIEWS:
+        st.warning(f"The link asks for a view named '{params.get('view')}', which this page does not have; "
+                   f"showing {VIEWS[0]}.")
     st.session_state.inside_swaps = params.get("swaps", "")
     st.session_state.inside_input = params.get("input", "")
 
@@ -29,8 +33,10 @@ spec = None
 with guard("Reading the model settings"):
     swaps = tuple(s.strip() for s in st.session_state.inside_swaps.split(";") if s.strip())
     size = parse_size(st.session_state.inside_input) if st.session_state.inside_input.strip() else None
-    spec = ModelSpec(st.session_state.inside_arch, input_size=size, swaps=swaps)
-    st.query_params.from_dict(spec.to_query())
+    candidate = ModelSpec(st.session_state.inside_arch, input_size=size, swaps=swaps)
+    st.query_params.from_dict(candidate.to_query())
+    check_input(candidate)
+    spec = candidate
 if spec is None:
     st.stop()
 

@@ -9,8 +9,8 @@ from explorer.spec import ModelSpec, parse_size
 from explorer.swaps import PRESETS, expand_swaps, parse_swap
 from explorer.units import format_bytes, format_count
 from ui.components import depth_slider
-from ui.common import (cached_bench, cached_fold, cached_rf, cached_swap_points, cached_swapped_modules, cost_of,
-                       guard, page_setup)
+from ui.common import (arch_from_link, cached_bench, cached_fold, cached_rf, cached_swap_points,
+                       cached_swapped_modules, cost_of, guard, page_setup)
 
 page_setup("Swap blocks", ":material/swap_horiz:")
 st.title("Swap blocks")
@@ -21,7 +21,7 @@ st.caption("Replace or add blocks in a real model and watch every figure change,
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 params = st.query_params
 if "swap_arch" not in st.session_state:
-    st.session_state.swap_arch = params.get("arch", "resnet50") if params.get("arch", "resnet50") in ids else "resnet50"
+    st.session_state.swap_arch = arch_from_link(ids)
     st.session_state.swap_text = "\n".join(s for s in params.get("swaps", "").split(";") if s) or "attn:se@all"
     st.session_state.swap_input = params.get("input", "")
 

@@ -298,3 +298,23 @@ def test_receptive_fields_default_to_a_layer_and_handle_a_one_unit_grid():
     at = open_page("pages/3_Inside.py", arch="resnet50", view="Receptive fields", input="3,10,10")
     assert not at.error, [e.value for e in at.error]  # layer4 is 1×1 here: no slider to build
     assert any("output grid is 1×1: one unit" in c.value for c in at.caption)
+
+
+def test_links_with_a_wrong_model_view_or_input_say_so():
+    at = open_page("pages/3_Inside.py", arch="nosuch", view="nosuch")
+    warnings = " ".join(w.value for w in at.warning)
+    assert "unknown architecture 'nosuch'" in warnings and "Showing resnet50 instead" in warnings
+    assert "view named 'nosuch'" in warnings
+    at = open_page("pages/4_Swap.py", arch="nosuch")
+    assert any("Showing resnet50 instead" in w.value for w in at.warning)
+    at = open_page("pages/3_Inside.py", arch="resnet50", input="3,224")
+    assert any("give its input as C,H,W (3 numbers" in e.value for e in at.error)
+    assert not any("These views work on image models" in i.value for i in at.info)
+
+
+def test_swap_errors_name_the_options_and_keep_names_as_typed():
+    at = open_page("pages/4_Swap.py", arch="resnet18", swaps="conv:igcv2(foo=3)@layer1.0.conv1")
+    message = " ".join(e.value for e in at.error)
+    assert "igcv2 has no option 'foo' (its options: chain)" in message
+    at = open_page("pages/4_Swap.py", arch="resnet18", swaps="conv:igc@layer1.0.bn1")
+    assert any("no convolution is named like layer1.0.bn1" in e.value.replace("\\_", "_") for e in at.error)

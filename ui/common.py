@@ -33,16 +33,44 @@ def page_setup(title: str, icon: str = ":material/explore:"):
                      help="The camera button above each chart saves it in this format, for slides")
 
 
+def arch_from_link(ids: list[str], default: str = "resnet50") -> str:
+    """The catalog model the page's link names, or `default` with a warning that says why (a mistyped
+    shared link must not look as if it had worked)."""
+    wanted = st.query_params.get("arch")
+    if not wanted or wanted in ids:
+        return wanted or default
+    from explorer.catalog import resolve
+
+    try:
+        resolve(wanted)
+        reason = (f"'{wanted}' is a library model; this page lists the catalog's models, so open it on the Model "
+                  "page by name")
+    except ExplorerError as exc:
+        reason = str(exc)
+    st.warning(f"The link's model could not be opened here: {reason}. Showing {default} instead.")
+    return default
+
+
+def escape_markdown(text: str) -> str:
+    """Messages are shown as markdown: keep names like __init__ or layer4.*.conv2 as typed (code spans between
+    backticks are left alone: markdown shows them literally already)."""
+    parts = text.split("`")
+    for i in range(0, len(parts), 2):  # the even parts lie outside code spans
+        parts[i] = parts[i].replace("\\", "\\\\").replace("_", "\\_").replace("*", "\\*")
+    return "`".join(parts)
+
+
 @contextlib.contextmanager
 def guard(what: str = "This"):
     """Show a clear message instead of a traceback; the session and its state survive."""
     try:
         yield
     except ExplorerError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
     except Exception as exc:  # an engine bug: say so plainly, keep details in the server log
         log.error("unexpected error\n%s", traceback.format_exc())
-        st.error(f"{what} failed unexpectedly: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        st.error(escape_markdown(f"{what} failed unexpectedly: {type(exc).__name__}: {detail}"))
 
 
 def plot_config() -> dict:

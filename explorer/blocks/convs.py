@@ -622,11 +622,12 @@ class InterleavedGroupConv(ConvBlock):
         self._init_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         secondary = int(secondary)
         if secondary < 1 or out_channels % secondary:
-            raise ValueError(f"{out_channels} output channels do not split into M={secondary} channels per partition")
+            raise ValueError(f"secondary={secondary} (channels per primary partition) does not divide the "
+                             f"{out_channels} output channels")
         primary = out_channels // secondary
         if in_channels % primary:
-            raise ValueError(f"{in_channels} input channels do not split into L={primary} primary partitions "
-                             f"(L = C_out / M = {out_channels} / {secondary})")
+            raise ValueError(f"the {in_channels} input channels do not split into the {primary} primary partitions "
+                             f"that secondary={secondary} gives ({out_channels} outputs / {secondary})")
         self.partitions = (primary, secondary)
         self.primary = nn.Conv2d(in_channels, out_channels, self.kernel_size, groups=primary, bias=False,
                                  **self._conv_kwargs())
