@@ -375,8 +375,15 @@ def cmd_measure_catalog(args) -> Any:
     return data
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Bad arguments end with one line and exit status 2, like every other refusal of the CLI."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m explorer", description="Architecture explorer engine")
+    parser = _OneLineErrors(prog="python -m explorer", description="Architecture explorer engine")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="the catalog: every roster architecture and its variants")

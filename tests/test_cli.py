@@ -51,6 +51,9 @@ def test_list_json_is_the_catalog():
         (("cost", "vit_b_16", "--input", "3,100,100", "--json"), "cannot take input 3×100×100"),
         (("cost", "resnet50", "--input", "3,abc", "--json"), "not a list of integers"),
         (("cost", "resnet50", "--batch", "0", "--json"), "batch must be"),
+        (("cost", "resnet50", "--input", "3,224", "--json"), "give its input as C,H,W (3 numbers"),
+        (("view", "resnet18", "nosuchview"), "invalid choice: 'nosuchview'"),  # argparse's refusal, one line too
+        (("cost", "resnet18", "--swap", "conv:igcv2(foo=3)@layer1.0.conv1"), "igcv2 has no option 'foo'"),
     ],
 )
 def test_bad_requests_exit_non_zero_with_one_line(args, reason):

@@ -30,9 +30,9 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
     rows = [r for r in report["rows"] if r["op"] != "container"]
     names = [r["name"] for r in rows]
     # Default: the deepest layer (a module, not a reshape or permute of a head) that still has a spatial map.
-    local = [i for i, r in enumerate(rows) if not r["global"]]
+    spatial = [i for i, r in enumerate(rows) if not r["global"]]
     default = names.index(layer) if layer in names else next(
-        (i for i in reversed(local) if rows[i]["op"] == "module"), local[-1] if local else 0)
+        (i for i in reversed(spatial) if rows[i]["op"] == "module"), spatial[-1] if spatial else 0)
     chosen = st.selectbox("Layer", names, index=default, key=f"{key}_layer")
     row = rows[names.index(chosen)]
     pair = lambda v: f"{v[0]:.4g} × {v[1]:.4g}"  # noqa: E731 — fractional after resampling; 4 digits are plenty
@@ -48,6 +48,9 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
     fig.add_trace(go.Scatter(x=[i for i, _ in local], y=[r["jump"][0] for _, r in local], mode="lines",
                              name="jump (pixels)", text=[r["name"] for _, r in local], hovertemplate="%{text}<br>jump %{y} px<extra></extra>"))
     fig.add_vline(x=names.index(chosen), line_dash="dash")
+    if len(local) <= 1:
+        fig.add_annotation(text="every layer after this one sees the whole input (attention or global pooling)",
+                           x=local[0][0] if local else 0, y=local[0][1]["rf"][0] if local else 0, showarrow=True)
     fig.update_layout(xaxis_title="layer (execution order)", yaxis_title="pixels (height)", height=380,
                       title=f"Theoretical receptive field across depth ({report.get('method', 'fx')} trace)")
     st.plotly_chart(fig, width="stretch", config=plot_config())
@@ -576,5 +579,6 @@ def stn_view(key: str = "stn"):
     o1, o2 = st.columns(2)
     o1.plotly_chart(fig, width="stretch", config=plot_config())
     o2.image(np.asarray(out).transpose(1, 2, 0), caption="resampled output (what the next layers see)", width="stretch")
-    st.caption(f"θ = {np.round(data['theta'][0], 3).tolist()}: each output pixel samples the input where the grid puts it. "
+    theta = "[" + ", ".join("[" + ", ".join(f"{v:.3g}" for v in row) + "]" for row in np.asarray(data["theta"][0])) + "]"
+    st.caption(f"θ = {theta}: each output pixel samples the input where the grid puts it. "
                "In a trained STN a small localisation network predicts θ from the image itself.")

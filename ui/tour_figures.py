@@ -46,7 +46,7 @@ def _compare(fig):
     metrics = [r["published_metric"] for r in rows if r["published_metric"]]
     metric = max(metrics, key=metrics.count) if metrics else None
     with_acc = [r for r in rows if metric and r["published_metric"] == metric]
-    if with_acc:
+    if len(with_acc) >= 2:  # one point is not a trade-off: the bars show the cost of every row instead
         plot = go.Figure(go.Scatter(x=[r[x] for r in with_acc], y=[r["published_top1"] for r in with_acc],
                                     mode="markers+text", text=[r["label"] for r in with_acc], textposition="top center"))
         plot.update_layout(xaxis_title=names.get(x, x), yaxis_title=f"published {metric}", height=400)

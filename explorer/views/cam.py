@@ -176,6 +176,9 @@ def reshape_transform_for(shape: tuple[int, ...], input_hw: tuple[int, int]) -> 
     if layout == "tokens":
         prefix, h, w = token_grid(shape[1], input_hw)
         return lambda t: t[:, prefix:, :].reshape(t.shape[0], h, w, t.shape[-1]).permute(0, 3, 1, 2)
+    if len(shape) == 4 and shape[-2:] == (1, 1):
+        raise ExplorerError(f"cannot draw a map at {input_hw[0]}×{input_hw[1]} pixels: the layer's output "
+                            f"{list(shape)} is a single position; give the model a larger input (e.g. 3,224,224)")
     raise ExplorerError(f"cannot draw a map from an output of shape {list(shape)}")
 
 
