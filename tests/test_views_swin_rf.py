@@ -318,3 +318,17 @@ def test_data_dependent_model_falls_back_to_hooks():
         receptive_field_report(model, (3, 20, 20), method="fx")
     with pytest.raises(Exception, match="not a module"):
         effective_rf(model, (3, 20, 20), "nope")
+
+
+def test_top_down_merges_keep_the_lateral_jump():
+    # M2Det at 320: TUM decoders upsample 1→3→5→10→20→40 beside lateral maps; odd sizes must not shrink the
+    # jump path after path (it fell below a pixel when the merge kept the finest of the two).
+    from explorer.views.receptive_field import receptive_field_report
+
+    model = build_model(ModelSpec("m2det320"), "cpu")
+    rows = [r for r in receptive_field_report(model, (3, 320, 320))["rows"]
+            if r["op"] != "container" and not r["global"]]
+    assert min(r["jump"][0] for r in rows) >= 1
+    # the strides of the six detection levels: 320 / 40 … and the stride-2 convs' 64 → 128 at the odd sizes
+    head = {r["output_hw"][0]: r["jump"][0] for r in rows if r["name"].startswith("head.permute") and r["output_hw"][0] > 1}
+    assert head == {40: 8, 20: 16, 10: 32, 5: 64, 3: 128}

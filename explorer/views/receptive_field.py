@@ -25,8 +25,9 @@ Other ops:
   ignored, as is conventional; BatchNorm in eval mode is exactly pointwise);
 * merges (add, mul, cat along channels, ...): the union of the inputs' regions for the first unit.
   When the inputs share the jump and the centre (Inception branches, ResNet shortcut, DenseNet
-  concatenation, HRNet fusion) this is exactly "the maximum rf among the inputs"; inputs with a
-  different jump are unioned on the finest jump (and the row is flagged approximate);
+  concatenation, HRNet fusion) this is exactly "the maximum rf among the inputs"; inputs with
+  different jumps are unioned, keeping the jump nearest the map's average spacing, input size / map
+  size (the row is flagged approximate);
 * global pooling (adaptive pool to 1x1, mean over H and W, flatten of a spatial map, attention,
   matmul across positions): rf = the whole input (``global: True``);
 * a merge of a local tensor with a globally pooled one (squeeze-and-excitation gates, ASPP image
@@ -394,11 +395,17 @@ class _Propagator:
             jumps = [s.jump[i] for _, s in same]
             lo = min(s.start[i] - (s.rf[i] - 1) / 2 for _, s in same)
             hi = max(s.start[i] + (s.rf[i] - 1) / 2 for _, s in same)
+            chosen = jumps[0]
             if max(jumps) - min(jumps) > 1e-9:
+                # Paths that reach one size by different routes (an upsampled top-down path beside a lateral
+                # one) disagree on the jump when sizes are odd; keep the jump nearest the map's average
+                # spacing, input / size — the exact lateral one in an FPN — so errors do not compound.
+                nominal = (self.H, self.W)[i] / size[i]
+                chosen = min(jumps, key=lambda j: abs(j - nominal))
                 approx = True
-                note = f"{name}: inputs with different jumps, union on the finest"
+                note = f"{name}: inputs with different jumps, the one nearest input/size kept"
             rf.append(hi - lo + 1)
-            jump.append(min(jumps))
+            jump.append(chosen)
             start.append((lo + hi) / 2)
         context = any(s.context for s in states) or has_global
         st = RFState(tuple(rf), tuple(jump), tuple(start), axes, size, context=context, approx=approx)
