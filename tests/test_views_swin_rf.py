@@ -330,5 +330,6 @@ def test_top_down_merges_keep_the_lateral_jump():
             if r["op"] != "container" and not r["global"]]
     assert min(r["jump"][0] for r in rows) >= 1
     # the strides of the six detection levels: 320 / 40 … and the stride-2 convs' 64 → 128 at the odd sizes
-    head = {r["output_hw"][0]: r["jump"][0] for r in rows if r["name"].startswith("head.permute") and r["output_hw"][0] > 1}
+    head = {r["output_hw"][0]: r["jump"][0] for r in rows
+            if r["name"].startswith("head.permute") and r["output_hw"][0] > 1}
     assert head == {40: 8, 20: 16, 10: 32, 5: 64, 3: 128}
