@@ -37,7 +37,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from explorer.native.shufflenet_v1 import ChannelShuffle
+from explorer.blocks.misc import ChannelShuffle
 
 STAGES = (4, 6, 8, 10, 8)
 GROWTH = (8, 16, 32, 64, 128)

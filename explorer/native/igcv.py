@@ -39,7 +39,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from explorer.native.shufflenet_v1 import ChannelShuffle
+from explorer.blocks.misc import ChannelShuffle
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> list:

@@ -39,26 +39,12 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from explorer.blocks.misc import ChannelShuffle
+
 STAGE2_CHANNELS = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
 STAGE_REPEATS = (3, 7, 3)  # stride-1 units after each stage's stride-2 unit
 # conv1 channels of the official code per width; 0.25× by the paper's "scale by s".
 CONV1_CHANNELS = {0.25: 6, 0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
-
-
-class ChannelShuffle(nn.Module):
-    """(N, g·n, H, W) → view (N, g, n, H, W) → transpose → flatten: channel i of group j
-    goes to position i·g + j, so each group of the next group conv sees every group."""
-
-    def __init__(self, groups: int):
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
-
-    def extra_repr(self) -> str:
-        return f"groups={self.groups}"
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> list:
