@@ -20,9 +20,17 @@ devices = ["cuda", "cpu"] if best_device() == "cuda" else [best_device()] if bes
 batch_choices = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 on_gpu = best_device() == "cuda"
 
+if "lat_models" not in st.session_state:  # a link may name the models: ?arch=resnet50,mobilenet_v2
+    wanted = [a for a in st.query_params.get("arch", "").split(",") if a]
+    unknown = [a for a in wanted if a not in ids]
+    st.session_state.lat_models = [a for a in wanted if a in ids] or ["resnet18"]
+    if unknown:
+        st.warning(f"The link names models this page does not list: {', '.join(unknown)}. Library models can be "
+                   "timed by name in 'Also time'.")
+
 with st.form("latency_form"):
     c1, c2, c3 = st.columns([3, 1, 1])
-    models = c1.multiselect("Models", ids, default=["resnet18"], key="lat_models")
+    models = c1.multiselect("Models", ids, key="lat_models")
     device = c2.selectbox("Device", devices, key="lat_device")
     dtype = c3.selectbox("dtype", ["fp32", "bf16", "fp16"], key="lat_dtype",
                          help="bf16/fp16 run under autocast")
@@ -48,6 +56,7 @@ if run:
         if not batches:
             raise ExplorerError("pick at least one batch size")
         size = parse_size(size_text) if size_text.strip() else None
+        st.query_params["arch"] = ",".join(models)
         settings = {"device": device, "batches": sorted(batches), "dtype": dtype, "channels_last": channels_last,
                     "compile": compile_model, "per_layer": per_layer,
                     "min_runs": 10 if device == "cuda" else 5, "min_seconds": 0.5 if device == "cuda" else 0.3}

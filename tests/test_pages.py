@@ -318,3 +318,9 @@ def test_swap_errors_name_the_options_and_keep_names_as_typed():
     assert "igcv2 has no option 'foo' (its options: chain)" in message
     at = open_page("pages/4_Swap.py", arch="resnet18", swaps="conv:igc@layer1.0.bn1")
     assert any("no convolution is named like layer1.0.bn1" in e.value.replace("\\_", "_") for e in at.error)
+
+
+def test_latency_page_takes_its_models_from_the_link():
+    at = open_page("pages/5_Latency.py", arch="resnet18,nosuch,lenet5")
+    assert at.multiselect(key="lat_models").value == ["resnet18", "lenet5"]
+    assert any("nosuch" in w.value for w in at.warning)
