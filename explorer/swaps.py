@@ -226,7 +226,7 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module):
 def _conv_refusal(block: str, conv: nn.Conv2d, options: dict[str, Any]) -> str | None:
     if conv.groups != 1 and block != "sk":  # an SK unit brings its own grouping (SKNet on ResNeXt)
         return f"it is a grouped/depthwise conv (groups={conv.groups}); {block} replaces full convs"
-    if block in {"dcn", "dcnv2", "psconv", "sk", "dwsep", "repvgg", "dbb", "igc", "igcv2"} and max(conv.kernel_size) < 3:
+    if block in {"dcn", "dcnv2", "psconv", "sk", "dwsep", "repvgg", "dbb", "igc"} and max(conv.kernel_size) < 3:
         return f"it is a {conv.kernel_size[0]}×{conv.kernel_size[1]} conv; {block} needs a spatial kernel (3×3 or larger)"
     if block in {"repvgg", "dbb"} and (conv.kernel_size != (3, 3) or conv.dilation != (1, 1)):
         return f"{block} folds into a 3×3 conv with dilation 1; this conv is {conv.kernel_size[0]}×{conv.kernel_size[1]}"

@@ -102,11 +102,26 @@ def test_swap_on_resnet18_changes_params_and_macs_by_hand():
     assert swapped["macs"] - plain["macs"] == delta * 56 * 56
 
 
-def test_swaps_refuse_grouped_and_pointwise_convs():
+def test_swaps_refuse_grouped_convs_and_igc_refuses_pointwise_ones():
     with pytest.raises(ExplorerError, match="1×1 conv"):
-        build_model(ModelSpec("resnet50", swaps=("conv:igcv2@layer1.0.conv1",)), device="meta")
+        build_model(ModelSpec("resnet50", swaps=("conv:igc@layer1.0.conv1",)), device="meta")
     with pytest.raises(ExplorerError, match="grouped"):
         build_model(ModelSpec("mobilenet_v2", swaps=("conv:igc@features.2.conv.1.0",)), device="meta")
+
+
+def test_igcv2_on_mobilenet_pointwise_convs_makes_igcv2_blocks():
+    # In place of a stride-1 1×1 conv the chain stands alone; MobileNet's depthwise conv before it is W1.
+    spec = ModelSpec("mobilenetv1_100", swaps=("conv:igcv2@*.conv_pw",))
+    model = build_model(spec, device="cpu")
+    pointwise = model.get_submodule("blocks.4.0.conv_pw")  # 512 → 1024
+    assert "channelwise" not in dict(pointwise.chain.named_children())
+    assert pointwise.widths == (32, 16) and _params(pointwise) == 512 * 32 + 1024 * 16
+    report = channel_paths(model, "blocks.4.0")  # depthwise 3×3 (stride 2) + the chain: one IGCV2 block
+    assert report["exactly_one_path"] and report["factors"][0]["kind"] == "3×3 conv, channel-wise"
+    plain = analyse(ModelSpec("mobilenetv1_100"), with_layers=False)
+    assert round(plain["macs"] / 1e6) == 569  # MobileNetV1 1.0: the paper's 569 M multiply-adds
+    swapped = analyse(spec, with_layers=False)
+    assert swapped["macs"] < plain["macs"] / 5  # at MobileNet's widths; IGCV2-1.0 spends it on width (564 M)
 
 
 def test_candidates_name_the_swapped_block_not_its_wrapper():

@@ -674,6 +674,8 @@ class InterleavedSparseConv(ConvBlock):
     W1: a channel-wise (depthwise) k×k conv with the conv's stride, padding and dilation; then L − 1
     group 1×1 convs W2…WL with K_l channels per branch, each followed (except the last) by the
     permutation that makes the next conv's branches take one channel from each of its branches.
+    In place of a stride-1 1×1 conv there is no W1: on MobileNet's pointwise convs, the depthwise conv
+    before each is W1, and the swap turns MobileNet's layers into IGCV2 blocks at MobileNet's widths.
     ``chain`` is L (default 3: the smallest chain beyond Xception's L = 2); the widths come from
     ``branch_widths`` (complementary condition, fewest weights). A pure linear factorisation, like
     ``dwsep``: no norm or activation inside.
@@ -695,9 +697,12 @@ class InterleavedSparseConv(ConvBlock):
         if chain < 2:
             raise ValueError(f"chain={chain}: IGCV2 needs the channel-wise conv and at least one group 1×1 conv")
         self.widths = branch_widths(in_channels, out_channels, chain - 1)
-        layers: list[tuple[str, nn.Module]] = [
-            ("channelwise", nn.Conv2d(in_channels, in_channels, self.kernel_size, groups=in_channels, bias=False,
-                                      **self._conv_kwargs()))]
+        layers: list[tuple[str, nn.Module]] = []
+        # In place of a stride-1 1×1 conv (MobileNet's pointwise conv, whose depthwise conv is then IGCV2's W1)
+        # the channel-wise conv would only scale each channel: the chain of group convs stands alone.
+        if self.kernel_size != (1, 1) or self.stride != (1, 1):
+            layers.append(("channelwise", nn.Conv2d(in_channels, in_channels, self.kernel_size, groups=in_channels,
+                                                    bias=False, **self._conv_kwargs())))
         for index, width in enumerate(self.widths):
             last = index == len(self.widths) - 1
             branches = in_channels // width

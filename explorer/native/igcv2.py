@@ -10,7 +10,9 @@ branch widths could not be found in any source available to us (the paper's Imag
 be read; no official IGCV2 code was released — homles11/IGCV3 holds IGCV3 and MobileNetV2 only). We do
 not invent a configuration, so the catalog variant stays unimplemented (tests/test_native_more_cnns.py).
 The block itself is built: the conv swap `igcv2` (explorer.blocks.convs.InterleavedSparseConv) puts it in
-place of any full k×k conv, and Inside → Channel connectivity shows its factors and their dense product.
+place of any full k×k conv (and, without its channel-wise conv, of a 1×1 one: on timm's mobilenetv1_100,
+`conv:igcv2@*.conv_pw` turns every layer into an IGCV2 block at MobileNet's widths, 1.34 M parameters and
+91 M MACs against 4.23 M and 569 M), and Inside → Channel connectivity shows its factors and their product.
 
 Published ImageNet figures, for when the configuration turns up (ShuffleNet V2, Ma et al., ECCV 2018,
 Table 8, quoting IGCV2): IGCV2-1.0 564 M multiply-adds, top-1 error 29.3 %; IGCV2-0.5 156 M, 34.5 %;
