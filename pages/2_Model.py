@@ -47,8 +47,9 @@ if "model_arch" not in st.session_state:
     st.session_state.model_input = params.get("input", "")
     st.session_state.model_batch = int(params.get("batch", "1")) if params.get("batch", "1").isdigit() else 1
     st.session_state.model_options = params.get("options", "")
-elif params.get("arch") and params.get("arch") not in (st.session_state.model_arch, st.session_state.model_arch_text):
-    # Arrived from a link (catalog, home) while the session already had a model open.
+elif params.get("arch") and params.get("arch") != st.session_state.get("model_url_arch"):
+    # Arrived from a link (catalog, home) while the session already had a model open: the URL names a model
+    # this page did not write there. (A change in the widgets is not a link: the URL still holds the old model.)
     arch = params["arch"]
     st.session_state.model_arch = arch if arch in ids else st.session_state.model_arch
     st.session_state.model_arch_text = "" if arch in ids else arch
@@ -57,7 +58,9 @@ elif params.get("arch") and params.get("arch") not in (st.session_state.model_ar
 
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns([3, 3, 2, 1])
-    c1.selectbox("Architecture", ids, key="model_arch", help="Type to search the catalog")
+    # Picking from the catalog replaces a library name typed before (the typed name wins while it is there).
+    c1.selectbox("Architecture", ids, key="model_arch", help="Type to search the catalog",
+                 on_change=lambda: st.session_state.update(model_arch_text=""))
     c2.text_input("…or any library model", key="model_arch_text", placeholder="timm:convnext_tiny, torchvision:regnet_y_400mf")
     c3.text_input("Input size (C,H,W)", key="model_input", placeholder="native", help="Per sample, without the batch; empty = the model's native size")
     c4.number_input("Batch", min_value=1, max_value=1024, step=1, key="model_batch")
@@ -68,6 +71,7 @@ spec = None
 with guard("Reading the model settings"):
     spec = spec_from_widgets()
     st.query_params.from_dict(spec.to_query())
+    st.session_state.model_url_arch = spec.arch
 
 if spec is None:
     st.stop()

@@ -324,3 +324,15 @@ def test_latency_page_takes_its_models_from_the_link():
     at = open_page("pages/5_Latency.py", arch="resnet18,nosuch,lenet5")
     assert at.multiselect(key="lat_models").value == ["resnet18", "lenet5"]
     assert any("nosuch" in w.value for w in at.warning)
+
+
+def test_model_page_switches_models_from_its_own_controls():
+    at = open_page("pages/2_Model.py", arch="resnet18")
+    at.selectbox(key="model_arch").select("vgg16").run()
+    assert metric(at, "Parameters") == "138.36 M"  # VGG-16, torchvision's num_params 138,357,544
+    assert at.query_params["arch"] in ("vgg16", ["vgg16"])
+    at.text_input(key="model_arch_text").input("timm:resnet18").run()
+    assert metric(at, "Parameters") == "11.69 M"
+    at.selectbox(key="model_arch").select("resnet50").run()  # the catalog pick replaces the typed name
+    assert at.text_input(key="model_arch_text").value == ""
+    assert metric(at, "Parameters") == "25.56 M"
