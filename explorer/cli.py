@@ -338,7 +338,8 @@ def _roofline(result: dict) -> dict:
     timed layer) placed by arithmetic intensity (FLOPs per byte of memory access cost)."""
     from explorer.roofline import peaks_for, ridge_point
 
-    peaks = peaks_for(result["settings"]["device"], result["settings"]["dtype"])
+    best = max((r["achieved_tflops"] or 0 for r in result["results"]), default=0.0)
+    peaks = peaks_for(result["settings"]["device"], result["settings"]["dtype"], best)
     points = [{"batch": r["batch"], "achieved_tflops": r["achieved_tflops"],
                "flops_per_byte": r["achieved_tflops"] * 1e3 / r["achieved_gb_per_s"] if r["achieved_gb_per_s"] else None}
               for r in result["results"]]

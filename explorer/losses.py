@@ -50,6 +50,10 @@ def smooth_l1_grad(x: np.ndarray, beta: float = 1.0) -> np.ndarray:
 
 
 def regression_curves(alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0, limit: float = 3.0, points: int = 301):
+    if not beta > 0:
+        raise ExplorerError(f"smooth-L1 β must be positive (it is where the loss turns from quadratic to linear), got {beta}")
+    if alpha <= 0 or gamma <= 0:
+        raise ExplorerError("α and γ must be positive")
     x = np.linspace(0, limit, points)
     return {
         "x": x.tolist(),
@@ -82,6 +86,8 @@ def class_weights(counts: np.ndarray, beta: float = 0.999, eql_threshold: float 
     - Balanced Softmax (BALMS): adds log n_c to the logits, i.e. multiplies the class's softmax term by n_c
       (shown as n_c / mean n).
     """
+    if not 0 < beta < 1:
+        raise ExplorerError(f"the class-balanced β must lie strictly between 0 and 1 (e.g. 0.999), got {beta}")
     counts = np.asarray(counts, dtype=float)
     frequency = counts / counts.sum()
 
@@ -141,6 +147,8 @@ def sample_negatives(bins: int = 3, samples: int = 384, negative_below: float = 
     of samples with IoU above 0.05 (the Libra R-CNN paper's argument: hard negatives live there)."""
     if not 1 <= bins <= 20:
         raise ExplorerError("the number of IoU bins must be between 1 and 20")
+    if samples < 1:
+        raise ExplorerError(f"the number of negatives sampled must be at least 1, got {samples}")
     rng = np.random.default_rng(seed)
     boxes, gt = synthetic_proposals(seed=seed)
     iou = _iou(boxes, gt)

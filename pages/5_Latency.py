@@ -113,7 +113,8 @@ st.download_button("Download the sweep (CSV)", frame.to_csv(index=False), "laten
 # --- roofline and per-layer times -------------------------------------------------------------------
 st.subheader("Roofline")
 with guard("The roofline"):
-    peaks = BACKEND.peaks(first["device"], first["dtype"])
+    best = max((row["achieved_tflops"] or 0 for r in runs for row in r["results"]), default=0.0)
+    peaks = BACKEND.peaks(first["device"], first["dtype"], best)
     ridge = ridge_point(peaks)
     chosen = st.selectbox("Layers of", [r["arch"] for r in runs if r.get("layers")] or [runs[0]["arch"]], key="lat_roof_model")
     picked = next(r for r in runs if r["arch"] == chosen)

@@ -54,6 +54,9 @@ def test_list_json_is_the_catalog():
         (("cost", "resnet50", "--input", "3,224", "--json"), "give its input as C,H,W (3 numbers"),
         (("view", "resnet18", "nosuchview"), "invalid choice: 'nosuchview'"),  # argparse's refusal, one line too
         (("cost", "resnet18", "--swap", "conv:igcv2(foo=3)@layer1.0.conv1"), "igcv2 has no option 'foo'"),
+        (("losses", "sampling", "--samples", "-5", "--json"), "must be at least 1, got -5"),
+        (("losses", "weights", "--cb-beta", "1", "--json"), "strictly between 0 and 1"),
+        (("losses", "regression", "--beta", "0", "--json"), "smooth-L1 β must be positive"),
     ],
 )
 def test_bad_requests_exit_non_zero_with_one_line(args, reason):
