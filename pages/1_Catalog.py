@@ -28,7 +28,8 @@ def catalog_frame() -> pd.DataFrame:
                 "GMACs": m["macs"] / 1e9 if "macs" in m else None,
                 "memory access (MB)": m["memory_access_bytes"] / 1e6 if "memory_access_bytes" in m else None,
                 "input": "×".join(map(str, m["input_shape"][1:])) if "input_shape" in m else None,
-                "published top-1 (%)": row["published_top1"],
+                "published accuracy": row["published_top1"],
+                "metric": row["published_metric"],
                 "published params (M)": row["published_params_m"],
                 "published GMACs": row["published_gmacs"],
                 "published source": row["published_source"],
@@ -37,7 +38,8 @@ def catalog_frame() -> pd.DataFrame:
             }
         )
     frame = pd.DataFrame(rows)
-    first = ["open", "id", "family", "year", "source", "status", "params (M)", "GMACs", "memory access (MB)", "published top-1 (%)", "input"]
+    first = ["open", "id", "family", "year", "source", "status", "params (M)", "GMACs", "memory access (MB)",
+             "published accuracy", "metric", "input"]
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
@@ -46,7 +48,8 @@ frame = catalog_frame()
 with st.container(border=True):
     c1, c2, c3 = st.columns([2, 2, 2])
     query = c1.text_input("Search", placeholder="name, family or id, e.g. swin, mobile, dense", key="catalog_query")
-    sections = c2.multiselect("Family", sorted(frame["section"].unique()), key="catalog_sections")
+    sections = c2.multiselect("Section", sorted(frame["section"].unique()), key="catalog_sections",
+                              help="The roster's sections; search by name for a single family")
     sources = c3.multiselect("Source", ["torchvision", "timm", "native"], key="catalog_sources",
                              help="torchvision / timm: built from the library; native: written in this project")
     c4, c5, c6 = st.columns([2, 2, 2])
@@ -86,7 +89,8 @@ st.dataframe(
         "memory access (MB)": st.column_config.NumberColumn(format="%.1f"),
         "published params (M)": st.column_config.NumberColumn(format="%.2f"),
         "published GMACs": st.column_config.NumberColumn(format="%.3f"),
-        "published top-1 (%)": st.column_config.NumberColumn(format="%.2f"),
+        "published accuracy": st.column_config.NumberColumn(format="%.2f",
+                                                            help="In the unit the metric column names"),
     },
     key="catalog_table",
 )

@@ -336,3 +336,11 @@ def test_model_page_switches_models_from_its_own_controls():
     at.selectbox(key="model_arch").select("resnet50").run()  # the catalog pick replaces the typed name
     assert at.text_input(key="model_arch_text").value == ""
     assert metric(at, "Parameters") == "25.56 M"
+
+
+def test_catalog_names_the_metric_of_each_published_accuracy():
+    at = open_page("pages/1_Catalog.py")
+    at.text_input(key="catalog_query").input("transformer").run()
+    table = at.dataframe[0].value
+    row = table[table["id"] == "transformer_base"].iloc[0]
+    assert row["published accuracy"] == 27.3 and row["metric"] == "WMT 2014 En-De BLEU"
