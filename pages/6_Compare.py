@@ -8,7 +8,8 @@ import streamlit as st
 from explorer.catalog import load_catalog
 from explorer.compare import READY_MADE, label_of, pareto_front, spec_from_item
 
-from ui.common import cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep, guard, page_setup, plot_config
+from ui.common import (cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep, escape_markdown, guard,
+                       page_setup, plot_config)
 
 page_setup("Compare", ":material/compare_arrows:")
 st.title("Compare")
@@ -30,6 +31,30 @@ def current_set() -> list[str]:
     return []
 
 
+def _add_to_set():
+    """Add the picked and typed models once they build (on the meta device), then empty the inputs."""
+    from explorer.errors import ExplorerError
+    from explorer.models import build_model
+
+    new = list(st.session_state.compare_add) + (
+        [st.session_state.compare_extra.strip()] if st.session_state.compare_extra.strip() else [])
+    try:
+        for item in new:
+            build_model(spec_from_item(item), "meta")  # unknown names and swaps that fit nowhere stay out
+    except ExplorerError as exc:
+        st.session_state.compare_add_error = f"Not added: {exc}"
+        return
+    st.session_state.compare_set = list(dict.fromkeys(st.session_state.compare_set + new))
+    st.session_state.compare_add = []
+    st.session_state.compare_extra = ""
+
+
+def _remove_from_set():
+    chosen = st.session_state.compare_remove
+    st.session_state.compare_set = [i for i in st.session_state.compare_set if i != chosen]
+    st.session_state.compare_remove = "—"
+
+
 if "compare_set" not in st.session_state:
     st.session_state.compare_set = current_set() or READY_MADE["resnet_family"]["specs"]
 
@@ -42,18 +67,16 @@ with st.container(border=True):
         st.session_state.compare_ready_applied = ready
     if ready != "—":
         c1.caption(READY_MADE[ready]["why"])
-    add = c2.multiselect("Add catalog models", ids, key="compare_add")
-    extra = c2.text_input("…or a spec (library name, or JSON with swaps / input size)", key="compare_extra",
-                          placeholder='{"arch": "resnet50", "swaps": ["preset:se"]}  or  timm:convnext_tiny')
-    b1, b2 = st.columns([1, 5])
-    if b1.button("Add", key="compare_add_button"):
-        with guard("Adding"):
-            new = list(add) + ([extra.strip()] if extra.strip() else [])
-            for item in new:
-                spec_from_item(item)  # validate before it enters the set
-            st.session_state.compare_set = list(dict.fromkeys(st.session_state.compare_set + new))
-    if b2.button("Clear the set", key="compare_clear"):
-        st.session_state.compare_set = []
+    c2.multiselect("Add catalog models", ids, key="compare_add")
+    c2.text_input("…or a spec (library name, or JSON with swaps / input size)", key="compare_extra",
+                  placeholder='{"arch": "resnet50", "swaps": ["preset:se"]}  or  timm:convnext_tiny')
+    b1, b2, b3 = st.columns([1, 2, 3])
+    b1.button("Add", key="compare_add_button", on_click=_add_to_set)
+    b2.button("Clear the set", key="compare_clear", on_click=lambda: st.session_state.update(compare_set=[]))
+    b3.selectbox("Remove one", ["—"] + st.session_state.compare_set, key="compare_remove", on_change=_remove_from_set,
+                 format_func=lambda i: "choose a model to remove…" if i == "—" else i, label_visibility="collapsed")
+if st.session_state.get("compare_add_error"):
+    st.error(escape_markdown(st.session_state.pop("compare_add_error")))
 
 items = st.session_state.compare_set
 st.query_params["set"] = json.dumps(items, separators=(",", ":"))

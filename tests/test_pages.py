@@ -344,3 +344,22 @@ def test_catalog_names_the_metric_of_each_published_accuracy():
     table = at.dataframe[0].value
     row = table[table["id"] == "transformer_base"].iloc[0]
     assert row["published accuracy"] == 27.3 and row["metric"] == "WMT 2014 En-De BLEU"
+
+
+def test_compare_set_takes_only_buildable_entries_and_removes_one_at_a_time():
+    at = open_page("pages/6_Compare.py", set='["resnet18"]')
+    at.text_input(key="compare_extra").input('{"arch": "resnet18", "swaps": ["conv:dcn@nowhere"]}').run()
+    at.button(key="compare_add_button").click().run()
+    assert any("Not added" in e.value and "fits nowhere" in e.value for e in at.error)
+    assert at.session_state.compare_set == ["resnet18"]
+    at.text_input(key="compare_extra").input("nosuch").run()
+    at.button(key="compare_add_button").click().run()
+    assert any("unknown architecture 'nosuch'" in e.value for e in at.error)
+    at.multiselect(key="compare_add").select("mobilenet_v2").run()
+    at.text_input(key="compare_extra").input('{"arch": "resnet18", "swaps": ["preset:eca"]}').run()
+    at.button(key="compare_add_button").click().run()
+    assert len(at.session_state.compare_set) == 3
+    assert at.multiselect(key="compare_add").value == [] and at.text_input(key="compare_extra").value == ""
+    at.selectbox(key="compare_remove").select("mobilenet_v2").run()
+    assert "mobilenet_v2" not in at.session_state.compare_set and len(at.session_state.compare_set) == 2
+    assert not at.exception
