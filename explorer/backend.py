@@ -124,10 +124,14 @@ class LocalBackend:
         """The shifted-window masks of one Swin block; `window` overrides the model's window size."""
         from explorer.views.swin import shifted_window_mask, swin_masks_for
 
+        from explorer.errors import ExplorerError
+
+        if window is not None and window < 1:
+            raise ExplorerError(f"the window size must be at least 1 token, got {window}")
         model_spec = ModelSpec.from_dict(spec)
         size = _input_size(model_spec)
         result = swin_masks_for(_cpu_model(model_spec), tuple(size[1:]), stage, block)
-        if window and window != result["window"][0]:
+        if window is not None and window != result["window"][0]:
             resolution = tuple(result["resolution_hw"])
             shift = window // 2 if result["shift_nominal"][0] else 0
             override = shifted_window_mask(resolution, window, shift)

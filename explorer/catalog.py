@@ -149,6 +149,8 @@ def resolve(arch: str) -> Variant:
     catalog = load_catalog()
     if arch in catalog.variants:
         return catalog.variants[arch]
+    if not arch.strip():
+        raise ExplorerError("give a model: a catalog id (e.g. resnet50), or torchvision:NAME / timm:NAME")
     if ":" in arch:
         library, name = arch.split(":", 1)
         if library == "torchvision":
@@ -179,7 +181,7 @@ def _catalog_twin(builder: str) -> Variant | None:
 
 def _suggest(name: str, candidates) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(close)}?)" if close else " (see `python -m explorer list`)"
+    return f" (did you mean {', '.join(close)}?)" if close else " (the Catalog page and `python -m explorer list` name them all)"
 
 
 def torchvision_task(variant: Variant) -> str | None:

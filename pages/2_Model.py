@@ -88,7 +88,8 @@ if result is None:
 
 # --- header -------------------------------------------------------------------------------------
 if family:
-    st.subheader(f"{variant.id} · {family.name} ({family.year})")
+    year = "" if str(family.year) in family.name else f" ({family.year})"  # some names carry it already
+    st.subheader(f"{variant.id} · {family.name}{year}")
     st.markdown(f"[{family.paper['title']}]({family.paper['url']}) — {family.paper.get('authors', '')}, {family.paper.get('venue', '')}")
     st.markdown(family.description)
     if family.teach:
@@ -99,7 +100,9 @@ else:
 st.info(RANDOM_WEIGHTS_NOTE, icon=":material/info:")
 
 # --- totals -------------------------------------------------------------------------------------
-st.markdown(f"**Input** {'×'.join(map(str, result['input_shape']))} (batch×channels×…), fp32 · "
+AXES = {"image": "batch×channels×height×width", "tokens": "batch×tokens",
+        "volume": "batch×channels×depth×height×width"}
+st.markdown(f"**Input** {'×'.join(map(str, result['input_shape']))} ({AXES.get(variant.input_kind, 'batch×…')}), fp32 · "
             f"native input {format_size(native_input_size(variant))}")
 totals(result)
 
@@ -109,14 +112,15 @@ if published:
     if published.get("params_m") is not None:
         rows.append({"figure": "Parameters (M)", "published": published["params_m"], "we measure": f"{result['params'] / 1e6:.3f}"})
     if published.get("gmacs") is not None:
-        rows.append({"figure": "GMACs per image", "published": published["gmacs"], "we measure": f"{result['macs'] / 1e9 / spec.batch:.3f}"})
+        rows.append({"figure": "GMACs per sample", "published": published["gmacs"], "we measure": f"{result['macs'] / 1e9 / spec.batch:.3f}"})
     if published.get("top1") is not None:
         rows.append({"figure": published.get("metric") or "top-1 (%)", "published": published["top1"], "we measure": "— (random weights)"})
     if rows:
         st.markdown("**Published vs measured**")
         st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
             "published": st.column_config.NumberColumn(format="%.3f")})
-        st.caption(f"Published figures: {published.get('source', 'paper')}. Measured per image at this page's input size.")
+        st.caption(f"Published figures: {published.get('source', 'paper').rstrip('.')}. Measured per sample at this "
+                   "page's input size.")
 
 if result["uncounted_ops"]:
     names = ", ".join(f"`{u['op']}` ×{u['count']}" for u in result["uncounted_ops"])
