@@ -16,6 +16,7 @@ READY_MADE: dict[str, dict[str, Any]] = {
         "title": "VoVNet vs DenseNet: memory access cost",
         "why": "One-shot aggregation concatenates once per block instead of at every layer, so it moves far fewer bytes for similar MACs.",
         "specs": ["densenet121", "densenet169", "vovnet39a", "ese_vovnet39b"],
+        "plot": {"x": "GMACs", "y": "memory access (MB)"},  # the argument is bytes at a given MAC count
     },
     "shufflenet_vs_mobilenet": {
         "title": "ShuffleNetV2 vs MobileNetV2: MACs vs measured latency",

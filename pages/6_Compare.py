@@ -65,6 +65,10 @@ with st.container(border=True):
     if ready != "—" and st.session_state.get("compare_ready_applied") != ready:
         st.session_state.compare_set = list(READY_MADE[ready]["specs"])
         st.session_state.compare_ready_applied = ready
+        # A comparison about bytes opens on bytes: its axes (the selectboxes below take them on this run).
+        plot = READY_MADE[ready].get("plot", {})
+        if plot:
+            st.session_state.compare_x, st.session_state.compare_y = plot["x"], plot["y"]
     if ready != "—":
         c1.caption(READY_MADE[ready]["why"])
     c2.multiselect("Add catalog models", ids, key="compare_add")

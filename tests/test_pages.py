@@ -363,3 +363,11 @@ def test_compare_set_takes_only_buildable_entries_and_removes_one_at_a_time():
     at.selectbox(key="compare_remove").select("mobilenet_v2").run()
     assert "mobilenet_v2" not in at.session_state.compare_set and len(at.session_state.compare_set) == 2
     assert not at.exception
+
+
+def test_the_vovnet_comparison_opens_on_memory_access_against_macs():
+    at = open_page("pages/6_Compare.py")
+    at.selectbox(key="compare_ready").select("vovnet_vs_densenet").run()
+    assert not at.error and not at.exception, [e.value for e in at.error]
+    assert at.selectbox(key="compare_x").value == "GMACs"
+    assert at.selectbox(key="compare_y").value == "memory access (MB)"
