@@ -371,3 +371,12 @@ def test_the_vovnet_comparison_opens_on_memory_access_against_macs():
     assert not at.error and not at.exception, [e.value for e in at.error]
     assert at.selectbox(key="compare_x").value == "GMACs"
     assert at.selectbox(key="compare_y").value == "memory access (MB)"
+
+
+def test_swap_page_shows_swin_windows_of_both_models():
+    at = open_page("pages/4_Swap.py", arch="swin_t", swaps="tfm:window(size=8)@all", input="3,256,256")
+    at.radio(key="swap_inside_view").set_value("Swin windows").run()
+    assert not at.error and not at.exception, [e.value for e in at.error]
+    texts = [m.value for m in at.markdown if m.value.startswith("Stage 1, block 1")]
+    # 256 / 4 = 64×64 tokens: 7×7 windows (padded to 70) for the base, 8×8 windows after the swap
+    assert len(texts) == 2 and "window 7×7" in texts[0] and "window 8×8" in texts[1]

@@ -8,7 +8,7 @@ from explorer.spec import ModelSpec
 from ui.common import cached_rf, plot_config
 
 VIEWS = ["nothing", "Receptive field across depth", "Grad-CAM++ and friends", "Channel connectivity",
-         "Deformable offsets"]
+         "Deformable offsets", "Swin windows"]
 
 
 def beside_the_original(base: ModelSpec, swapped: ModelSpec):
@@ -28,6 +28,24 @@ def beside_the_original(base: ModelSpec, swapped: ModelSpec):
         from ui.inside import deformable_view
 
         deformable_view(swapped, key="swap_dcn")
+    elif view == "Swin windows":
+        _swin_windows(base, swapped)
+
+
+def _swin_windows(base: ModelSpec, swapped: ModelSpec):
+    """The same stage and block of both models, one above the other (window and shift swaps change them)."""
+    from ui.inside import swin_mask_view
+
+    if "swin" not in base.arch:
+        st.info("Swin windows belong to Swin models (swin_t, swin_s, swin_b, timm's swin_*): pick one as the base, "
+                "then swap e.g. `tfm:window(size=8)@all` with input 3,256,256.")
+        return
+    c1, c2 = st.columns(2)
+    stage = c1.selectbox("Stage", [1, 2, 3, 4], key="swap_swin_stage")
+    block = c2.number_input("Block in the stage (odd blocks are shifted)", 0, 17, 1, key="swap_swin_block")
+    for spec, label in ((base, "base"), (swapped, "swapped")):
+        st.markdown(f"**{label}**")
+        swin_mask_view(spec, int(stage), int(block), key=f"swap_swin_{label}")
 
 
 def _receptive_fields(base: ModelSpec, swapped: ModelSpec):
