@@ -85,18 +85,40 @@ def read_checkpoint(data: bytes, filename: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _wrapped_key(key: str, own: dict[str, torch.Tensor]) -> str:
-    """`layer1.0.bn3.weight` → `layer1.0.bn3.0.weight` when an attention swap wrapped bn3 in a Sequential
-    (bn3, SE): the original layer keeps its weights under the wrapper's first slot."""
-    head, _, leaf = key.rpartition(".")
-    wrapped = f"{head}.0.{leaf}" if head else key
-    return wrapped if key not in own and wrapped in own else key
+def _unwrap_keys(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoint keys moved under the wrappers attention swaps add: a module P that a swap wrapped in
+    Sequential(P, attention) keeps its weights under P.0. A prefix P counts as wrapped only when every
+    checkpoint key under it exists in the model under P.0 with the same shape."""
+    wrapped: dict[str, bool] = {}
+
+    def is_wrapped(prefix: str) -> bool:
+        if prefix not in wrapped:
+            under = [k for k in state if k.startswith(prefix + ".")]
+            moved = [f"{prefix}.0.{k[len(prefix) + 1:]}" for k in under]
+            wrapped[prefix] = bool(under) and all(m in own and own[m].shape == state[k].shape
+                                                  for k, m in zip(under, moved))
+        return wrapped[prefix]
+
+    # Look for wrapped prefixes among the keys the model lacks; then move every key under one (a moved
+    # key may collide with a different tensor of the same name, e.g. a BN weight with the conv after it).
+    found = set()
+    for key in state:
+        if key not in own:
+            parts = key.split(".")
+            prefix = next((".".join(parts[:i]) for i in range(1, len(parts)) if is_wrapped(".".join(parts[:i]))), None)
+            if prefix:
+                found.add(prefix)
+    out = {}
+    for key, value in state.items():
+        prefix = next((p for p in found if key.startswith(p + ".")), None)
+        out[f"{prefix}.0.{key[len(prefix) + 1:]}" if prefix else key] = value
+    return out
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
     """Load what fits (a layer a swap wrapped is found under its wrapper); report what did not."""
     own = model.state_dict()
-    state = {_wrapped_key(k, own): v for k, v in state.items()}
+    state = _unwrap_keys(state, own)
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     usable = {k: v for k, v in state.items() if k in own and k not in mismatched}
     result = model.load_state_dict(usable, strict=False)

@@ -47,6 +47,7 @@ if "model_arch" not in st.session_state:
     st.session_state.model_input = params.get("input", "")
     st.session_state.model_batch = int(params.get("batch", "1")) if params.get("batch", "1").isdigit() else 1
     st.session_state.model_options = params.get("options", "")
+    st.session_state.model_url_arch = params.get("arch")  # read: later reruns are not a new link
 elif params.get("arch") and params.get("arch") != st.session_state.get("model_url_arch"):
     # Arrived from a link (catalog, home) while the session already had a model open: the URL names a model
     # this page did not write there. (A change in the widgets is not a link: the URL still holds the old model.)
@@ -55,6 +56,7 @@ elif params.get("arch") and params.get("arch") != st.session_state.get("model_ur
     st.session_state.model_arch_text = "" if arch in ids else arch
     st.session_state.model_input = params.get("input", "")
     st.session_state.model_options = params.get("options", "")
+    st.session_state.model_url_arch = params["arch"]
 
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns([3, 3, 2, 1])

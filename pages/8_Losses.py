@@ -39,7 +39,7 @@ with tab_weights, guard("The class weights"):
     if suppressed:  # a filled trace, in data coordinates on both log axes
         low = min(min(w) for w in weights.values())
         high = max(max(w) for w in weights.values())
-        lo, hi = min(suppressed), max(suppressed)
+        lo, hi = min(suppressed) / 1.05, max(suppressed) * 1.05  # some width even when all sizes are equal
         fig.add_trace(go.Scatter(x=[lo, hi, hi, lo, lo], y=[low, low, high, high, low], fill="toself", mode="lines",
                                  line=dict(width=0), fillcolor="rgba(128,128,128,0.2)", hoverinfo="skip",
                                  name=f"EQL: negatives suppressed ({len(suppressed)} classes)"))

@@ -118,10 +118,22 @@ def test_igcv2_on_mobilenet_pointwise_convs_makes_igcv2_blocks():
     assert pointwise.widths == (32, 16) and _params(pointwise) == 512 * 32 + 1024 * 16
     report = channel_paths(model, "blocks.4.0")  # depthwise 3×3 (stride 2) + the chain: one IGCV2 block
     assert report["exactly_one_path"] and report["factors"][0]["kind"] == "3×3 conv, channel-wise"
-    plain = analyse(ModelSpec("mobilenetv1_100"), with_layers=False)
+    plain = analyse(ModelSpec("mobilenetv1_100"))
     assert round(plain["macs"] / 1e6) == 569  # MobileNetV1 1.0: the paper's 569 M multiply-adds
+    # By hand, per pointwise conv C_in → C_out on an H×W map: C_in·C_out weights become
+    # C_in·(K_2 + … + K_{L-1}) + C_out·K_L, and the MACs change by that difference × H·W.
+    d_params = d_macs = 0
+    for row in plain["layers"]:
+        if row["name"].endswith("conv_pw"):
+            cin, cout = row["params"] // row["output_shape"][1], row["output_shape"][1]
+            widths = branch_widths(cin, cout, 2)
+            delta = cin * widths[0] + cout * widths[1] - cin * cout
+            d_params += delta
+            d_macs += delta * row["output_shape"][2] * row["output_shape"][3]
     swapped = analyse(spec, with_layers=False)
-    assert swapped["macs"] < plain["macs"] / 5  # at MobileNet's widths; IGCV2-1.0 spends it on width (564 M)
+    assert swapped["params"] - plain["params"] == d_params
+    assert swapped["macs"] - plain["macs"] == d_macs
+    assert (round(swapped["params"] / 1e4), round(swapped["macs"] / 1e6)) == (134, 91)  # 1.34 M, 91 M
 
 
 def test_candidates_name_the_swapped_block_not_its_wrapper():

@@ -380,3 +380,11 @@ def test_swap_page_shows_swin_windows_of_both_models():
     texts = [m.value for m in at.markdown if m.value.startswith("Stage 1, block 1")]
     # 256 / 4 = 64×64 tokens: 7×7 windows (padded to 70) for the base, 8×8 windows after the swap
     assert len(texts) == 2 and "window 7×7" in texts[0] and "window 8×8" in texts[1]
+
+
+def test_model_page_lets_a_bad_link_be_corrected():
+    at = open_page("pages/2_Model.py", arch="resnet18", input="3,abc")
+    assert at.error
+    at.text_input(key="model_input").input("3,224,224").run()
+    assert not at.error and at.text_input(key="model_input").value == "3,224,224"
+    assert metric(at, "Parameters") == "11.69 M"

@@ -147,6 +147,17 @@ def test_a_checkpoint_of_the_base_model_loads_into_a_swapped_one():
     assert torch.equal(swapped.layer1[0].bn2[0].weight, base.layer1[0].bn2.weight + 1)
 
 
+def test_a_checkpoint_loads_through_a_wrapped_branch_even_where_names_collide():
+    base = build_model(ModelSpec("mobilenet_v2"), "cpu")
+    state = {k: v.clone() + 1 for k, v in base.state_dict().items() if v.is_floating_point()}
+    swapped = build_model(ModelSpec("mobilenet_v2", swaps=("attn:se@all",)), "cpu")  # conv → Sequential(conv, SE)
+    report = load_state(swapped, state, source="base")
+    assert report["loaded"] == len(state) and report["unexpected"] == [] and report["mismatched"] == []
+    # features.1.conv.0.1 was the BN after the depthwise conv; under the wrapper that name is the project conv
+    assert torch.equal(swapped.features[1].conv[0][1].weight, base.features[1].conv[1].weight + 1)
+    assert torch.equal(swapped.features[1].conv[0][0][1].weight, base.features[1].conv[0][1].weight + 1)
+
+
 def test_safetensors_and_refusals():
     from safetensors.torch import save
 

@@ -694,8 +694,9 @@ class InterleavedSparseConv(ConvBlock):
         super().__init__()
         self._init_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         chain = int(chain)
-        if chain < 2:
-            raise ValueError(f"chain={chain}: IGCV2 needs the channel-wise conv and at least one group 1×1 conv")
+        if not 2 <= chain <= 8:  # the paper's chains are short (L = 3 or 4); the width search grows with L
+            raise ValueError(f"chain={chain}: IGCV2 takes the channel-wise conv plus 1 to 7 group 1×1 convs "
+                             "(chain from 2 to 8)")
         self.widths = branch_widths(in_channels, out_channels, chain - 1)
         layers: list[tuple[str, nn.Module]] = []
         # In place of a stride-1 1×1 conv (MobileNet's pointwise conv, whose depthwise conv is then IGCV2's W1)

@@ -68,6 +68,8 @@ def connectivity_candidates(model: nn.Module) -> list[dict[str, Any]]:
         convs = _convs(module)
         if not any(c.groups > 1 for c in convs) or _unsupported(module):
             continue
+        if not _is_linear(_pattern_copy(module), convs[0].in_channels):  # gates that multiply: it would be refused
+            continue
         out.append({"name": name, "type": type(module).__name__, "convs": count,
                     "in_channels": convs[0].in_channels, "out_channels": convs[-1].out_channels})
     return out
