@@ -200,3 +200,8 @@ def test_wide_blocks_are_counted_without_the_factor_by_factor_trace():
     assert (report["min_paths"], report["max_paths"]) == (1600, 1601)
     assert report["product_of_factors"] is None and all("so_far" not in f for f in report["factors"])
     assert all(f["matrix"].dtype == np.uint8 for f in report["factors"])
+
+
+def test_igcv2_chain_is_bounded():
+    with pytest.raises(ExplorerError, match="chain from 2 to 8"):
+        build_model(ModelSpec("resnet18", swaps=("conv:igcv2(chain=30)@layer1.0.conv1",)), device="meta")
