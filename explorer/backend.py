@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from explorer.errors import ExplorerError
 from explorer.spec import ModelSpec
 
 
@@ -111,20 +112,18 @@ class LocalBackend:
         return effective_rf(_cpu_model(model_spec), _input_size(model_spec), layer)
 
     def channel_connectivity(self, spec: dict[str, Any], module: str | None = None) -> dict[str, Any]:
-        """The blocks whose channel paths can be traced, and (given `module`) that block's path counts."""
+        """{"candidates": the blocks whose channel paths can be traced}, or, given `module`,
+        {"report": that block's path counts}."""
         from explorer.views.connectivity import channel_paths, connectivity_candidates
 
         model = _cpu_model(ModelSpec.from_dict(spec))
-        result: dict[str, Any] = {"candidates": connectivity_candidates(model)}
         if module:
-            result["report"] = channel_paths(model, module)
-        return result
+            return {"report": channel_paths(model, module)}
+        return {"candidates": connectivity_candidates(model)}
 
     def swin_masks(self, spec: dict[str, Any], stage: int, block: int, window: int | None = None) -> dict[str, Any]:
         """The shifted-window masks of one Swin block; `window` overrides the model's window size."""
         from explorer.views.swin import shifted_window_mask, swin_masks_for
-
-        from explorer.errors import ExplorerError
 
         if window is not None and window < 1:
             raise ExplorerError(f"the window size must be at least 1 token, got {window}")

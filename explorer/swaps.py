@@ -259,13 +259,14 @@ def apply_swap(model: nn.Module, swap: Swap) -> list[str]:
                     _set_submodule(model, name, _build(factory, channels, options, swap))
                     changed.append(name)
         else:  # on each residual branch after its last layer, before the addition (SENet's placement)
-            for name, block, attr, channels in _residual_blocks(model):
+            blocks = _residual_blocks(model)
+            for name, block, attr, channels in blocks:
                 if _matches(name, swap.where):
                     setattr(block, attr, nn.Sequential(getattr(block, attr), _build(factory, channels, options, swap)))
                     changed.append(f"{name}.{attr}")
-        if not changed and not own and not _residual_blocks(model):
-            refused.append("attention goes on a residual block's branch (before the addition) or replaces the "
-                           "model's own attention modules, and this model has neither")
+            if not blocks:
+                refused.append("attention goes on a residual block's branch (before the addition) or replaces the "
+                               "model's own attention modules, and this model has neither")
     elif swap.action == "act":
         for name, module in list(model.named_modules()):
             if isinstance(module, _ACTIVATION_TYPES) and _matches(name, swap.where):

@@ -67,16 +67,17 @@ def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | N
     chosen = st.selectbox("Block", names, index=first, format_func=labels.get, key=f"{key}_block")
     with st.spinner("Tracing the channel paths…"):
         report = _connectivity(spec.key(), chosen)["report"]
+    uniform = report["min_paths"] == report["max_paths"]
     c1, c2, c3 = st.columns(3)
-    c1.metric("Paths per (output, input) channel pair", f"{report['min_paths']}–{report['max_paths']}"
-              if report["min_paths"] != report["max_paths"] else str(report["min_paths"]))
+    c1.metric("Paths per (output, input) channel pair",
+              str(report["min_paths"]) if uniform else f"{report['min_paths']}–{report['max_paths']}")
     c2.metric("Input channels each output reaches", f"{report['reached_fraction']:.0%}")
     c3.metric("Factors (convs and permutations)", str(len(report["factors"])))
     if report["exactly_one_path"]:
         st.success("Every output channel reaches every input channel by exactly one path: the complementary "
                    "condition holds, so the sparse factors multiply to a dense kernel.")
     elif report["dense"]:
-        count = (f"{report['min_paths']} paths each" if report["min_paths"] == report["max_paths"]
+        count = (f"{report['min_paths']} paths each" if uniform
                  else f"{report['min_paths']} to {report['max_paths']} paths")
         st.info(f"Dense: every output channel reaches every input channel, by {count}.")
     else:

@@ -51,10 +51,9 @@ def _convs(module: nn.Module) -> list[nn.Conv2d]:
 
 
 def connectivity_candidates(model: nn.Module) -> list[dict[str, Any]]:
-    """Blocks worth tracing: made of supported layers only, with 2–12 convs, at least one of them grouped.
-
-    A container whose only conv-holding child holds all its convs (a one-block stage) is left out for that child.
-    """
+    """Blocks worth tracing: made of supported layers only, with 2–12 convs, at least one of them grouped,
+    and a sum of conv paths (no multiplying gates). A Sequential that holds exactly the convs of its parent or
+    of one child (a one-block stage, a swap's inner chain) is left out for that block."""
     conv_counts = {name: len(_convs(module)) for name, module in model.named_modules()}
     out = []
     for name, module in model.named_modules():
@@ -63,7 +62,8 @@ def connectivity_candidates(model: nn.Module) -> list[dict[str, Any]]:
             continue
         if isinstance(module, nn.Sequential):  # a wrapper with the same convs as its block: list the block
             parent = name.rpartition(".")[0]
-            if conv_counts[parent] == count or any(len(_convs(c)) == count for c in module.children()):
+            if conv_counts[parent] == count or any(conv_counts[f"{name}.{child}"] == count
+                                                   for child, _ in module.named_children()):
                 continue
         convs = _convs(module)
         if not any(c.groups > 1 for c in convs) or _unsupported(module):
