@@ -140,7 +140,7 @@ if latency:
 changed_tops = cached_swapped_modules(swapped.key()) if swapped.swaps else []
 changed_rows = [row for row in swapped_cost["layers"]
                 if any(row["name"] == n or row["name"].startswith(n + ".") for n in changed_tops)]
-st.markdown(f"**{len(changed_tops)} places changed**" + (": " + ", ".join(f"`{n}`" for n in changed_tops[:20]) if changed_tops else ""))
+st.markdown(f"**{len(changed_tops)} {'place' if len(changed_tops) == 1 else 'places'} changed**" + (": " + ", ".join(f"`{n}`" for n in changed_tops[:20]) if changed_tops else ""))
 
 st.subheader("Per layer (swapped model; changed layers highlighted)")
 frame = pd.DataFrame(

@@ -169,8 +169,10 @@ def channel_paths(model: nn.Module, name: str) -> dict[str, Any]:
         m = factor["module"]
         matrix = _channel_map(m, factor["in"])
         if type(m) is nn.Conv2d:
-            shape = "channel-wise" if m.groups == m.in_channels else (
-                f"{m.groups} groups of {m.in_channels // m.groups}" if m.groups > 1 else "dense")
+            if m.groups == m.in_channels:  # depthwise, with a channel multiplier when it widens
+                shape = "channel-wise" + (f" ×{m.out_channels // m.in_channels}" if m.out_channels != m.in_channels else "")
+            else:
+                shape = f"{m.groups} groups of {m.in_channels // m.groups}" if m.groups > 1 else "dense"
             kind = f"{m.kernel_size[0]}×{m.kernel_size[1]} conv, {shape}"
         else:
             kind = f"shuffle of {m.groups} groups"
