@@ -1,0 +1,221 @@
+"""The heavy jobs a worker runs: each takes a plain payload (a spec as a dict, settings, image pixels,
+weight bytes) and returns plain data. Registered here, in one place; `explorer.jobs` schedules them.
+
+Models built with weights are kept in a small per-process cache, so the views of one model and image
+(the CAM's layer list, then the CAM) build it once.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import threading
+import time
+from typing import Any, Callable
+
+from explorer.errors import ExplorerError
+from explorer.spec import ModelSpec
+
+Progress = Callable[[str], None]
+HOLD_MAX_S = 30.0
+
+
+def _backend():
+    from explorer.backend import BACKEND
+
+    return BACKEND
+
+
+def _spec(payload: dict[str, Any]) -> dict[str, Any]:
+    return ModelSpec.from_dict(payload["spec"]).to_dict()  # validated again on this side
+
+
+def _fvcore(payload, progress):
+    return _backend().fvcore(_spec(payload))
+
+
+def _quick_bench(payload, progress):
+    return _timed(progress, lambda: _backend().quick_bench(_spec(payload)))
+
+
+def _bench(payload, progress):
+    return _timed(progress, lambda: _backend().bench(_spec(payload), payload["settings"]))
+
+
+def _fold(payload, progress):
+    return _backend().fold(_spec(payload))
+
+
+def _receptive_field(payload, progress):
+    # torch.fx patches nn.Module.__call__ for every thread while it traces: this job must run in a worker
+    # process of its own, never in the web server (see explorer.jobs).
+    return _backend().receptive_field(_spec(payload))
+
+
+def _erf(payload, progress):
+    return _backend().effective_receptive_field(_spec(payload), str(payload["layer"]))
+
+
+def _connectivity(payload, progress):
+    return _backend().channel_connectivity(_spec(payload), payload.get("module"))
+
+
+def _swin_masks(payload, progress):
+    return _backend().swin_masks(_spec(payload), int(payload["stage"]), int(payload["block"]), payload.get("window"))
+
+
+def _latency_sweep(payload, progress):
+    return _timed(progress, lambda: _backend().resolution_sweep(_spec(payload), list(payload["sides"]), latency=True))
+
+
+def _hold(payload, progress):
+    """The queue's own check: holds the worker for `seconds` (at most 30) and `megabytes` of memory
+    (at most 2048), reporting progress; the load benchmark and the limits' tests use it."""
+    seconds = float(payload.get("seconds", 1.0))
+    megabytes = int(payload.get("megabytes", 0))
+    if not 0 <= seconds <= HOLD_MAX_S:
+        raise ExplorerError(f"hold takes 0 to {HOLD_MAX_S:.0f} seconds, got {seconds}")
+    if not 0 <= megabytes <= 2048:
+        raise ExplorerError(f"hold takes 0 to 2048 megabytes, got {megabytes}")
+    held = b"\x01" * (megabytes * 2**20)  # written, so it is resident  # noqa: F841
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        progress(f"{left:.1f} s left")
+        time.sleep(min(0.1, left))
+    return {"held_s": seconds, "pid": os.getpid()}
+
+
+# --- CAMs and attributions ------------------------------------------------------------------------------
+
+_MODELS: collections.OrderedDict[str, tuple[Any, dict | None]] = collections.OrderedDict()
+_MODELS_LOCK = threading.Lock()
+_MODELS_KEPT = 2
+
+
+def model_with_weights(spec_dict: dict[str, Any], weights: dict[str, Any]):
+    """(model in eval mode on the CPU, weights report or None) for a spec and a weights choice:
+    {"kind": "random"} | {"kind": "pretrained", "allow_download": bool} | {"kind": "checkpoint", "name", "data"}."""
+    from explorer.catalog import resolve
+    from explorer.models import build_model
+    from explorer.weights import load_pretrained, load_state, read_checkpoint
+
+    spec = ModelSpec.from_dict(spec_dict)
+    kind = weights.get("kind", "random")
+    if kind not in ("random", "pretrained", "checkpoint"):
+        raise ExplorerError(f"weights must be random, pretrained or checkpoint, got {kind!r}")
+    data = weights.get("data") or b""
+    key = "|".join([spec.key(), kind, str(bool(weights.get("allow_download"))), hashlib.sha256(data).hexdigest()])
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            _MODELS.move_to_end(key)
+            return _MODELS[key]
+    model = build_model(spec, device="cpu")
+    report = None
+    if kind == "pretrained":
+        report = load_pretrained(model, resolve(spec.arch), allow_download=bool(weights.get("allow_download")))
+    elif kind == "checkpoint":
+        name = str(weights.get("name") or "checkpoint")
+        report = load_state(model, _read_checkpoint(read_checkpoint, data, name, model), source=name)
+    entry = (model.eval(), report)
+    with _MODELS_LOCK:
+        _MODELS[key] = entry
+        while len(_MODELS) > _MODELS_KEPT:
+            _MODELS.popitem(last=False)
+    return entry
+
+
+def _read_checkpoint(read_checkpoint, data: bytes, name: str, model):
+    """Reads a checkpoint with the model's own tensors as the bound on its declared sizes, where the
+    reader takes them."""
+    import inspect
+
+    if "expected" in inspect.signature(read_checkpoint).parameters:
+        return read_checkpoint(data, name, expected=model.state_dict())
+    return read_checkpoint(data, name)
+
+
+def _image_input(payload):
+    import numpy as np
+    from PIL import Image
+
+    from explorer.images import to_input
+    from explorer.models import input_size_of
+
+    pixels = np.asarray(payload["image"], dtype=np.uint8)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ExplorerError(f"the image must be H×W×3 RGB pixels, got shape {pixels.shape}")
+    return to_input(Image.fromarray(pixels), input_size_of(ModelSpec.from_dict(payload["spec"])))
+
+
+def _cam_layers(payload, progress):
+    from explorer.views.cam import cam_layers
+
+    model, report = model_with_weights(_spec(payload), payload.get("weights") or {"kind": "random"})
+    return {"layers": [r["name"] for r in cam_layers(model, _image_input(payload))], "weights_report": report}
+
+
+def _cam(payload, progress):
+    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS, compute_attribution, compute_cam
+
+    method = payload.get("method", "gradcam++")
+    if method not in CAM_METHODS + ATTRIBUTION_METHODS:
+        raise ExplorerError(f"unknown method {method!r}; choose one of {', '.join(CAM_METHODS + ATTRIBUTION_METHODS)}")
+    model, report = model_with_weights(_spec(payload), payload.get("weights") or {"kind": "random"})
+    x = _image_input(payload)
+    progress(f"running {method}")
+    if method in ATTRIBUTION_METHODS:
+        result = compute_attribution(model, x, method, payload.get("class_index"))
+    else:
+        result = compute_cam(model, x, method, payload.get("layer"), payload.get("class_index"))
+    return {**result, "weights_report": report}
+
+
+# --- what else ran while a job was timed ---------------------------------------------------------------
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy jiffies of the whole machine, jiffies of this process and its threads), Linux only."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, int(own[11]) + int(own[12])  # utime + stime
+
+
+def _timed(progress: Progress, run: Callable[[], Any]):
+    """Runs a latency job and records how busy the CPUs were with other processes meanwhile: timings
+    taken while something else runs are not clean, and the result says so."""
+    before, start = _cpu_jiffies(), time.monotonic()
+    progress("timing")
+    result = run()
+    after, elapsed = _cpu_jiffies(), time.monotonic() - start
+    other = None
+    if before and after and elapsed > 0:
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        other_busy = (after[0] - before[0]) - (after[1] - before[1])
+        other = round(max(0.0, other_busy / ticks / elapsed), 3)  # cores' worth of other work
+    contention = {"other_processes_cpu_cores": other, "cpu_count": os.cpu_count(), "pid": os.getpid()}
+    if isinstance(result, dict):
+        result = {**result, "contention": contention}
+    elif isinstance(result, list):
+        result = [{**r, "contention": contention} if isinstance(r, dict) else r for r in result]
+    return result
+
+
+JOB_KINDS: dict[str, Callable[[dict[str, Any], Progress], Any]] = {
+    "fvcore": _fvcore,
+    "quick_bench": _quick_bench,
+    "bench": _bench,
+    "latency_sweep": _latency_sweep,
+    "fold": _fold,
+    "receptive_field": _receptive_field,
+    "erf": _erf,
+    "connectivity": _connectivity,
+    "swin_masks": _swin_masks,
+    "cam_layers": _cam_layers,
+    "cam": _cam,
+    "hold": _hold,
+}
