@@ -170,6 +170,44 @@ def _cam(payload, progress):
     return {**result, "weights_report": report}
 
 
+def _model_input(payload):
+    """The model with its chosen weights and its input: the image's pixels, or (token models, which have
+    no tokenizer here) the spec's seeded example ids."""
+    from explorer.models import example_input
+
+    model, report = model_with_weights(_spec(payload), payload.get("weights") or {"kind": "random"})
+    if payload.get("image") is None:
+        return model, report, example_input(ModelSpec.from_dict(payload["spec"]))
+    return model, report, _image_input(payload)
+
+
+def _attention(payload, progress):
+    from explorer.views.attention import attention_layers, attention_maps
+
+    model, report, x = _model_input(payload)
+    if not attention_layers(model):
+        return {"data": None, "weights_report": report}
+    progress("recomputing every layer's attention")
+    return {"data": attention_maps(model, x, keep_output=False), "weights_report": report}
+
+
+def _offsets(payload, progress):
+    from explorer.views.deformable import capture_offsets, deformable_layers
+
+    model, report, x = _model_input(payload)
+    layers = [name for name, _ in deformable_layers(model)]
+    return {"layers": layers, "captures": capture_offsets(model, x) if layers else {}, "weights_report": report}
+
+
+def _fusion(payload, progress):
+    from explorer.views.fusion import fusion_kind, fusion_report
+
+    model, report, x = _model_input(payload)
+    if fusion_kind(model) is None:
+        return {"report": None, "weights_report": report}
+    return {"report": fusion_report(model, x), "weights_report": report}
+
+
 # --- what else ran while a job was timed ---------------------------------------------------------------
 
 def _cpu_jiffies() -> tuple[int, int] | None:
@@ -217,5 +255,8 @@ JOB_KINDS: dict[str, Callable[[dict[str, Any], Progress], Any]] = {
     "swin_masks": _swin_masks,
     "cam_layers": _cam_layers,
     "cam": _cam,
+    "attention": _attention,
+    "offsets": _offsets,
+    "fusion": _fusion,
     "hold": _hold,
 }

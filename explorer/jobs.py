@@ -34,6 +34,7 @@ DEFAULT_TIME_LIMIT_S = float(os.environ.get("EXPLORER_JOB_TIME_LIMIT_S", "600"))
 DEFAULT_MEMORY_LIMIT_BYTES = int(float(os.environ.get("EXPLORER_WORKER_MAX_GB", "8")) * 2**30)
 SESSION_TIMEOUT_S = 60.0  # a session not seen for this long has left: its queued jobs are cancelled
 CACHE_ENTRIES = 256
+CACHE_BYTES = int(float(os.environ.get("EXPLORER_RESULT_CACHE_MB", "1024")) * 2**20)  # attention maps run to 20+ MB
 _POLL_S = 0.05
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -76,6 +77,7 @@ class Job:
     worker: str | None = None
     overlapped: set[str] = field(default_factory=set)  # other jobs that ran on another worker meanwhile
     cached: bool = False
+    size: int = 0  # approximate bytes of the result, for the cache's bound
     done_event: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -163,6 +165,7 @@ class JobService:
         self._jobs: dict[int, Job] = {}
         self._cache: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._cache_entries = cache_entries
+        self._cache_bytes = 0
         self._last_seen: dict[str, float] = {}
         self._closed = False
         self.computations = 0  # jobs actually started on a worker (not served from cache or shared)
@@ -299,9 +302,12 @@ class JobService:
                          started=job.started, finished_at=job.finished_at, worker=job.worker, cached=True)
             cached.submitted = job.submitted
             cached.done_event.set()
-            self._cache[job.key] = cached
-            while len(self._cache) > self._cache_entries:
-                self._cache.popitem(last=False)
+            cached.size = approx_bytes(result)
+            if cached.size <= CACHE_BYTES // 4:
+                self._cache[job.key] = cached
+                self._cache_bytes += cached.size
+            while len(self._cache) > self._cache_entries or self._cache_bytes > CACHE_BYTES:
+                self._cache_bytes -= self._cache.popitem(last=False)[1].size
         job.done_event.set()
         self._lock.notify_all()
 
@@ -407,6 +413,23 @@ class JobService:
                 gone = [s for s, seen in self._last_seen.items() if now - seen > self.session_timeout_s]
             for session in gone:  # a running job finishes: its result is cached for whoever asks next
                 self.cancel_session(session, "was cancelled: its session left", running_too=False)
+
+
+def approx_bytes(value, depth: int = 0) -> int:
+    """Rough size of a result: array and tensor buffers, strings, and a few bytes per other item."""
+    if depth > 8:
+        return 64
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if hasattr(value, "element_size") and hasattr(value, "numel"):  # torch tensors
+        return int(value.element_size() * value.numel())
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    if isinstance(value, dict):
+        return 64 + sum(approx_bytes(k, depth + 1) + approx_bytes(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple, set)):
+        return 64 + sum(approx_bytes(v, depth + 1) for v in value)
+    return 32
 
 
 def _rss_of(pid: int) -> int:

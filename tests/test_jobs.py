@@ -227,3 +227,24 @@ def test_tracing_in_a_worker_leaves_every_forward_pass_here_intact():
     assert result["results"][0]["batch"] == 1 and result["results"][0]["median_ms"] > 0
     assert "contention" in result and result["contention"]["cpu_count"] == os.cpu_count()
     assert failures == [] and count > 0
+
+
+def test_the_result_cache_is_bounded_in_bytes(monkeypatch):
+    import explorer.jobs as jobs
+
+    monkeypatch.setattr(jobs, "CACHE_BYTES", 4 * 2**20)
+    service = JobService(workers=0, run_inline=lambda kind, payload, progress: np.zeros(payload["n"], np.uint8))
+    try:
+        for i in range(6):  # six results of 0.75 MB: the first ones leave the 4 MB cache
+            job = service.submit("A", "t", {"n": 3 * 2**18, "i": i})
+            assert job.done_event.wait(10)
+        assert service._cache_bytes <= 4 * 2**20
+        assert service.submit("A", "t", {"n": 3 * 2**18, "i": 5}).cached
+        first = service.submit("A", "t", {"n": 3 * 2**18, "i": 0})
+        assert not first.cached
+        first.done_event.wait(10)
+        big = service.submit("A", "t", {"n": 2 * 2**20})  # over a quarter of the cache: returned, not kept
+        assert big.done_event.wait(10) and big.outcome().nbytes == 2 * 2**20
+        assert not service.submit("B", "t", {"n": 2 * 2**20}).cached
+    finally:
+        service.shutdown()
