@@ -68,6 +68,11 @@ def _latency_sweep(payload, progress):
     return _timed(progress, lambda: _backend().resolution_sweep(_spec(payload), list(payload["sides"]), latency=True))
 
 
+def _peaks(payload, progress):
+    # a measured roof runs a matmul and a conv on the device: a timed job like any other
+    return _backend().peaks(str(payload["device"]), str(payload["dtype"]), float(payload.get("achieved_tflops", 0.0)))
+
+
 def _hold(payload, progress):
     """The queue's own check: holds the worker for `seconds` (at most 30) and `megabytes` of memory
     (at most 2048), reporting progress; the load benchmark and the limits' tests use it."""
@@ -248,6 +253,7 @@ JOB_KINDS: dict[str, Callable[[dict[str, Any], Progress], Any]] = {
     "quick_bench": _quick_bench,
     "bench": _bench,
     "latency_sweep": _latency_sweep,
+    "peaks": _peaks,
     "fold": _fold,
     "receptive_field": _receptive_field,
     "erf": _erf,
