@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
+import os
 import warnings
 from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
 
+from explorer.blocks.options import BUILDER_OPTIONS, show_value
 from explorer.catalog import Variant, native_input_size, resolve, timm_pretrained_cfg, torchvision_task
 from explorer.errors import ExplorerError
 from explorer.native import NATIVE_BUILDERS
@@ -38,6 +44,83 @@ def input_size_of(spec: ModelSpec, variant: Variant | None = None) -> tuple[int,
     return spec.input_size or native_input_size(variant or resolve(spec.arch))
 
 
+# The builder options a person may set, per library (torchvision: per task). Everything else is refused by
+# name: pretrained / weights / weights_backbone would download, checkpoint_path / pretrained_cfg would read
+# server files, and architecture-defining arguments (depths, widths, blocks) are what the catalog is for.
+# Each name has a type and range in explorer.blocks.options.BUILDER_OPTIONS.
+TORCHVISION_OPTIONS = {
+    "classification": ("num_classes", "dropout", "attention_dropout", "stochastic_depth_prob", "image_size",
+                       "width_mult", "aux_logits", "transform_input"),
+    "detection": ("num_classes", "min_size", "max_size", "box_detections_per_img", "detections_per_img",
+                  "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "topk_candidates", "num_keypoints"),
+    "segmentation": ("num_classes", "aux_loss"),
+    "video": ("num_classes", "dropout", "attention_dropout", "stochastic_depth_prob"),
+}
+TIMM_OPTIONS = ("num_classes", "in_chans", "img_size", "global_pool", "output_stride", "drop_rate", "drop_path_rate",
+                "drop_block_rate", "proj_drop_rate", "attn_drop_rate", "pos_drop_rate")
+
+
+def _forwarded_native_options() -> dict[str, tuple[str, ...]]:
+    """Native builders that take **kwargs: the options they pass on (to their model class, or to
+    torchvision's Faster R-CNN for Libra R-CNN)."""
+    from explorer.native.gcn import GCN
+    from explorer.native.sequence import Bert, Seq2SeqLSTM, Transformer
+
+    def init_options(cls) -> tuple[str, ...]:
+        return tuple(n for n in inspect.signature(cls.__init__).parameters if n != "self")
+
+    return {"transformer_base": init_options(Transformer), "bert_base": init_options(Bert),
+            "bert_large": init_options(Bert), "seq2seq_lstm": init_options(Seq2SeqLSTM), "gcn": init_options(GCN),
+            "libra_rcnn": ("num_classes", "min_size", "max_size", "box_detections_per_img",
+                           "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")}
+
+
+@functools.lru_cache(maxsize=None)
+def native_options(name: str) -> tuple[str, ...]:
+    """The keyword options a native builder accepts (those a catalog variant fixes excluded)."""
+    builder = NATIVE_BUILDERS.get(name)
+    if builder is None:
+        return ()
+    fixed = builder.keywords if isinstance(builder, functools.partial) else {}
+    function = builder.func if isinstance(builder, functools.partial) else builder
+    names, forwards = [], False
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind is parameter.VAR_KEYWORD:
+            forwards = True
+        elif parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY) and parameter.name not in fixed:
+            names.append(parameter.name)
+    if forwards:
+        names += [n for n in _forwarded_native_options().get(name, ()) if n not in names]
+    return tuple(names)
+
+
+def allowed_options(variant: Variant) -> tuple[tuple[str, ...], str]:
+    """(the option names a model takes, who takes them, for messages)."""
+    if variant.library == "torchvision":
+        task = torchvision_task(variant) or "classification"
+        return TORCHVISION_OPTIONS[task], f"torchvision {task} models"
+    if variant.library == "timm":
+        return TIMM_OPTIONS, "timm models"
+    return native_options(variant.name), variant.id
+
+
+def check_options(spec: ModelSpec, variant: Variant | None = None):
+    """Refuse, before any builder runs, an option the model's library does not allow or a value out of range."""
+    variant = variant or resolve(spec.arch)
+    allowed, who = allowed_options(variant)
+    for name, value in spec.options:
+        if name not in allowed:
+            shown = show_value(name)
+            raise ExplorerError(f"cannot build {spec.arch}: option {shown} is not allowed; "
+                                + (f"allowed for {who}: {', '.join(allowed)}" if allowed else f"{who} takes no options"))
+        rule = BUILDER_OPTIONS.get(name)
+        if rule is None:  # a native builder's option without a declared range (a test keeps this list empty)
+            raise ExplorerError(f"cannot build {spec.arch}: option {name} has no declared range, so it is not allowed")
+        if not rule.accepts(value):
+            raise ExplorerError(f"cannot build {spec.arch}: option {name}={show_value(value)} is refused: "
+                                f"it needs {rule.requirement(name)}")
+
+
 def _builder_kwargs(variant: Variant, spec: ModelSpec) -> dict[str, Any]:
     kwargs = spec.options_dict
     if variant.library == "torchvision":
@@ -59,13 +142,35 @@ def _builder_kwargs(variant: Variant, spec: ModelSpec) -> dict[str, Any]:
     return kwargs
 
 
-def _construct_with_swaps(variant: Variant, kwargs: dict[str, Any], swaps) -> nn.Module:
+def _construct_with_swaps(variant: Variant, kwargs: dict[str, Any], swaps, input_size) -> nn.Module:
     model = _construct(variant, kwargs)
-    if swaps:
-        from explorer.swaps import apply_swaps
-
-        apply_swaps(model, swaps)
+    _apply_swaps(model, swaps, input_size)
     return model
+
+
+def _apply_swaps(model: nn.Module, swaps, input_size) -> list[str]:
+    if not swaps:
+        return []
+    from explorer.swaps import apply_swaps
+
+    return apply_swaps(model, swaps, input_size)
+
+
+class _LargeTensorsOnMeta(TorchFunctionMode):
+    """Builders that compute with tensors while they build (torchvision's RegNet reads its stage widths with
+    .tolist()) cannot run under torch.device("meta"). Under this mode they get real tensors only for small
+    factory calls (at most SMALL elements: such bookkeeping, a bias, a norm's scale); every larger one is made
+    on the meta device, so the build takes no memory for its weights whatever size it asks for."""
+
+    SMALL = 4096
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _device_constructors():
+            probe = func(*args, **{**kwargs, "device": "meta"})  # the shape, without the memory
+            if not isinstance(probe, torch.Tensor) or probe.numel() > self.SMALL:
+                return probe
+        return func(*args, **kwargs)
 
 
 def _construct(variant: Variant, kwargs: dict[str, Any]) -> nn.Module:
@@ -89,26 +194,36 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
     """The model in eval mode with random weights on `device`.
 
     On 'meta' the weights take no memory; builders that compute with tensors at
-    construction time (e.g. torchvision's RegNet) are built on the CPU and moved.
+    construction time (e.g. torchvision's RegNet) get real tensors only for their
+    small bookkeeping (see _LargeTensorsOnMeta). On any other device the build is
+    first sized on 'meta' and refused above the limit (check_build_size).
     """
     variant = resolve(spec.arch)
     check_input(spec, variant)
+    check_options(spec, variant)
     kwargs = _builder_kwargs(variant, spec)
+    size = input_size_of(spec, variant)
     device = torch.device(device)
+    if device.type != "meta":
+        check_build_size(spec)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if device.type == "meta":
                 try:
                     with torch.device("meta"):
-                        model = _construct_with_swaps(variant, kwargs, spec.swaps)
+                        model = _construct_with_swaps(variant, kwargs, spec.swaps, size)
                 except (NotImplementedError, RuntimeError):
-                    model = _construct_with_swaps(variant, kwargs, spec.swaps).to("meta")
+                    with _LargeTensorsOnMeta():
+                        model = _construct(variant, kwargs)
+                    model = model.to("meta")
+                    with torch.device("meta"):
+                        _apply_swaps(model, spec.swaps, size)
             else:
                 # Same random weights every time, so data-dependent costs (detection proposals) repeat.
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
-                    model = _construct_with_swaps(variant, kwargs, spec.swaps).to(device)
+                    model = _construct_with_swaps(variant, kwargs, spec.swaps, size).to(device)
         _check_patch_grid(model, spec, variant)
     except ExplorerError:
         raise
@@ -137,6 +252,7 @@ def check_input(spec: ModelSpec, variant: Variant | None = None):
 
 def _check_patch_grid(model: nn.Module, spec: ModelSpec, variant: Variant):
     """timm's patch embeddings silently drop the pixels past the last whole patch: refuse such inputs."""
+    _check_torchvision_swin_grid(model, spec, variant)
     proj = getattr(getattr(model, "patch_embed", None), "proj", None)
     size = input_size_of(spec, variant)
     # Only non-overlapping patches (kernel = stride): PVT v2's overlapping 7×7/4 embedding takes any size.
@@ -148,14 +264,79 @@ def _check_patch_grid(model: nn.Module, spec: ModelSpec, variant: Variant):
                             f"{size[1]}×{size[2]} is not a whole number of its {patch[0]}×{patch[1]} patches")
 
 
+def _check_torchvision_swin_grid(model: nn.Module, spec: ModelSpec, variant: Variant):
+    """torchvision's Swin (v1, v2) cuts the pixels past the last whole 4×4 patch without a word (225×225 is
+    costed as 224×224) and pads odd maps before each patch merging: refuse sides that are not a multiple of
+    patch × 2^(stages − 1) (32 for swin_t), as timm's Swin does."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    size = input_size_of(spec, variant)
+    if not isinstance(model, SwinTransformer) or len(size) != 3:
+        return
+    patch = model.features[0][0].stride[0]
+    merges = sum(type(m).__name__.startswith("PatchMerging") for m in model.modules())
+    step = patch * 2 ** merges
+    height, width = size[1:]
+    if height % step or width % step:
+        below = (max(step, height // step * step), max(step, width // step * step))
+        above = (-(-height // step) * step, -(-width // step) * step)
+        examples = " or ".join(dict.fromkeys(f"{h}×{w}" for h, w in (below, above)))
+        raise ExplorerError(f"{spec.arch} cannot take input {format_shape((spec.batch, *size))}: torchvision's Swin "
+                            f"needs sides that are multiples of {step} (its {patch}×{patch} patches, merged "
+                            f"{merges} times) or it silently drops pixels; sizes that work: {examples}")
+
+
 def swapped_modules(spec: ModelSpec) -> list[str]:
     """Names of the modules the spec's swaps replaced or changed, in order (built on the meta device)."""
-    from explorer.swaps import apply_swaps
-
     model = build_model(spec.with_(swaps=()), "meta")
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return list(dict.fromkeys(apply_swaps(model, spec.swaps)))
+        return list(dict.fromkeys(_apply_swaps(model, spec.swaps, input_size_of(spec))))
+
+
+# --- the size of a real build ---------------------------------------------------------------------------
+
+MAX_BUILD_BYTES = 4 * 1024 ** 3  # 4 GiB; EXPLORER_MAX_BUILD_BYTES overrides it
+
+
+def max_build_bytes() -> int:
+    text = os.environ.get("EXPLORER_MAX_BUILD_BYTES", "").strip()
+    if not text:
+        return MAX_BUILD_BYTES
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ExplorerError(f"EXPLORER_MAX_BUILD_BYTES must be a positive whole number of bytes, got {show_value(text)}")
+    return limit
+
+
+@functools.lru_cache(maxsize=256)
+def real_build_bytes(spec: ModelSpec) -> tuple[int, int]:
+    """(bytes of the parameters and buffers, bytes of one input) that building `spec` for real takes, from a
+    meta build: numel × element size of every tensor (fp32 weights: 4 bytes each)."""
+    model = build_model(spec, "meta")
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    weights = sum(t.numel() * t.element_size() for t in tensors.values())
+    inputs = example_input(spec, "meta")
+    return weights, inputs.numel() * inputs.element_size()
+
+
+def check_build_size(spec: ModelSpec):
+    """Refuse a real (CPU or GPU) build whose weights, buffers and input would take more than the limit.
+    Every non-meta build_model goes through here, so no request can make the server allocate unchecked."""
+    weights, inputs = real_build_bytes(spec)
+    limit = max_build_bytes()
+    if weights + inputs > limit:
+        raise ExplorerError(
+            f"{spec.arch} is too large to build here: its parameters and buffers take about {_gb(weights)} "
+            f"and its input {_gb(inputs)}, over the limit of {_gb(limit)} for a real build "
+            f"(EXPLORER_MAX_BUILD_BYTES)")
+
+
+def _gb(size: int) -> str:
+    return f"{size / 1e9:.3g} GB"
 
 
 def example_input(spec: ModelSpec, device: str | torch.device = "cpu", dtype=torch.float32) -> torch.Tensor:

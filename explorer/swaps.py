@@ -32,6 +32,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from explorer.blocks.options import SWAP_OPTIONS, show_value
 from explorer.errors import ExplorerError
 from explorer import transformer_swaps
 from explorer.transformer_swaps import global_attention_points, patch_embedding, window_attention_points
@@ -81,7 +82,13 @@ class Swap:
         return f"{self.action}:{self.block}{opts}@{','.join(self.where)}"
 
 
+MAX_SWAP_TEXT = 1000
+MAX_SWAPS = 64
+
+
 def parse_swap(text: str) -> Swap:
+    if not isinstance(text, str) or len(text) > MAX_SWAP_TEXT:
+        raise ExplorerError(f"a swap is text of at most {MAX_SWAP_TEXT} characters")
     match = _SWAP_RE.match(text.strip())
     if not match:
         raise ExplorerError(f"swap {text!r} does not read as ACTION:BLOCK@WHERE (e.g. attn:se@all, conv:dcnv2@layer4.*.conv2)")
@@ -103,7 +110,22 @@ def parse_swap(text: str) -> Swap:
         if not isinstance(value, (int, float, str, bool)):
             raise ExplorerError(f"swap option {key} must be a number, a string or true/false")
         options.append((key, value))
-    return Swap(action, block, tuple(options), tuple(w for w in where.split(",") if w))
+    swap = Swap(action, block, tuple(options), tuple(w for w in where.split(",") if w))
+    _check_options(swap)
+    return swap
+
+
+def _check_options(swap: Swap):
+    """Every option of the block is declared with a type and range (explorer.blocks.options): refuse the rest."""
+    rules = SWAP_OPTIONS[(swap.action, swap.block)]
+    for name, value in swap.options:
+        if name not in rules:
+            known = ", ".join(rules)
+            raise ExplorerError(f"swap {swap}: {swap.block} has no option {name!r}"
+                                + (f" (its options: {known})" if known else " (it takes none)"))
+        if not rules[name].accepts(value):
+            raise ExplorerError(f"swap {swap}: option {name}={show_value(value)} is refused: "
+                                f"{swap.block} needs {rules[name].requirement(name)}")
 
 
 def expand_swaps(swaps) -> list[str]:
@@ -236,8 +258,9 @@ def _conv_refusal(block: str, conv: nn.Conv2d, options: dict[str, Any]) -> str |
     return None
 
 
-def apply_swap(model: nn.Module, swap: Swap) -> list[str]:
+def apply_swap(model: nn.Module, swap: Swap, input_size: tuple[int, ...] | None = None) -> list[str]:
     """Apply one swap in place; returns the names of the modules it changed."""
+    _check_options(swap)
     factory = _registry(swap.action)[swap.block]
     options = dict(swap.options)
     changed: list[str] = []
@@ -279,7 +302,8 @@ def apply_swap(model: nn.Module, swap: Swap) -> list[str]:
                 changed.append(name)
     elif swap.action == "tfm":
         try:
-            changed, refused = transformer_swaps.apply(model, swap.block, options, lambda n: _matches(n, swap.where))
+            changed, refused = transformer_swaps.apply(model, swap.block, options, lambda n: _matches(n, swap.where),
+                                                       input_size)
         except ValueError as exc:
             raise ExplorerError(f"swap {swap}: {exc}") from None
     else:  # front
@@ -324,8 +348,14 @@ def _build(factory, first, options, swap):
         raise ExplorerError(f"swap {swap} cannot fit: {exc}") from None
 
 
-def apply_swaps(model: nn.Module, swaps) -> list[str]:
+def apply_swaps(model: nn.Module, swaps, input_size: tuple[int, ...] | None = None) -> list[str]:
+    """Apply the swaps in order; `input_size` (C,H,W) lets window swaps check the token maps of a model
+    that does not record them (torchvision's Swin)."""
+    texts = expand_swaps(swaps)
+    if len(texts) > MAX_SWAPS:
+        raise ExplorerError(f"{len(texts)} swaps; a model takes at most {MAX_SWAPS}")
+    parsed = [parse_swap(text) for text in texts]  # all refused or all applied: check every one first
     changed = []
-    for text in expand_swaps(swaps):
-        changed.extend(apply_swap(model, parse_swap(text)))
+    for swap in parsed:
+        changed.extend(apply_swap(model, swap, input_size))
     return changed

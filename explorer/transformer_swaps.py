@@ -74,7 +74,29 @@ def patch_embedding(model: nn.Module) -> dict[str, Any] | None:
     return None
 
 
-def apply(model: nn.Module, block: str, options: dict[str, Any], matches) -> tuple[list[str], list[str]]:
+def token_maps(model: nn.Module, input_size: tuple[int, ...] | None = None) -> dict[str, tuple[int, int]]:
+    """The token map (rows, columns) each window-attention module sees, by the module's name.
+
+    timm's Swin blocks record theirs; torchvision's do not, so they are followed from the input (C,H,W):
+    the patch embedding divides the sides by its stride, each patch merging halves them (rounding up, as
+    torchvision pads odd maps). Empty for a torchvision Swin when `input_size` is not known."""
+    maps: dict[str, tuple[int, int]] = {}
+    side = None
+    for name, m in model.named_modules():
+        if _is_timm_swin_block(m):
+            maps[f"{name}.attn"] = tuple(m.input_resolution)
+        elif _is_tv_window_attention(m) and side is not None:
+            maps[name] = side
+        elif side is None and isinstance(m, nn.Conv2d) and m.kernel_size == m.stride and input_size is not None \
+                and len(input_size) == 3:
+            side = (input_size[1] // m.stride[0], input_size[2] // m.stride[1])  # the patch embedding
+        elif side is not None and type(m).__name__.startswith("PatchMerging"):
+            side = (-(-side[0] // 2), -(-side[1] // 2))
+    return maps
+
+
+def apply(model: nn.Module, block: str, options: dict[str, Any], matches,
+          input_size: tuple[int, ...] | None = None) -> tuple[list[str], list[str]]:
     """Apply one tfm swap; returns (changed module names, refusal reasons)."""
     unknown = set(options) - {"size", "kind"}
     if unknown:
@@ -86,7 +108,25 @@ def apply(model: nn.Module, block: str, options: dict[str, Any], matches) -> tup
         raise ValueError(f"{block} needs a whole-number size=N (e.g. tfm:{block}(size=8)@all)")
     if block == "patch":
         return _swap_patch(model, size, matches)
+    if block == "window":
+        _check_window_fits(model, size, matches, input_size)
     return _swap_windows(model, block, size, matches)
+
+
+def _check_window_fits(model: nn.Module, size: int, matches, input_size):
+    """A window larger than the token map would be padded to the window (torchvision: 3000×3000 tokens on a
+    56×56 map, 10¹⁷ MACs) or silently cut to the map (timm): refuse it."""
+    maps = token_maps(model, input_size)
+    matched = {name: hw for name, hw in maps.items() if matches(name)}
+    too_small = [(name, hw) for name, hw in matched.items() if size > min(hw)]
+    if too_small:
+        name, (h, w) = too_small[0]
+        stages = ", ".join(f"{a}×{b}" for a, b in dict.fromkeys(matched.values()))
+        largest = min(min(hw) for hw in matched.values())
+        at = f" at input {input_size[1]}×{input_size[2]}" if input_size and len(input_size) == 3 else ""
+        raise ValueError(f"window size {size} is larger than the {h}×{w} token map of {name} "
+                         f"(the matched blocks' maps{at}: {stages}); the window can be at most {largest} "
+                         f"here, or match fewer blocks")
 
 
 def _swap_windows(model, block: str, size: int, matches) -> tuple[list[str], list[str]]:
