@@ -3,11 +3,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from explorer.errors import ExplorerError
-from explorer.spec import ModelSpec, parse_size
+from explorer.spec import MAX_SIDE, ModelSpec, parse_size
+
+MAX_SWEEP_SIDES = 16
+MAX_CLASS_INDEX = 100_000
+MAX_WINDOW = 32  # a Swin window of w tokens a side has w⁴ mask entries per window (the Inside page's limit too)
+MAX_LOSS_CLASSES = 10_000
+MAX_LOSS_PARAMETER = 100.0
+MAX_IMBALANCE = 1e6
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -131,6 +141,7 @@ def cmd_cam(args) -> Any:
     from explorer.views.cam import ATTRIBUTION_METHODS, compute_attribution, compute_cam
 
     spec = spec_from_args(args)
+    out = _output_path(args.out, ".png") if args.out else None
     image, notes = load_image(args.image)
     model = build_model(spec, device="cpu")
     x = to_input(image, input_size_of(spec))
@@ -139,8 +150,8 @@ def cmd_cam(args) -> Any:
     else:
         result = compute_cam(model, x, args.method, args.layer, args.class_index)
     heat = result.pop("heat")
-    if args.out:
-        heat_overlay(image, heat).save(args.out)
+    if out:
+        _write(out, lambda: heat_overlay(image, heat).save(out, format="PNG"))
     summary = {**result, "image_notes": notes, "out": args.out, "heat_shape": list(heat.shape),
                "heat_mean": float(heat.mean()), "weights": "random"}
     if args.json:
@@ -159,6 +170,7 @@ def cmd_view(args) -> Any:
     from explorer.models import build_model, example_input, input_size_of
 
     spec = spec_from_args(args)
+    out = _output_path(args.out, ".npz") if args.out else None
     model = build_model(spec, device="cpu")
     size = input_size_of(spec)
     if resolve(spec.arch).input_kind != "image":
@@ -170,8 +182,8 @@ def cmd_view(args) -> Any:
         image, _ = load_image(args.image or sample_images()["shapes"])
         x = to_input(image, size)
     summary, arrays = _VIEW_RUNNERS[args.view](model, x, spec, args)
-    if args.out:
-        np.savez_compressed(args.out, **arrays)
+    if out:
+        _write(out, lambda: np.savez_compressed(out, **arrays))
     summary.update(view=args.view, arch=spec.arch, input_shape=[spec.batch, *size], weights="random",
                    out=args.out, arrays=sorted(arrays))
     if args.json:
@@ -315,6 +327,8 @@ def cmd_compare(args) -> Any:
     if not items:
         raise ExplorerError("name at least one model (a catalog id, torchvision:NAME, timm:NAME or a JSON spec) or --ready")
     sides = _int_list(args.sweep, "--sweep") if args.sweep else []
+    if len(sides) > MAX_SWEEP_SIDES or any(not 1 <= side <= MAX_SIDE for side in sides):
+        raise ExplorerError(f"--sweep takes 1 to {MAX_SWEEP_SIDES} input sides, each between 1 and {MAX_SIDE} pixels")
     result = compare_set([spec_from_item(i) for i in items], sides, latency=args.latency)
     if args.json:
         return result
@@ -330,7 +344,60 @@ def _int_list(text: str, flag: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",")]
     except ValueError:
-        raise ExplorerError(f"{flag} must be a comma-separated list of integers, got {text!r}") from None
+        raise ExplorerError(f"{flag} must be a comma-separated list of integers, got {text[:80]!r}") from None
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None):
+    """An argparse type: a finite int or float within [low, high]; argparse turns a refusal into
+    'argument --flag: …' on one line with exit status 2."""
+    def shown(bound: float) -> str:
+        return f"{int(bound):,}" if bound == int(bound) else f"{bound:g}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text[:40]!r}") from None
+        what = "an integer" if kind is int else "a finite number"
+        allowed = (what if low is None and high is None else f"{what} of at least {shown(low)}" if high is None
+                   else f"{what} of at most {shown(high)}" if low is None else f"{what} from {shown(low)} to {shown(high)}")
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {str(value)[:40]}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
+def _output_path(text: str, suffix: str) -> Path:
+    """--out checked before any work: a `suffix` file, in a folder that exists and can be written,
+    and not a directory, device or pipe that happens to carry the name."""
+    shown = repr(text[:200])
+    path = Path(text)
+    if path.suffix.lower() != suffix:
+        raise ExplorerError(f"--out {shown} must be a {suffix} file")
+    try:
+        if path.exists() or path.is_symlink():
+            if not path.is_file():
+                raise ExplorerError(f"--out {shown} is not a regular file (a directory, device or pipe)")
+            if not os.access(path, os.W_OK):
+                raise ExplorerError(f"--out {shown} exists and cannot be overwritten")
+        folder = path.parent
+        if not folder.is_dir():
+            raise ExplorerError(f"--out {shown}: the folder {str(folder)[:200]!r} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ExplorerError(f"--out {shown}: the folder {str(folder)[:200]!r} is not writable")
+    except OSError as exc:
+        raise ExplorerError(f"--out {shown} cannot be used: {exc.strerror or exc}") from None
+    return path
+
+
+def _write(path: Path, write) -> None:
+    try:
+        write()
+    except OSError as exc:  # the disk filled, or the folder changed since it was checked
+        raise ExplorerError(f"cannot write {str(path)[:200]!r}: {exc.strerror or exc}") from None
 
 
 def _roofline(result: dict) -> dict:
@@ -380,6 +447,7 @@ class _OneLineErrors(argparse.ArgumentParser):
     """Bad arguments end with one line and exit status 2, like every other refusal of the CLI."""
 
     def error(self, message: str):
+        message = " ".join(message.splitlines())  # a flag's value may hold a line break
         self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
@@ -414,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--stage", type=int, default=1, help="1 to 4")
     p.add_argument("--block", type=int, default=1, help="block within the stage, from 0 (odd blocks are shifted)")
-    p.add_argument("--window", type=int, default=None, help="override the window size")
+    p.add_argument("--window", type=_number(int, 1, MAX_WINDOW), default=None,
+                   help=f"override the window size (1 to {MAX_WINDOW} tokens)")
     p.set_defaults(func=cmd_swin_mask)
 
     p = sub.add_parser("cam", help="Grad-CAM++ and its siblings, or Captum attributions, on an image")
@@ -423,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="gradcam++",
                    choices=["gradcam++", "gradcam", "scorecam", "eigencam", "layercam", "integrated_gradients", "saliency", "occlusion"])
     p.add_argument("--layer", help="target layer name (default: derived from the model)")
-    p.add_argument("--class", dest="class_index", type=int, help="target class (default: the top class)")
+    p.add_argument("--class", dest="class_index", type=_number(int, 0, MAX_CLASS_INDEX),
+                   help="target class (default: the top class)")
     p.add_argument("--out", help="write the heat map over the image as PNG")
     p.set_defaults(func=cmd_cam)
 
@@ -438,12 +508,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("losses", help="loss curves: balanced L1, long-tail class weights, IoU-balanced sampling")
     p.add_argument("kind", choices=["regression", "weights", "sampling"])
-    p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--gamma", type=float, default=1.5)
-    p.add_argument("--beta", type=float, default=1.0, help="smooth-L1 beta")
-    p.add_argument("--classes", type=int, default=100)
-    p.add_argument("--imbalance", type=float, default=100.0)
-    p.add_argument("--cb-beta", type=float, default=0.999)
+    # Lower bounds (positive α, γ, β; 0 < cb-beta < 1; bins, samples) are the engine's, with its own reasons.
+    p.add_argument("--alpha", type=_number(float, high=MAX_LOSS_PARAMETER), default=0.5)
+    p.add_argument("--gamma", type=_number(float, high=MAX_LOSS_PARAMETER), default=1.5)
+    p.add_argument("--beta", type=_number(float, high=MAX_LOSS_PARAMETER), default=1.0, help="smooth-L1 beta")
+    p.add_argument("--classes", type=_number(int, 2, MAX_LOSS_CLASSES), default=100)
+    p.add_argument("--imbalance", type=_number(float, 1, MAX_IMBALANCE), default=100.0)
+    p.add_argument("--cb-beta", type=_number(float), default=0.999)
     p.add_argument("--bins", type=int, default=3)
     p.add_argument("--samples", type=int, default=384)
     p.add_argument("--json", action="store_true")
@@ -507,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write("\n")
             sys.stdout.flush()
     except ExplorerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).splitlines())}", file=sys.stderr)  # one line, whatever the message
         return 2
     except KeyboardInterrupt:
         return 130

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +13,16 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from explorer.errors import ExplorerError
+from explorer.models import one_line
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "images"
 MAX_MEGAPIXELS = 40
+MAX_IMAGE_BYTES = 20 * 10**6  # the file itself; a 40-megapixel JPEG is well under it
+# The decoders tried, and nothing else (EPS, for one, would run Ghostscript).
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+# PIL warns from 89 megapixels on; everything over MAX_MEGAPIXELS is refused below with a message of
+# our own, so PIL's warning would only be a second line on stderr.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MIN_SIDE = 16
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -21,27 +32,63 @@ def sample_images() -> dict[str, Path]:
     return {p.stem: p for p in sorted(ASSETS.glob("*.png"))}
 
 
-def load_image(source: str | Path | bytes) -> tuple[Image.Image, list[str]]:
-    """An RGB image and notes on what was converted; ExplorerError for what cannot be used."""
-    notes: list[str] = []
+def read_image_file(path: str | Path) -> bytes:
+    """An image file's bytes: only a regular file, only up to MAX_IMAGE_BYTES, checked before reading."""
+    shown = repr(str(path)[:200])
     try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        _check_regular_file(os.stat(path), shown)
+        # O_NONBLOCK: a FIFO swapped in after the stat must not block the open; fstat checks what was opened.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            _check_regular_file(os.fstat(handle.fileno()), shown)
+            data = handle.read(MAX_IMAGE_BYTES + 1)  # a file that grew, or a /proc file whose stat says 0
     except OSError as exc:
-        raise ExplorerError(f"cannot read the image file: {exc.strerror or exc}") from None
+        raise ExplorerError(f"cannot read the image file {shown}: {exc.strerror or exc}") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ExplorerError(f"the image file {shown} is over the {MAX_IMAGE_BYTES // 10**6} MB limit")
+    return data
+
+
+def _check_regular_file(info: os.stat_result, shown: str) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise ExplorerError(f"the image {shown} is not a regular file (a directory, device or pipe)")
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise ExplorerError(f"the image file {shown} is {info.st_size / 1e6:,.1f} MB; the limit is "
+                            f"{MAX_IMAGE_BYTES // 10**6} MB")
+
+
+def load_image(source: str | Path | bytes) -> tuple[Image.Image, list[str]]:
+    """An RGB image and notes on what was converted; ExplorerError for what cannot be used.
+
+    `source` is a path (the CLI) or an upload's bytes (the pages): the file's size and the image's
+    declared pixel count are checked before its pixels are decoded."""
+    notes: list[str] = []
+    if isinstance(source, bytes):
+        if len(source) > MAX_IMAGE_BYTES:
+            raise ExplorerError(f"the image file is {len(source) / 1e6:,.1f} MB; the limit is "
+                                f"{MAX_IMAGE_BYTES // 10**6} MB")
+        data = source
+    else:
+        data = read_image_file(source)
+    limit = f"the limit is {MAX_MEGAPIXELS} megapixels: downscale it first"
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         width, height = image.size  # known before decoding the pixels
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise ExplorerError("this file is not an image PIL can read (PNG, JPEG, WebP, BMP, TIFF, …)") from None
+    except Image.DecompressionBombError as exc:  # over twice PIL's own threshold: refused while opening
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(declared.group(1)) / 1e6:,.1f} megapixels" if declared else "too many pixels"
+        raise ExplorerError(f"the image declares {size}; {limit}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ExplorerError("this file is not an image in a format accepted here "
+                            "(PNG, JPEG, WebP, BMP, TIFF or GIF)") from None
     if width * height > MAX_MEGAPIXELS * 1e6:
-        raise ExplorerError(f"the image is {width}×{height} ({width * height / 1e6:.1f} megapixels); the limit is "
-                            f"{MAX_MEGAPIXELS} megapixels: downscale it first")
+        raise ExplorerError(f"the image is {width}×{height} ({width * height / 1e6:.1f} megapixels); {limit}")
     if min(width, height) < MIN_SIDE:
         raise ExplorerError(f"the image is {width}×{height}; it needs at least {MIN_SIDE} pixels on each side")
     try:
         image.load()
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise ExplorerError(f"the image could not be decoded: {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise ExplorerError(f"the image could not be decoded: {one_line(exc)}") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
         span = array.max() - array.min() or 1.0

@@ -120,23 +120,13 @@ def model_with_weights(spec_dict: dict[str, Any], weights: dict[str, Any]):
         report = load_pretrained(model, resolve(spec.arch), allow_download=bool(weights.get("allow_download")))
     elif kind == "checkpoint":
         name = str(weights.get("name") or "checkpoint")
-        report = load_state(model, _read_checkpoint(read_checkpoint, data, name, model), source=name)
+        report = load_state(model, read_checkpoint(data, name, expected=model), source=name)  # sizes checked first
     entry = (model.eval(), report)
     with _MODELS_LOCK:
         _MODELS[key] = entry
         while len(_MODELS) > _MODELS_KEPT:
             _MODELS.popitem(last=False)
     return entry
-
-
-def _read_checkpoint(read_checkpoint, data: bytes, name: str, model):
-    """Reads a checkpoint with the model's own tensors as the bound on its declared sizes, where the
-    reader takes them."""
-    import inspect
-
-    if "expected" in inspect.signature(read_checkpoint).parameters:
-        return read_checkpoint(data, name, expected=model.state_dict())
-    return read_checkpoint(data, name)
 
 
 def _image_input(payload):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import math
 import os
 import statistics
 import threading
@@ -31,6 +32,11 @@ from explorer.models import build_model, dtype_of, example_input, forward_errors
 from explorer.spec import ModelSpec
 
 MAX_BATCH = 1024
+MAX_BATCH_SIZES = 32  # batch sizes in one sweep
+MAX_MIN_RUNS = 10_000
+MAX_MIN_SECONDS = 60.0
+MAX_MAX_SECONDS = 600.0  # per batch size
+DEVICES = ("auto", "cuda", "mps", "cpu")
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's own chatter on stderr
 
 
@@ -56,10 +62,38 @@ class BenchSettings:
             raise ExplorerError(f"device must be cuda, mps or cpu, got {device!r}")
         return device
 
+    def __post_init__(self):
+        self.validate()  # settings that exist are valid ones
+
     def validate(self):
-        dtype_of(self.dtype)
-        if not self.batches or any(not 1 <= b <= MAX_BATCH for b in self.batches):
-            raise ExplorerError(f"batch sizes must be between 1 and {MAX_BATCH}")
+        """Every setting within its range, or an ExplorerError that names it and the range."""
+        if self.device not in DEVICES:
+            raise ExplorerError(f"device must be one of {', '.join(DEVICES)}, got {str(self.device)[:40]!r}")
+        dtype_of(self.dtype if isinstance(self.dtype, str) else repr(self.dtype)[:40])
+        if (not isinstance(self.batches, (tuple, list)) or not 1 <= len(self.batches) <= MAX_BATCH_SIZES
+                or any(not _is_int(b) or not 1 <= b <= MAX_BATCH for b in self.batches)):
+            raise ExplorerError(f"batch sizes must be between 1 and {MAX_BATCH}, 1 to {MAX_BATCH_SIZES} of them, "
+                                f"got {str(self.batches)[:80]}")
+        for name in ("channels_last", "compile", "per_layer"):
+            if not isinstance(getattr(self, name), bool):
+                raise ExplorerError(f"{name} must be true or false, got {str(getattr(self, name))[:40]!r}")
+        if not _is_int(self.min_runs) or not 1 <= self.min_runs <= MAX_MIN_RUNS:
+            raise ExplorerError(f"min_runs (timed runs per batch size) must be between 1 and {MAX_MIN_RUNS}, "
+                                f"got {str(self.min_runs)[:40]}")
+        if not _is_number(self.min_seconds) or not 0 <= self.min_seconds <= MAX_MIN_SECONDS:
+            raise ExplorerError(f"min_seconds (timing per batch size) must be between 0 and {MAX_MIN_SECONDS:g} s, "
+                                f"got {str(self.min_seconds)[:40]}")
+        if not _is_number(self.max_seconds) or not 0 < self.max_seconds <= MAX_MAX_SECONDS:
+            raise ExplorerError(f"max_seconds (warm-up and timing per batch size) must be above 0 and at most "
+                                f"{MAX_MAX_SECONDS:g} s, got {str(self.max_seconds)[:40]}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def quick_settings(device: str) -> BenchSettings:

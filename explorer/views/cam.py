@@ -241,6 +241,8 @@ def compute_attribution(model: nn.Module, x: torch.Tensor, method: str = "integr
         model = _ClassTotals(explained)
         scores = model(x).detach()
     target = int(scores[0].argmax()) if class_index is None else int(class_index)
+    if not 0 <= target < scores.shape[1]:
+        raise ExplorerError(f"class index must be between 0 and {scores.shape[1] - 1}")
     x = x.clone().requires_grad_(True)
     if method == "integrated_gradients":
         attribution = IntegratedGradients(model).attribute(x, target=target, n_steps=24, internal_batch_size=8)
