@@ -4,10 +4,11 @@ import streamlit as st
 
 from explorer.catalog import catalog_rows, load_catalog
 from explorer.measured import load_measured
-from ui.common import guard, page_setup
+from ui.common import drop_unused_link_params, guard, page_setup
 
 page_setup("Catalog", ":material/menu_book:")
 st.title("Catalog")
+drop_unused_link_params(())  # this page takes nothing from a link
 
 
 @st.cache_data(show_spinner=False)

@@ -7,9 +7,11 @@ import streamlit as st
 from explorer.catalog import library_metadata, load_catalog, native_input_size, published_figures, resolve
 from explorer.errors import ExplorerError
 from explorer.layers import max_depth, module_tree_text, rolled_up, subtree
-from explorer.spec import ModelSpec, format_size, parse_size
+from explorer.spec import MAX_BATCH, ModelSpec, format_size, parse_size
+from explorer.text import escape_markdown
 from explorer.units import format_bytes, format_count
-from ui.common import RANDOM_WEIGHTS_NOTE, cost_of, fvcore_of, guard, page_setup, plot_config
+from ui.common import (RANDOM_WEIGHTS_NOTE, cost_of, drop_unused_link_params, fvcore_of, guard, int_from_link, page_setup,
+                       plot_config)
 from ui.components import LAYER_COLUMNS, depth_slider, layer_frame, totals
 from ui.figures import cost_treemap
 
@@ -19,6 +21,7 @@ st.title("Model")
 catalog = load_catalog()
 ids = [v.id for v in catalog.variants.values() if v.implemented]
 params = st.query_params
+drop_unused_link_params(("arch", "input", "batch", "options"))
 
 
 def spec_from_widgets() -> ModelSpec:
@@ -45,7 +48,7 @@ if "model_arch" not in st.session_state:
     st.session_state.model_arch = arch if arch in ids else "resnet50"
     st.session_state.model_arch_text = "" if arch in ids else arch
     st.session_state.model_input = params.get("input", "")
-    st.session_state.model_batch = int(params.get("batch", "1")) if params.get("batch", "1").isdigit() else 1
+    st.session_state.model_batch = int_from_link("batch", 1, 1, MAX_BATCH, "batch size")
     st.session_state.model_options = params.get("options", "")
     st.session_state.model_url_arch = params.get("arch")  # read: later reruns are not a new link
 elif params.get("arch") and params.get("arch") != st.session_state.get("model_url_arch"):
@@ -55,6 +58,7 @@ elif params.get("arch") and params.get("arch") != st.session_state.get("model_ur
     st.session_state.model_arch = arch if arch in ids else st.session_state.model_arch
     st.session_state.model_arch_text = "" if arch in ids else arch
     st.session_state.model_input = params.get("input", "")
+    st.session_state.model_batch = int_from_link("batch", 1, 1, MAX_BATCH, "batch size")
     st.session_state.model_options = params.get("options", "")
     st.session_state.model_url_arch = params["arch"]
 
@@ -82,7 +86,7 @@ result = None
 with guard("The cost analysis"):
     variant = resolve(spec.arch)
     family = catalog.family_of(variant)
-    with st.spinner(f"Building {spec.arch} and costing one forward pass…"):
+    with st.spinner(f"Building {escape_markdown(spec.arch)} and costing one forward pass…"):
         result = cost_of(spec)
 
 if result is None:
@@ -91,13 +95,13 @@ if result is None:
 # --- header -------------------------------------------------------------------------------------
 if family:
     year = "" if str(family.year) in family.name else f" ({family.year})"  # some names carry it already
-    st.subheader(f"{variant.id} · {family.name}{year}")
+    st.subheader(f"{escape_markdown(variant.id)} · {family.name}{year}")
     st.markdown(f"[{family.paper['title']}]({family.paper['url']}) — {family.paper.get('authors', '')}, {family.paper.get('venue', '')}")
     st.markdown(family.description)
     if family.teach:
         st.caption(f"What to look at: {family.teach}")
 else:
-    st.subheader(variant.id)
+    st.subheader(escape_markdown(variant.id))
     st.caption(f"Opened by name from {variant.library}; not in the roster.")
 st.info(RANDOM_WEIGHTS_NOTE, icon=":material/info:")
 

@@ -5,7 +5,8 @@ import streamlit as st
 from explorer.catalog import load_catalog
 from explorer.models import check_input
 from explorer.spec import ModelSpec, parse_size
-from ui.common import arch_from_link, guard, page_setup
+from explorer.text import escape_markdown
+from ui.common import QUOTED_LINK_TEXT, arch_from_link, drop_unused_link_params, guard, page_setup
 from ui.inside import attention_view, cam_view, deformable_view, receptive_field_view, stn_view, swin_mask_view
 
 page_setup("Inside", ":material/visibility:")
@@ -13,14 +14,15 @@ st.title("Inside")
 
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 params = st.query_params
+drop_unused_link_params(("arch", "view", "swaps", "input"))
 VIEWS = ["Grad-CAM++ and attributions", "Attention maps", "Deformable offsets", "Receptive fields",
          "Swin shifted windows", "Spatial transformer", "Fusion weights", "Channel connectivity"]
 if "inside_arch" not in st.session_state:
     st.session_state.inside_arch = arch_from_link(ids)
     st.session_state.inside_view = params.get("view") if params.get("view") in VIEWS else VIEWS[0]
     if params.get("view") and params.get("view") not in VIEWS:
-        st.warning(f"The link asks for a view named '{params.get('view')}', which this page does not have; "
-                   f"showing {VIEWS[0]}.")
+        named = escape_markdown(params.get("view"), limit=QUOTED_LINK_TEXT)
+        st.warning(f"The link asks for a view named '{named}', which this page does not have; showing {VIEWS[0]}.")
     st.session_state.inside_swaps = params.get("swaps", "")
     st.session_state.inside_input = params.get("input", "")
 
@@ -46,14 +48,14 @@ from explorer.models import input_size_of
 variant = resolve(spec.arch)
 tokens = variant.input_kind == "tokens"  # token models: the attention view only
 if not tokens and (variant.input_kind != "image" or len(input_size_of(spec)) != 3):
-    st.info(f"These views work on image models; {spec.arch} takes {variant.input_kind} input "
+    st.info(f"These views work on image models; {escape_markdown(spec.arch)} takes {variant.input_kind} input "
             f"({'×'.join(map(str, input_size_of(spec)))}). Its cost, latency and comparisons are on the other pages.")
     st.stop()
 
 view = st.radio("View", VIEWS, horizontal=True, key="inside_view")
 st.query_params["view"] = view
 if tokens and view != "Attention maps":
-    st.info(f"This view works on image models; {spec.arch} takes tokens input "
+    st.info(f"This view works on image models; {escape_markdown(spec.arch)} takes tokens input "
             f"({'×'.join(map(str, input_size_of(spec)))}). Pick Attention maps to see its token × token attention; "
             "its cost, latency and comparisons are on the other pages.")
     st.stop()

@@ -10,7 +10,7 @@ from explorer.swaps import PRESETS, expand_swaps, parse_swap
 from explorer.units import format_bytes, format_count
 from ui.components import depth_slider
 from ui.common import (arch_from_link, cached_bench, cached_fold, cached_rf, cached_swap_points,
-                       cached_swapped_modules, cost_of, guard, page_setup)
+                       cached_swapped_modules, cost_of, drop_unused_link_params, guard, page_setup)
 
 page_setup("Swap blocks", ":material/swap_horiz:")
 st.title("Swap blocks")
@@ -20,6 +20,7 @@ st.caption("Replace or add blocks in a real model and watch every figure change,
 
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 params = st.query_params
+drop_unused_link_params(("arch", "swaps", "input"))
 if "swap_arch" not in st.session_state:
     st.session_state.swap_arch = arch_from_link(ids)
     st.session_state.swap_text = "\n".join(s for s in params.get("swaps", "").split(";") if s) or "attn:se@all"

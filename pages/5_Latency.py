@@ -6,8 +6,9 @@ from explorer.backend import BACKEND, best_device
 from explorer.catalog import load_catalog
 from explorer.errors import ExplorerError
 from explorer.roofline import ridge_point
-from explorer.spec import ModelSpec, parse_size
-from ui.common import guard, page_setup, plot_config
+from explorer.spec import ModelSpec, format_size, parse_size
+from explorer.text import escape_markdown
+from ui.common import QUOTED_LINK_TEXT, drop_unused_link_params, guard, page_setup, plot_config
 from ui.figures import roofline_plot, sweep_plot
 
 page_setup("Latency", ":material/timer:")
@@ -20,13 +21,29 @@ devices = ["cuda", "cpu"] if best_device() == "cuda" else [best_device()] if bes
 batch_choices = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 on_gpu = best_device() == "cuda"
 
-if "lat_models" not in st.session_state:  # a link may name the models: ?arch=resnet50,mobilenet_v2
+drop_unused_link_params(("arch", "batch", "input"))
+default_batches = [1, 8, 64] if on_gpu else [1, 2]
+# A link may name the models, batch sizes and input: ?arch=resnet50,mobilenet_v2&batch=1,8&input=3,160,160
+if "lat_models" not in st.session_state:
     wanted = [a for a in st.query_params.get("arch", "").split(",") if a]
     unknown = [a for a in wanted if a not in ids]
     st.session_state.lat_models = [a for a in wanted if a in ids] or ["resnet18"]
     if unknown:
-        st.warning(f"The link names models this page does not list: {', '.join(unknown)}. Library models can be "
-                   "timed by name in 'Also time'.")
+        named = escape_markdown(", ".join(unknown), limit=QUOTED_LINK_TEXT)
+        st.warning(f"The link names models this page does not list: {named}. Library models can be timed by name in "
+                   "'Also time'.")
+    batch_text = st.query_params.get("batch", "")
+    asked = [b.strip() for b in batch_text.split(",") if b.strip()]
+    offered = [int(b) for b in asked if b.isdigit() and int(b) in batch_choices]
+    st.session_state.lat_batches = sorted(set(offered)) or default_batches
+    if len(offered) < len(asked):
+        refused = [b for b in asked if not (b.isdigit() and int(b) in batch_choices)]
+        named = escape_markdown(", ".join(refused), limit=QUOTED_LINK_TEXT)
+        st.warning(f"The link's batch sizes {named} are not offered here (choose from "
+                   f"{', '.join(map(str, batch_choices))}): ignored, timing "
+                   f"{', '.join(map(str, st.session_state.lat_batches))}.")
+    st.session_state.lat_input = st.query_params.get("input", "")  # checked by Run, with a message if it is wrong
+st.session_state.setdefault("lat_batches", default_batches)  # the widget takes its value from here, not default=
 
 with st.form("latency_form"):
     c1, c2, c3 = st.columns([3, 1, 1])
@@ -35,7 +52,7 @@ with st.form("latency_form"):
     dtype = c3.selectbox("dtype", ["fp32", "bf16", "fp16"], key="lat_dtype",
                          help="bf16/fp16 run under autocast")
     c4, c5, c6 = st.columns([3, 1, 1])
-    batches = c4.multiselect("Batch sizes", batch_choices, default=[1, 8, 64] if on_gpu else [1, 2], key="lat_batches")
+    batches = c4.multiselect("Batch sizes", batch_choices, key="lat_batches")
     size_text = c5.text_input("Input (C,H,W)", placeholder="native", key="lat_input")
     extra = c6.text_input("Also time (library name)", placeholder="timm:convnext_tiny", key="lat_extra")
     c7, c8, c9 = st.columns(3)
@@ -56,22 +73,24 @@ if run:
         if not batches:
             raise ExplorerError("pick at least one batch size")
         size = parse_size(size_text) if size_text.strip() else None
-        st.query_params["arch"] = ",".join(models)
+        st.query_params.from_dict({"arch": ",".join(models), "batch": ",".join(map(str, sorted(batches))),
+                                   **({"input": format_size(size)} if size is not None else {})})
         settings = {"device": device, "batches": sorted(batches), "dtype": dtype, "channels_last": channels_last,
                     "compile": compile_model, "per_layer": per_layer,
                     "min_runs": 10 if device == "cuda" else 5, "min_seconds": 0.5 if device == "cuda" else 0.3}
         for name in names:
             spec = ModelSpec(name, input_size=size)
             status = st.empty()
-            status.info(f"{name}: building and timing on {device}…")
+            shown = escape_markdown(name)
+            status.info(f"{shown}: building and timing on {device}…")
 
-            def on_wait(position, name=name, status=status):
-                status.warning(f"{name}: waiting for the {'GPU' if device == 'cuda' else device}, position {position} in the queue")
+            def on_wait(position, shown=shown, status=status):
+                status.warning(f"{shown}: waiting for the {'GPU' if device == 'cuda' else device}, position {position} in the queue")
 
             try:
                 result = BACKEND.bench(spec.to_dict(), settings, on_wait=on_wait)
             except ExplorerError as exc:
-                status.error(f"{name}: {exc}")
+                status.error(escape_markdown(f"{name}: {exc}"))
                 continue
             status.empty()
             runs.append(result)
@@ -84,7 +103,7 @@ if not runs:
 
 for result in runs:
     if result["error"]:
-        st.error(f"{result['arch']}: {result['error']}")
+        st.error(escape_markdown(f"{result['arch']}: {result['error']}"))
 
 rows = [
     {"model": r["arch"], **row, "dtype": r["settings"]["dtype"], "device": r["settings"]["device_name"]}
@@ -133,7 +152,7 @@ with guard("The roofline"):
     st.caption(f"Ridge point {ridge:.1f} FLOPs/byte: layers left of it are limited by memory bandwidth, right of it by "
                "compute. Intensity = 2 × MACs / memory access cost (bytes), both from the cost engine.")
     if layer_rows:
-        st.markdown(f"**Per-layer time, {chosen}** (torch.profiler, batch {picked['results'][0]['batch']}; "
+        st.markdown(f"**Per-layer time, {escape_markdown(chosen)}** (torch.profiler, batch {picked['results'][0]['batch']}; "
                     "kernel time on a GPU, wall time per layer on the CPU, profiler overhead included)")
         table = pd.DataFrame(layer_rows)
         table["bound"] = ["compute" if (i or 0) > ridge else "memory" for i in table["arithmetic_intensity"]]

@@ -8,8 +8,8 @@ import streamlit as st
 from explorer.catalog import load_catalog
 from explorer.compare import READY_MADE, label_of, pareto_front, spec_from_item
 
-from ui.common import (cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep, escape_markdown, guard,
-                       page_setup, plot_config)
+from ui.common import (QUOTED_LINK_TEXT, cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep,
+                       drop_unused_link_params, escape_markdown, guard, page_setup, plot_config)
 
 page_setup("Compare", ":material/compare_arrows:")
 st.title("Compare")
@@ -19,16 +19,48 @@ st.caption("Every figure is this app's own count at each model's input (fp32), e
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 
 
-def current_set() -> list[str]:
+MAX_LINKED_SET = 24  # models a link may ask for: each one is built and costed
+
+
+def _json_kind(value) -> str:
+    return {dict: "an object", str: "a string", bool: "true or false", type(None): "null"}.get(type(value), "a number")
+
+
+def set_from_link() -> list[str] | None:
+    """The comparison set the link carries: None when it carries none; when it cannot be read, an empty set and a
+    warning that says why (a shared link must not quietly show another set)."""
     raw = st.query_params.get("set")
-    if raw:
-        try:
-            items = json.loads(raw)
-            if isinstance(items, list):
-                return [i if isinstance(i, str) else json.dumps(i, sort_keys=True) for i in items]
-        except json.JSONDecodeError:
-            st.error("The comparison set in the URL is not valid JSON; starting from an empty set.")
+    if raw is None or not raw.strip():
+        return None
+    try:
+        items = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        reason = f"it is not valid JSON ({exc.msg}, at character {exc.pos})"
+    except RecursionError:
+        reason = "it is nested too deeply"
+    else:
+        if isinstance(items, list):
+            if len(items) > MAX_LINKED_SET:
+                st.warning(f"The link's comparison set lists {len(items)} models; a link may list at most "
+                           f"{MAX_LINKED_SET}: showing the first {MAX_LINKED_SET}.")
+                items = items[:MAX_LINKED_SET]
+            return [i if isinstance(i, str) else json.dumps(i, sort_keys=True) for i in items]
+        reason = f"it is {_json_kind(items)}, not a list"
+    example = escape_markdown('["resnet18", "mobilenet_v2"]')
+    st.warning(f"The comparison set in the link could not be read: {reason}. A set is a JSON list such as {example}. "
+               "Starting from an empty set.")
     return []
+
+
+def ready_from_link() -> str | None:
+    """The ready-made comparison the link names, or None (with a warning when it names one this page lacks)."""
+    wanted = st.query_params.get("ready")
+    if not wanted or wanted in READY_MADE:
+        return wanted or None
+    named = escape_markdown(wanted, limit=QUOTED_LINK_TEXT)
+    st.warning(f"The link asks for a ready-made comparison named '{named}', which this page does not have (it has "
+               f"{escape_markdown(', '.join(READY_MADE))}): ignored.")
+    return None
 
 
 def _add_to_set():
@@ -55,8 +87,16 @@ def _remove_from_set():
     st.session_state.compare_remove = "—"
 
 
-if "compare_set" not in st.session_state:
-    st.session_state.compare_set = current_set() or READY_MADE["resnet_family"]["specs"]
+drop_unused_link_params(("set", "ready"))
+if "compare_set" not in st.session_state:  # first visit: the link's set and ready-made comparison, if any
+    linked_set, linked_ready = set_from_link(), ready_from_link()
+    if linked_ready:
+        st.session_state.compare_ready = st.session_state.compare_ready_applied = linked_ready
+        plot = READY_MADE[linked_ready].get("plot", {})
+        if plot:
+            st.session_state.compare_x, st.session_state.compare_y = plot["x"], plot["y"]
+    default_set = READY_MADE[linked_ready or "resnet_family"]["specs"]
+    st.session_state.compare_set = list(default_set if linked_set is None else linked_set)
 
 with st.container(border=True):
     c1, c2 = st.columns([2, 2])
@@ -71,6 +111,9 @@ with st.container(border=True):
             st.session_state.compare_x, st.session_state.compare_y = plot["x"], plot["y"]
     if ready != "—":
         c1.caption(READY_MADE[ready]["why"])
+        st.query_params["ready"] = ready  # the link reopens it, with its axes and sweep
+    elif "ready" in st.query_params:
+        del st.query_params["ready"]
     c2.multiselect("Add catalog models", ids, key="compare_add")
     c2.text_input("…or a spec (library name, or JSON with swaps / input size)", key="compare_extra",
                   placeholder='{"arch": "resnet50", "swaps": ["preset:se"]}  or  timm:convnext_tiny')
@@ -92,7 +135,7 @@ rows, specs = [], []
 for item in items:
     with guard(f"{item}"):
         spec = spec_from_item(item)
-        with st.spinner(f"Costing {label_of(spec)}…"):
+        with st.spinner(f"Costing {escape_markdown(label_of(spec), limit=200)}…"):
             rows.append(cached_compare_row(spec.key()))
         specs.append(spec)
 if not rows:
@@ -102,7 +145,7 @@ measure = st.toggle("Measure latency (batch 1, fp32, channels-last, this machine
 if measure:
     with guard("Timing"):
         for row, spec in zip(rows, specs):
-            with st.spinner(f"Timing {row['label']}…"):
+            with st.spinner(f"Timing {escape_markdown(row['label'], limit=200)}…"):
                 result = cached_bench(spec.key())
             row["latency_ms"] = result["results"][0]["median_ms"] if result["results"] else None
             row["latency_device"] = result["settings"]["device_name"]
@@ -171,7 +214,7 @@ fig.update_layout(xaxis_title=x_label, yaxis_title=y_label, height=480, title=f"
                   legend=dict(orientation="h", y=-0.18))  # below the plot, clear of the colour bar
 st.plotly_chart(fig, width="stretch", config=plot_config())
 if missing:
-    st.caption(f"No {y_label} for: {', '.join(missing)} (pick another axis to see them).")
+    st.caption(f"No {y_label} for: {escape_markdown(', '.join(missing))} (pick another axis to see them).")
 
 # --- resolution sweep ----------------------------------------------------------------------------------
 st.subheader("Resolution sweep")
@@ -182,7 +225,7 @@ if sides and st.button("Sweep", key="compare_sweep"):
     sweep_rows = []
     with guard("The sweep"):
         for spec in specs:
-            with st.spinner(f"Sweeping {label_of(spec)}…"):
+            with st.spinner(f"Sweeping {escape_markdown(label_of(spec), limit=200)}…"):
                 sweep_rows.extend(cached_sweep(spec.key(), tuple(sorted(sides)), measure))
     st.session_state.compare_sweep_rows = sweep_rows
 sweep_rows = st.session_state.get("compare_sweep_rows")
@@ -204,7 +247,7 @@ if sweep_rows:
         st.plotly_chart(sweep, width="stretch", config=plot_config())
     refused = [r for r in sweep_rows if r["error"]]
     for r in refused:
-        st.caption(f"{r['label']} at {r['side']}: {r['error']}")
+        st.caption(escape_markdown(f"{r['label']} at {r['side']}: {r['error']}"))
 
 st.subheader("One attention layer: measured against the Swin paper's formulas")
 st.caption("Ω(MSA) = 4NC² + 2N²C grows with the square of the token count; Ω(W-MSA) = 4hwC² + 2M²hwC grows linearly. "

@@ -7,7 +7,8 @@ import streamlit as st
 from explorer.catalog import load_catalog
 
 from explorer.tours import load_tours
-from ui.common import guard, page_setup
+from explorer.text import escape_markdown
+from ui.common import QUOTED_LINK_TEXT, drop_unused_link_params, guard, int_from_link, page_setup
 from ui.tour_figures import render_figure
 
 page_setup("Tours", ":material/school:")
@@ -18,11 +19,22 @@ tour_ids = [t["family"] for t in tours]
 by_id = {t["family"]: t for t in tours}
 
 params = st.query_params
-if "tour_id" not in st.session_state:
-    st.session_state.tour_id = params.get("tour") if params.get("tour") in by_id else tour_ids[0]
-    step_text = params.get("step", "1")
-    st.session_state.tour_step = int(step_text) - 1 if step_text.isdigit() and int(step_text) >= 1 else 0
-    st.session_state.tour_present = params.get("present") == "1"
+drop_unused_link_params(("tour", "step", "present"))
+if "tour_id" not in st.session_state:  # first visit: the tour, step and view the link names, each checked
+    wanted = params.get("tour")
+    st.session_state.tour_id = wanted if wanted in by_id else tour_ids[0]
+    if wanted and wanted not in by_id:
+        named = escape_markdown(wanted, limit=QUOTED_LINK_TEXT)
+        examples = escape_markdown(", ".join(tour_ids[:4]))
+        st.warning(f"The link asks for a tour named '{named}', which does not exist (tours are named by family id, "
+                   f"e.g. {examples}; all are in the menu below): showing {by_id[tour_ids[0]]['title']}.")
+    steps_in_tour = len(by_id[st.session_state.tour_id]["steps"])
+    st.session_state.tour_step = int_from_link("step", 1, 1, steps_in_tour, "step (of this tour)") - 1
+    present_text = params.get("present", "0")
+    st.session_state.tour_present = present_text == "1"
+    if present_text not in ("0", "1"):
+        named = escape_markdown(present_text, limit=QUOTED_LINK_TEXT)
+        st.warning(f"The link's present='{named}' is neither 1 (presenter view) nor 0: showing the normal view.")
 
 
 def on_tour_change():

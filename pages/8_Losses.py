@@ -4,10 +4,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer.losses import class_weights, focal_weight, long_tail_counts, regression_curves, sample_negatives
-from ui.common import guard, page_setup, plot_config
+from ui.common import drop_unused_link_params, guard, page_setup, plot_config
 
 page_setup("Losses", ":material/show_chart:")
 st.title("Losses and training techniques")
+drop_unused_link_params(())  # this page takes nothing from a link
 
 tab_l1, tab_weights, tab_sampling = st.tabs(["Balanced L1 (Libra R-CNN)", "Long-tail class weights", "IoU-balanced sampling"])
 

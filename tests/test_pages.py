@@ -6,6 +6,7 @@ from explorer.cost import analyse
 from explorer.spec import ModelSpec
 from explorer.units import format_count
 from tests.conftest import ROOT
+from tests.markdown_support import shown_text
 
 pytestmark = pytest.mark.usefixtures("clear_streamlit_caches")
 
@@ -308,16 +309,16 @@ def test_links_with_a_wrong_model_view_or_input_say_so():
     at = open_page("pages/4_Swap.py", arch="nosuch")
     assert any("Showing resnet50 instead" in w.value for w in at.warning)
     at = open_page("pages/3_Inside.py", arch="resnet50", input="3,224")
-    assert any("give its input as C,H,W (3 numbers" in e.value for e in at.error)
+    assert any("give its input as C,H,W (3 numbers" in shown_text(e.value) for e in at.error)
     assert not any("These views work on image models" in i.value for i in at.info)
 
 
 def test_swap_errors_name_the_options_and_keep_names_as_typed():
     at = open_page("pages/4_Swap.py", arch="resnet18", swaps="conv:igcv2(foo=3)@layer1.0.conv1")
-    message = " ".join(e.value for e in at.error)
+    message = " ".join(shown_text(e.value) for e in at.error)  # messages are escaped markdown: as a reader sees them
     assert "igcv2 has no option 'foo' (its options: chain)" in message
     at = open_page("pages/4_Swap.py", arch="resnet18", swaps="conv:igc@layer1.0.bn1")
-    assert any("no convolution is named like layer1.0.bn1" in e.value.replace("\\_", "_") for e in at.error)
+    assert any("no convolution is named like layer1.0.bn1" in shown_text(e.value) for e in at.error)
 
 
 def test_latency_page_takes_its_models_from_the_link():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import threading
 import traceback
 
@@ -12,6 +13,7 @@ import streamlit as st
 from explorer.backend import BACKEND
 from explorer.errors import ExplorerError
 from explorer.spec import ModelSpec
+from explorer.text import escape_markdown
 
 log = logging.getLogger("explorer.ui")
 
@@ -33,6 +35,9 @@ def page_setup(title: str, icon: str = ":material/explore:"):
                      help="The camera button above each chart saves it in this format, for slides")
 
 
+QUOTED_LINK_TEXT = 200  # characters of a link's value a message quotes (a link can be long; a message should not)
+
+
 def arch_from_link(ids: list[str], default: str = "resnet50") -> str:
     """The catalog model the page's link names, or `default` with a warning that says why (a mistyped
     shared link must not look as if it had worked)."""
@@ -47,17 +52,36 @@ def arch_from_link(ids: list[str], default: str = "resnet50") -> str:
                   "page by name")
     except ExplorerError as exc:
         reason = str(exc)
-    st.warning(f"The link's model could not be opened here: {reason}. Showing {default} instead.")
+    st.warning(f"The link's model could not be opened here: {escape_markdown(reason)}. Showing {default} instead.")
     return default
 
 
-def escape_markdown(text: str) -> str:
-    """Messages are shown as markdown: keep names like __init__ or layer4.*.conv2 as typed (code spans between
-    backticks are left alone: markdown shows them literally already)."""
-    parts = text.split("`")
-    for i in range(0, len(parts), 2):  # the even parts lie outside code spans
-        parts[i] = parts[i].replace("\\", "\\\\").replace("_", "\\_").replace("*", "\\*")
-    return "`".join(parts)
+def int_from_link(name: str, default: int, low: int, high: int, what: str) -> int:
+    """The whole number the link carries as ?name=, if it lies in [low, high]; otherwise `default`, with a
+    warning that names the value and the range (a link must not quietly show something else)."""
+    text = st.query_params.get(name)
+    if text is None or not text.strip():
+        return default
+    value = int(text.strip()) if re.fullmatch(r"[0-9]{1,9}", text.strip()) else None
+    if value is None or not low <= value <= high:
+        named = escape_markdown(text, limit=QUOTED_LINK_TEXT)
+        st.warning(f"The link's {what} '{named}' is not a whole number from {low} to {high}: ignored, showing {default}.")
+        return default
+    return value
+
+
+def drop_unused_link_params(used: tuple[str, ...]) -> None:
+    """Warn about the link's settings this page does not read, and take them out of the URL: a re-shared
+    link then carries only what the page shows, and the warning is not repeated on every rerun."""
+    unused = [key for key in st.query_params if key not in used]
+    if not unused:
+        return
+    names = ", ".join(f"'{escape_markdown(key, limit=QUOTED_LINK_TEXT)}'" for key in unused[:8]) + (
+        f" and {len(unused) - 8} more" if len(unused) > 8 else "")
+    reads = ", ".join(used) if used else "no settings"
+    st.warning(f"This page does not use {names} from its link: ignored. It reads {reads} from a link.")
+    for key in unused:
+        del st.query_params[key]
 
 
 @contextlib.contextmanager

@@ -9,7 +9,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer.backend import BACKEND
+from explorer.errors import ExplorerError
 from explorer.spec import ModelSpec
+from explorer.text import escape_markdown
 from ui.common import cached_rf, plot_config
 
 
@@ -148,12 +150,21 @@ def choose_weights(key: str) -> dict:
         allow = c2.checkbox("Allow downloading them if they are not cached", key=f"{key}_allow_download")
         return {"kind": "pretrained", "allow_download": allow}
     if kind == "checkpoint":
-        upload = c2.file_uploader("Checkpoint (.safetensors, .pt, .pth; loaded weights-only)", key=f"{key}_ckpt")
-        if upload is None:
-            return {"kind": "random"}
+        upload = c2.file_uploader(f"Checkpoint (.safetensors, .pt, .pth; loaded weights-only; at most "
+                                  f"{_upload_limit_mb()} MB)", key=f"{key}_ckpt")
+        if upload is None:  # none chosen yet, or the uploader refused the file (over its size limit)
+            return {"kind": "checkpoint", "data": None}
         return {"kind": "checkpoint", "name": upload.name, "data": upload.getvalue()}
     st.caption("Random weights: CAMs and attention maps of an untrained network look like noise.")
     return {"kind": "random"}
+
+
+def _upload_limit_mb() -> int:
+    return int(st.get_option("server.maxUploadSize"))
+
+
+class WeightsRefused(ExplorerError):
+    """The chosen pretrained weights or checkpoint cannot be loaded into the model."""
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
@@ -166,34 +177,66 @@ def _model_with_weights(spec_key: str, kind: str, allow_download: bool, checkpoi
     spec = ModelSpec.from_dict(json.loads(spec_key))
     model = build_model(spec, device="cpu")
     report = None
-    if kind == "pretrained":
-        report = load_pretrained(model, resolve(spec.arch), allow_download=allow_download)
-    elif kind == "checkpoint":
-        report = load_state(model, read_checkpoint(_checkpoint, checkpoint_name), source=checkpoint_name)
+    try:
+        if kind == "pretrained":
+            report = load_pretrained(model, resolve(spec.arch), allow_download=allow_download)
+        elif kind == "checkpoint":
+            report = load_state(model, read_checkpoint(_checkpoint, checkpoint_name), source=checkpoint_name)
+    except ExplorerError as exc:  # the weights, not the model: the caller says so and draws nothing
+        raise WeightsRefused(str(exc)) from None
     return model.eval(), report
 
 
-def model_with_weights(spec: ModelSpec, weights: dict):
+USE_RANDOM = "Pick “random” under Weights to draw with random weights instead."
+
+
+def model_with_weights(spec: ModelSpec, weights: dict, label: str = ""):
+    """(model, load report) with the weights the person chose, the report shown; or None, with a message that
+    says why, when those weights cannot be used. Nothing is then drawn: a map from random weights would pass
+    for the checkpoint's (random weights are drawn only when the person picks them)."""
     import hashlib
 
     data = weights.get("data")
-    return _model_with_weights(spec.key(), weights["kind"], bool(weights.get("allow_download")), weights.get("name", ""),
-                               data, hashlib.sha256(data).hexdigest() if data else "")
+    if weights["kind"] == "checkpoint" and data is None:
+        st.info(f"Nothing is drawn until a checkpoint loads: upload one above (at most {_upload_limit_mb()} MB; the "
+                f"uploader refuses larger files). {USE_RANDOM}")
+        return None
+    what = "the checkpoint was refused" if weights["kind"] == "checkpoint" else "the pretrained weights could not be loaded"
+    try:
+        model, report = _model_with_weights(spec.key(), weights["kind"], bool(weights.get("allow_download")),
+                                            weights.get("name", ""), data, hashlib.sha256(data).hexdigest() if data else "")
+    except WeightsRefused as exc:
+        st.error(f"Nothing is drawn: {what}: {escape_markdown(str(exc).rstrip('.'))}. {USE_RANDOM}")
+        return None
+    if report is not None and report["loaded"] == 0:
+        names = report["unexpected"] + [m["key"] for m in report["mismatched"]]
+        source = escape_markdown(report["source"], limit=80)
+        why = (f"none of the {len(names)} tensors in {source} matches a tensor of this model by name and shape "
+               f"(first: {escape_markdown(', '.join(names[:5]), limit=300)})" if names else f"{source} holds no tensors")
+        st.error(f"Nothing is drawn: {what}: {why}. {USE_RANDOM}")
+        return None
+    weights_report(report, label)
+    return model, report
 
 
-def weights_report(report: dict | None):
+def weights_report(report: dict | None, label: str = ""):
+    """What loaded from the weights, and what did not; `label` names the model when a page shows two."""
     if not report:
         return
-    st.caption(f"Loaded {report['loaded']} tensors from {report['source']}.")
+    # Names and the file name come from the upload: escaped like any other outside text.
+    names = lambda keys: escape_markdown(", ".join(keys[:8]) + (" …" if len(keys) > 8 else ""))  # noqa: E731
+    st.caption(f"{label + ' model: ' if label else ''}Loaded {report['loaded']} tensors from "
+               f"{escape_markdown(report['source'], limit=80)}.")
     problems = []
     if report["missing"]:
-        problems.append(f"missing in the checkpoint: {', '.join(report['missing'][:8])}" + (" …" if len(report["missing"]) > 8 else ""))
+        problems.append(f"missing in the checkpoint, so these keep random weights: {names(report['missing'])}")
     if report["unexpected"]:
-        problems.append(f"not in the model: {', '.join(report['unexpected'][:8])}" + (" …" if len(report["unexpected"]) > 8 else ""))
+        problems.append(f"not in the model, so not used: {names(report['unexpected'])}")
     if report["mismatched"]:
-        problems.append("shape mismatches: " + ", ".join(f"{m['key']} {m['checkpoint']}≠{m['model']}" for m in report["mismatched"][:5]))
+        problems.append("shape mismatches, so these keep random weights: " + escape_markdown(", ".join(
+            f"{m['key']} {m['checkpoint']}≠{m['model']}" for m in report["mismatched"][:5])))
     if problems:
-        st.warning("; ".join(problems))
+        st.warning(f"{label + ' model: ' if label else ''}" + "; ".join(problems))
 
 
 def class_names(spec: ModelSpec) -> list[str] | None:
@@ -216,10 +259,11 @@ def image_and_model(spec: ModelSpec, key: str):
         return None
     image, notes = loaded
     for note in notes:
-        st.caption(f"Image: {note}.")
-    model, report = model_with_weights(spec, weights)
-    weights_report(report)
-    return image, notes, model
+        st.caption(f"Image: {escape_markdown(note)}.")
+    loaded_model = model_with_weights(spec, weights)
+    if loaded_model is None:
+        return None
+    return image, notes, loaded_model[0]
 
 
 def cam_view(spec: ModelSpec, key: str = "cam"):
@@ -290,9 +334,10 @@ def attention_view(spec: ModelSpec, key: str = "attn"):
     variant = resolve(spec.arch)
     image = None
     if variant.input_kind == "tokens":
-        weights = choose_weights(key)
-        model, report = model_with_weights(spec, weights)
-        weights_report(report)
+        loaded_model = model_with_weights(spec, choose_weights(key))
+        if loaded_model is None:
+            return
+        model = loaded_model[0]
         x = example_input(spec)  # there is no tokenizer: random ids, the same on every run
         st.caption(f"Tokens: {x.shape[1]} random ids (seed 0) from the {variant.vocab_size}-entry vocabulary, so the "
                    "axes are token positions, not words. Set the sequence length in the Input box (e.g. 32).")

@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer.spec import ModelSpec
+from explorer.text import escape_markdown
 from ui.common import cached_rf, plot_config
 
 VIEWS = ["nothing", "Receptive field across depth", "Grad-CAM++ and friends", "Channel connectivity",
@@ -64,7 +65,7 @@ def _cams(base: ModelSpec, swapped: ModelSpec):
     from explorer.images import heat_overlay, to_input
     from explorer.models import input_size_of
     from explorer.views.cam import CAM_METHODS, compute_cam
-    from ui.inside import choose_image, choose_weights, class_names, model_with_weights, weights_report
+    from ui.inside import choose_image, choose_weights, class_names, model_with_weights
 
     loaded = choose_image("swap_cam")
     weights = choose_weights("swap_cam")
@@ -73,15 +74,20 @@ def _cams(base: ModelSpec, swapped: ModelSpec):
         return
     image, notes = loaded
     for note in notes:
-        st.caption(f"Image: {note}.")
+        st.caption(f"Image: {escape_markdown(note)}.")
+    # Both models' weights first: when they cannot be used, one message and no map at all.
+    models = []
+    for spec, label in ((base, "base"), (swapped, "swapped")):
+        loaded_model = model_with_weights(spec, weights, label)
+        if loaded_model is None:
+            return
+        models.append(loaded_model[0])
     names = class_names(base)
     target = None  # the base model's top class, explained in both models so the maps compare
     columns = st.columns(2)
-    for column, spec, label in zip(columns, (base, swapped), ("base", "swapped")):
+    for column, spec, model, label in zip(columns, (base, swapped), models, ("base", "swapped")):
         with column:
             st.markdown(f"**{label}**")
-            model, report = model_with_weights(spec, weights)
-            weights_report(report)
             with st.spinner(f"Running {method} on the {label} model…"):
                 result = compute_cam(model, to_input(image, input_size_of(spec)), method, None, target)
             target = result["class_index"] if target is None else target
