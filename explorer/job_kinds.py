@@ -97,6 +97,24 @@ _MODELS_LOCK = threading.Lock()
 _MODELS_KEPT = 2
 
 
+class WeightsRefused(ExplorerError):
+    """The chosen pretrained weights or checkpoint cannot be loaded into the model (the model itself builds)."""
+
+
+def _with_weights(job):
+    """A view job whose weights cannot be used returns {"weights_error": why} instead of a result: the page
+    then draws nothing (a map from random weights would pass for the checkpoint's) and says why."""
+
+    def run(payload, progress):
+        try:
+            return job(payload, progress)
+        except WeightsRefused as exc:
+            return {"weights_error": str(exc)}
+
+    run.__name__ = job.__name__
+    return run
+
+
 def model_with_weights(spec_dict: dict[str, Any], weights: dict[str, Any]):
     """(model in eval mode on the CPU, weights report or None) for a spec and a weights choice:
     {"kind": "random"} | {"kind": "pretrained", "allow_download": bool} | {"kind": "checkpoint", "name", "data"}."""
@@ -114,13 +132,18 @@ def model_with_weights(spec_dict: dict[str, Any], weights: dict[str, Any]):
         if key in _MODELS:
             _MODELS.move_to_end(key)
             return _MODELS[key]
+    if kind == "checkpoint" and not data:
+        raise WeightsRefused("no checkpoint was uploaded")
     model = build_model(spec, device="cpu")
     report = None
-    if kind == "pretrained":
-        report = load_pretrained(model, resolve(spec.arch), allow_download=bool(weights.get("allow_download")))
-    elif kind == "checkpoint":
-        name = str(weights.get("name") or "checkpoint")
-        report = load_state(model, read_checkpoint(data, name, expected=model), source=name)  # sizes checked first
+    try:
+        if kind == "pretrained":
+            report = load_pretrained(model, resolve(spec.arch), allow_download=bool(weights.get("allow_download")))
+        elif kind == "checkpoint":
+            name = str(weights.get("name") or "checkpoint")
+            report = load_state(model, read_checkpoint(data, name, expected=model), source=name)  # sizes checked first
+    except ExplorerError as exc:
+        raise WeightsRefused(str(exc)) from None
     entry = (model.eval(), report)
     with _MODELS_LOCK:
         _MODELS[key] = entry
@@ -142,15 +165,8 @@ def _image_input(payload):
     return to_input(Image.fromarray(pixels), input_size_of(ModelSpec.from_dict(payload["spec"])))
 
 
-def _cam_layers(payload, progress):
-    from explorer.views.cam import cam_layers
-
-    model, report = model_with_weights(_spec(payload), payload.get("weights") or {"kind": "random"})
-    return {"layers": [r["name"] for r in cam_layers(model, _image_input(payload))], "weights_report": report}
-
-
 def _cam(payload, progress):
-    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS, compute_attribution, compute_cam
+    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS, cam_layers, compute_attribution, compute_cam
 
     method = payload.get("method", "gradcam++")
     if method not in CAM_METHODS + ATTRIBUTION_METHODS:
@@ -162,7 +178,8 @@ def _cam(payload, progress):
         result = compute_attribution(model, x, method, payload.get("class_index"))
     else:
         result = compute_cam(model, x, method, payload.get("layer"), payload.get("class_index"))
-    return {**result, "weights_report": report}
+    layers = [r["name"] for r in cam_layers(model, x)]  # the layers a CAM can target, for the page's choice
+    return {**result, "layers": layers, "weights_report": report}
 
 
 def _model_input(payload):
@@ -249,10 +266,9 @@ JOB_KINDS: dict[str, Callable[[dict[str, Any], Progress], Any]] = {
     "erf": _erf,
     "connectivity": _connectivity,
     "swin_masks": _swin_masks,
-    "cam_layers": _cam_layers,
-    "cam": _cam,
-    "attention": _attention,
-    "offsets": _offsets,
-    "fusion": _fusion,
+    "cam": _with_weights(_cam),
+    "attention": _with_weights(_attention),
+    "offsets": _with_weights(_offsets),
+    "fusion": _with_weights(_fusion),
     "hold": _hold,
 }

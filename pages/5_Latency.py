@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from explorer.backend import BACKEND, best_device
+from explorer.backend import best_device
 from explorer.catalog import load_catalog
 from explorer.errors import ExplorerError
 from explorer.roofline import ridge_point
@@ -10,11 +10,13 @@ from explorer.spec import ModelSpec, format_size, parse_size
 from explorer.text import escape_markdown
 from ui.common import QUOTED_LINK_TEXT, drop_unused_link_params, guard, page_setup, plot_config
 from ui.figures import roofline_plot, sweep_plot
+from ui.jobs import JobCancelled, run_job
 
 page_setup("Latency", ":material/timer:")
 st.title("Latency")
-st.caption("Timed with the real kernels in this process: inference mode, warm-up until stable, then repeated runs "
-           "(CUDA events on a GPU). Runs queue for the device one at a time, so sessions never disturb each other's timings.")
+st.caption("Timed with the real kernels in a worker process: inference mode, warm-up until stable, then repeated runs "
+           "(CUDA events on a GPU). Runs take the worker one at a time and sessions take turns; each result says how "
+           "long it waited and whether anything else kept the machine busy while it was timed.")
 
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 devices = ["cuda", "cpu"] if best_device() == "cuda" else [best_device()] if best_device() != "cpu" else ["cpu"]
@@ -65,7 +67,6 @@ if "latency_runs" not in st.session_state:
     st.session_state.latency_runs = []  # results of the last Run, kept across reruns
 
 if run:
-    runs = []
     with guard("The latency run"):
         names = list(models) + ([extra.strip()] if extra.strip() else [])
         if not names:
@@ -78,23 +79,29 @@ if run:
         settings = {"device": device, "batches": sorted(batches), "dtype": dtype, "channels_last": channels_last,
                     "compile": compile_model, "per_layer": per_layer,
                     "min_runs": 10 if device == "cuda" else 5, "min_seconds": 0.5 if device == "cuda" else 0.3}
-        for name in names:
-            spec = ModelSpec(name, input_size=size)
-            status = st.empty()
-            shown = escape_markdown(name)
-            status.info(f"{shown}: building and timing on {device}…")
+        # What to time is kept until every model is timed: a rerun (a click elsewhere) finds the same jobs again
+        st.session_state.latency_pending = {"specs": [ModelSpec(name, input_size=size).to_dict() for name in names],
+                                            "settings": settings}
+        st.session_state.latency_runs = []
 
-            def on_wait(position, shown=shown, status=status):
-                status.warning(f"{shown}: waiting for the {'GPU' if device == 'cuda' else device}, position {position} in the queue")
-
-            try:
-                result = BACKEND.bench(spec.to_dict(), settings, on_wait=on_wait)
-            except ExplorerError as exc:
-                status.error(escape_markdown(f"{name}: {exc}"))
-                continue
-            status.empty()
-            runs.append(result)
+pending = st.session_state.get("latency_pending")
+if pending:
+    runs = []
+    for spec in pending["specs"]:
+        shown = escape_markdown(spec["arch"])
+        try:
+            result, job = run_job("bench", {"spec": spec, "settings": pending["settings"]}, f"Timing {shown}",
+                                  with_job=True)
+        except JobCancelled as exc:
+            st.warning(escape_markdown(str(exc)) + "; the models after it were not timed either.")
+            break
+        except ExplorerError as exc:
+            st.error(escape_markdown(f"{spec['arch']}: {exc}"))
+            continue
+        runs.append({**result, "job": {"waited_s": round(job.waited_s, 1), "ran_s": round(job.ran_s, 1),
+                                       "cached": job.cached}})
     st.session_state.latency_runs = runs
+    st.session_state.latency_pending = None
 
 runs = st.session_state.latency_runs
 if not runs:
@@ -104,6 +111,20 @@ if not runs:
 for result in runs:
     if result["error"]:
         st.error(escape_markdown(f"{result['arch']}: {result['error']}"))
+    timing = result.get("job") or {}
+    source = ("from the cache (the same model and settings were timed before)" if timing.get("cached") else
+              f"waited {timing.get('waited_s', 0):.1f} s in the queue, ran {timing.get('ran_s', 0):.1f} s")
+    st.caption(f"{escape_markdown(result['arch'])}: {source}.")
+    contention = result.get("contention") or {}
+    others = contention.get("other_processes_cpu_cores")
+    if result.get("overlapping_jobs") or (others is not None and others > 0.25):
+        parts = []
+        if others is not None and others > 0.25:
+            parts.append(f"other processes kept {others:.2f} CPU cores busy")
+        if result.get("overlapping_jobs"):
+            parts.append("other jobs ran on another worker: " + ", ".join(result["overlapping_jobs"]))
+        st.warning(f"{escape_markdown(result['arch'])}: while it was timed, {'; '.join(parts)}. "
+                   "Its timings may be slower and noisier than on a quiet machine.")
 
 rows = [
     {"model": r["arch"], **row, "dtype": r["settings"]["dtype"], "device": r["settings"]["device_name"]}
@@ -133,7 +154,8 @@ st.download_button("Download the sweep (CSV)", frame.to_csv(index=False), "laten
 st.subheader("Roofline")
 with guard("The roofline"):
     best = max((row["achieved_tflops"] or 0 for r in runs for row in r["results"]), default=0.0)
-    peaks = BACKEND.peaks(first["device"], first["dtype"], best)
+    peaks = run_job("peaks", {"device": first["device"], "dtype": first["dtype"], "achieved_tflops": best},
+                    f"Measuring the {first['device']} roofline")
     ridge = ridge_point(peaks)
     chosen = st.selectbox("Layers of", [r["arch"] for r in runs if r.get("layers")] or [runs[0]["arch"]], key="lat_roof_model")
     picked = next(r for r in runs if r["arch"] == chosen)

@@ -14,6 +14,7 @@ from explorer.backend import BACKEND
 from explorer.errors import ExplorerError
 from explorer.spec import ModelSpec
 from explorer.text import escape_markdown
+from ui.jobs import run_job
 
 log = logging.getLogger("explorer.ui")
 
@@ -132,25 +133,29 @@ def cached_cost(spec_key: str) -> dict:
     return BACKEND.cost(json.loads(spec_key))
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+# Jobs that run real tensors go through the job service (ui.jobs): queued fairly, run in a worker process,
+# cached there for every session. The rest (meta-device analyses) run here, cached per server.
+
 def cached_fvcore(spec_key: str) -> dict:
-    return BACKEND.fvcore(json.loads(spec_key))
+    spec = json.loads(spec_key)
+    return run_job("fvcore", {"spec": spec}, f"fvcore's count of {spec['arch']}")
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
 def cached_bench(spec_key: str) -> dict:
     """Batch-1 latency on the default device, quick settings (the swap page's live figure)."""
-    return BACKEND.quick_bench(json.loads(spec_key))
+    spec = json.loads(spec_key)
+    return run_job("quick_bench", {"spec": spec}, f"Timing {spec['arch']}")
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def cached_fold(spec_key: str) -> dict:
-    return BACKEND.fold(json.loads(spec_key))
+    spec = json.loads(spec_key)
+    return run_job("fold", {"spec": spec}, f"Folding {spec['arch']}")
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
 def cached_rf(spec_key: str) -> dict:
-    return BACKEND.receptive_field(json.loads(spec_key))
+    # torch.fx tracing patches nn.Module.__call__ for every thread: it must never run in this process
+    spec = json.loads(spec_key)
+    return run_job("receptive_field", {"spec": spec}, f"Tracing {spec['arch']} for receptive fields")
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -169,8 +174,16 @@ def cached_compare_row(spec_key: str) -> dict:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
+def _cost_sweep(spec_key: str, sides: tuple[int, ...]) -> list:
+    return BACKEND.resolution_sweep(json.loads(spec_key), list(sides), False)
+
+
 def cached_sweep(spec_key: str, sides: tuple[int, ...], latency: bool = False) -> list:
-    return BACKEND.resolution_sweep(json.loads(spec_key), list(sides), latency)
+    """Cost per input side (meta device, here); with `latency`, timed too (a job)."""
+    if not latency:
+        return _cost_sweep(spec_key, tuple(sides))
+    spec = json.loads(spec_key)
+    return run_job("latency_sweep", {"spec": spec, "sides": list(sides)}, f"Timing {spec['arch']} across sizes")
 
 
 @st.cache_data(max_entries=4, show_spinner=False)

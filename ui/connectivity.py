@@ -8,19 +8,22 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from explorer.backend import BACKEND
 from explorer.spec import ModelSpec
 from ui.common import plot_config
+from ui.jobs import run_job
 
 SHOWN = 128  # cells drawn per side at most (wider blocks are drawn at several channels a cell)
 MAX_FACTORS = 6
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
 def _connectivity(spec_key: str, module: str | None) -> dict:
-    """The backend's report with its matrices shrunk to what is drawn, so a 1600-channel block stays small."""
-    result = BACKEND.channel_connectivity(json.loads(spec_key), module)
+    """The job's report with its matrices shrunk to what is drawn, so a 1600-channel block stays small."""
+    spec = json.loads(spec_key)
+    result = dict(run_job("connectivity", {"spec": spec, "module": module},
+                          f"Channel paths of {spec['arch']}" + (f" at {module}" if module else "")))
     report = result.get("report")
+    if report:
+        report = result["report"] = {**report, "factors": [dict(f) for f in report["factors"]]}  # the cached copy stays whole
     if report:
         report["paths"] = _shrink(report["paths"])
         for factor in report["factors"]:

@@ -7,24 +7,24 @@ from plotly.subplots import make_subplots
 
 from explorer.spec import ModelSpec
 from ui.common import plot_config
-from ui.inside import image_and_model
+from ui.inside import image_and_weights, view_job
 
 
 def fusion_view(spec: ModelSpec, key: str = "fusion"):
-    from explorer.images import to_input
     from explorer.models import input_size_of
-    from explorer.views.fusion import fusion_kind, fusion_report
 
-    loaded = image_and_model(spec, key)
+    loaded = image_and_weights(key)
     if loaded is None:
         return
-    image, _, model = loaded
-    if fusion_kind(model) is None:
+    image, _, weights = loaded
+    result = view_job("fusion", spec, weights, image, f"Fusion weights of {spec.arch}")
+    if result is None:
+        return
+    report = result["report"]
+    if report is None:
         st.info("Fusion weights belong to YOLOv3 + ASFF (asff) and M2Det (m2det320); pick one of them.")
         return
     size = input_size_of(spec)
-    with st.spinner("Running the model on the image…"):
-        report = fusion_report(model, to_input(image, size))
     if report["kind"] == "asff":
         _asff(report, image, size)
     else:

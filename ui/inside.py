@@ -1,6 +1,7 @@
 """Views inside a model: CAMs, attention, deformable offsets, STN, receptive fields, Swin masks."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -8,27 +9,26 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from explorer.backend import BACKEND
-from explorer.errors import ExplorerError
 from explorer.spec import ModelSpec
 from explorer.text import escape_markdown
 from ui.common import cached_rf, plot_config
+from ui.jobs import run_job
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
 def _erf(spec_key: str, layer: str) -> dict:
-    return BACKEND.effective_receptive_field(json.loads(spec_key), layer)
+    spec = json.loads(spec_key)
+    return run_job("erf", {"spec": spec, "layer": layer}, f"Effective receptive field of {spec['arch']} at {layer}")
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
 def _swin(spec_key: str, stage: int, block: int, window: int | None) -> dict:
-    return BACKEND.swin_masks(json.loads(spec_key), stage, block, window)
+    spec = json.loads(spec_key)
+    return run_job("swin_masks", {"spec": spec, "stage": stage, "block": block, "window": window},
+                   f"Swin windows of {spec['arch']}")
 
 
 def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "rf", with_erf: bool = False):
     """Theoretical receptive field of every layer across depth; the chosen layer highlighted."""
-    with st.spinner("Tracing the graph for receptive fields…"):
-        report = cached_rf(spec.key())
+    report = cached_rf(spec.key())
     rows = [r for r in report["rows"] if r["op"] != "container"]
     names = [r["name"] for r in rows]
     # Default: the deepest layer (a module, not a reshape or permute of a head) that still has a spatial map.
@@ -163,51 +163,28 @@ def _upload_limit_mb() -> int:
     return int(st.get_option("server.maxUploadSize"))
 
 
-class WeightsRefused(ExplorerError):
-    """The chosen pretrained weights or checkpoint cannot be loaded into the model."""
-
-
-@st.cache_resource(max_entries=2, show_spinner=False)
-def _model_with_weights(spec_key: str, kind: str, allow_download: bool, checkpoint_name: str, _checkpoint: bytes | None,
-                        checkpoint_digest: str):
-    from explorer.catalog import resolve
-    from explorer.models import build_model
-    from explorer.weights import load_pretrained, load_state, read_checkpoint
-
-    spec = ModelSpec.from_dict(json.loads(spec_key))
-    model = build_model(spec, device="cpu")
-    report = None
-    try:
-        if kind == "pretrained":
-            report = load_pretrained(model, resolve(spec.arch), allow_download=allow_download)
-        elif kind == "checkpoint":
-            report = load_state(model, read_checkpoint(_checkpoint, checkpoint_name), source=checkpoint_name)
-    except ExplorerError as exc:  # the weights, not the model: the caller says so and draws nothing
-        raise WeightsRefused(str(exc)) from None
-    return model.eval(), report
-
-
 USE_RANDOM = "Pick “random” under Weights to draw with random weights instead."
+DERIVED_LAYER = "(derived from the model)"
 
 
-def model_with_weights(spec: ModelSpec, weights: dict, label: str = ""):
-    """(model, load report) with the weights the person chose, the report shown; or None, with a message that
-    says why, when those weights cannot be used. Nothing is then drawn: a map from random weights would pass
-    for the checkpoint's (random weights are drawn only when the person picks them)."""
-    import hashlib
-
-    data = weights.get("data")
-    if weights["kind"] == "checkpoint" and data is None:
+def view_job(kind: str, spec: ModelSpec, weights: dict, image, label: str, model_label: str = "", **settings):
+    """Runs one view's job in the job service with the weights the person chose (and their image, if any):
+    its result, with the weights report shown; or None, with a message that says why, when those weights
+    cannot be used. Nothing is then drawn: a map from random weights would pass for the checkpoint's (random
+    weights are drawn only when the person picks them)."""
+    if weights["kind"] == "checkpoint" and weights.get("data") is None:
         st.info(f"Nothing is drawn until a checkpoint loads: upload one above (at most {_upload_limit_mb()} MB; the "
                 f"uploader refuses larger files). {USE_RANDOM}")
         return None
+    payload = {"spec": spec.to_dict(), "weights": weights, **settings}
+    if image is not None:
+        payload["image"] = np.asarray(image.convert("RGB"))
+    result = run_job(kind, payload, label)
     what = "the checkpoint was refused" if weights["kind"] == "checkpoint" else "the pretrained weights could not be loaded"
-    try:
-        model, report = _model_with_weights(spec.key(), weights["kind"], bool(weights.get("allow_download")),
-                                            weights.get("name", ""), data, hashlib.sha256(data).hexdigest() if data else "")
-    except WeightsRefused as exc:
-        st.error(f"Nothing is drawn: {what}: {escape_markdown(str(exc).rstrip('.'))}. {USE_RANDOM}")
+    if result.get("weights_error"):
+        st.error(f"Nothing is drawn: {what}: {escape_markdown(result['weights_error'].rstrip('.'))}. {USE_RANDOM}")
         return None
+    report = result.get("weights_report")
     if report is not None and report["loaded"] == 0:
         names = report["unexpected"] + [m["key"] for m in report["mismatched"]]
         source = escape_markdown(report["source"], limit=80)
@@ -215,8 +192,8 @@ def model_with_weights(spec: ModelSpec, weights: dict, label: str = ""):
                f"(first: {escape_markdown(', '.join(names[:5]), limit=300)})" if names else f"{source} holds no tensors")
         st.error(f"Nothing is drawn: {what}: {why}. {USE_RANDOM}")
         return None
-    weights_report(report, label)
-    return model, report
+    weights_report(report, model_label)
+    return result
 
 
 def weights_report(report: dict | None, label: str = ""):
@@ -251,8 +228,8 @@ def class_names(spec: ModelSpec) -> list[str] | None:
     return torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"]  # ImageNet-1k, for timm models too
 
 
-def image_and_model(spec: ModelSpec, key: str):
-    """The person's image and the model with the weights they chose: (image, notes, model), or None."""
+def image_and_weights(key: str):
+    """The person's image and weights choice: (image, notes, weights), or None while there is no image."""
     loaded = choose_image(key)
     weights = choose_weights(key)
     if loaded is None:
@@ -260,40 +237,36 @@ def image_and_model(spec: ModelSpec, key: str):
     image, notes = loaded
     for note in notes:
         st.caption(f"Image: {escape_markdown(note)}.")
-    loaded_model = model_with_weights(spec, weights)
-    if loaded_model is None:
-        return None
-    return image, notes, loaded_model[0]
+    return image, notes, weights
 
 
 def cam_view(spec: ModelSpec, key: str = "cam"):
-    from explorer.images import heat_overlay, to_input
-    from explorer.models import input_size_of
-    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS, cam_layers, compute_attribution, compute_cam
+    from explorer.images import heat_overlay
+    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS
 
-    chosen = image_and_model(spec, key)
+    chosen = image_and_weights(key)
     if chosen is None:
         return
-    image, _, model = chosen
-    x = to_input(image, input_size_of(spec))
+    image, _, weights = chosen
     c1, c2, c3 = st.columns([1, 2, 1])
     method = c1.selectbox("Method", list(CAM_METHODS) + list(ATTRIBUTION_METHODS), key=f"{key}_method",
                           help="scorecam runs one forward pass per channel: slow on a CPU")
-    layers = [r["name"] for r in cam_layers(model, x)]
-    layer = None
-    if method in CAM_METHODS:
-        choice = c2.selectbox("Target layer", ["(derived from the model)"] + layers[::-1], key=f"{key}_layer")
-        layer = None if choice.startswith("(") else choice
     class_text = c3.text_input("Class index", placeholder="top class", key=f"{key}_class")
     class_index = int(class_text) if class_text.strip().lstrip("-").isdigit() else None
     if class_text.strip() and class_index is None:
         st.error("The class index must be an integer.")
         return
-    with st.spinner(f"Running {method}…"):
-        if method in ATTRIBUTION_METHODS:
-            result = compute_attribution(model, x, method, class_index)
-        else:
-            result = compute_cam(model, x, method, layer, class_index)
+    # The layer list comes with the CAM (one job); the choice is read before the widget is drawn below it,
+    # under a key per model so another model starts from its own default.
+    layer_key = f"{key}_layer_{hashlib.sha256(spec.key().encode()).hexdigest()[:12]}"
+    choice = st.session_state.get(layer_key, DERIVED_LAYER)
+    layer = None if method not in CAM_METHODS or choice == DERIVED_LAYER else choice
+    result = view_job("cam", spec, weights, image, f"{method} on {spec.arch}", method=method, layer=layer,
+                      class_index=class_index)
+    if result is None:
+        return
+    if method in CAM_METHODS:
+        c2.selectbox("Target layer", [DERIVED_LAYER] + result["layers"][::-1], key=layer_key)
     names = class_names(spec)
     if names and len(names) != result["classes"]:
         names = None  # the head is not the ImageNet (or the weights') class list: show indices
@@ -326,33 +299,29 @@ def attention_view(spec: ModelSpec, key: str = "attn"):
     """Per layer and head: the CLS token's (or a chosen patch's) attention over the image and ViT rollout;
     Swin windows; PVT / BoTNet / CoAtNet / DETR maps over their key grid; token × token matrices."""
     from explorer.catalog import resolve
-    from explorer.images import to_input
-    from explorer.models import example_input, input_size_of
-    from explorer.views.attention import attention_layers, attention_maps, attention_rollout, cls_attention_grid, \
-        patch_query_grid, window_query_map
+    from explorer.models import input_size_of
+    from explorer.views.attention import attention_rollout, cls_attention_grid, patch_query_grid, window_query_map
 
     variant = resolve(spec.arch)
     image = None
     if variant.input_kind == "tokens":
-        loaded_model = model_with_weights(spec, choose_weights(key))
-        if loaded_model is None:
-            return
-        model = loaded_model[0]
-        x = example_input(spec)  # there is no tokenizer: random ids, the same on every run
-        st.caption(f"Tokens: {x.shape[1]} random ids (seed 0) from the {variant.vocab_size}-entry vocabulary, so the "
+        weights = choose_weights(key)
+        length = input_size_of(spec)[-1]  # there is no tokenizer: random ids (seed 0), the same on every run
+        st.caption(f"Tokens: {length} random ids (seed 0) from the {variant.vocab_size}-entry vocabulary, so the "
                    "axes are token positions, not words. Set the sequence length in the Input box (e.g. 32).")
     else:
-        chosen = image_and_model(spec, key)
+        chosen = image_and_weights(key)
         if chosen is None:
             return
-        image, _, model = chosen
-        x = to_input(image, input_size_of(spec))
-    if not attention_layers(model):
+        image, _, weights = chosen
+    result = view_job("attention", spec, weights, image, f"Attention maps of {spec.arch}")
+    if result is None:
+        return
+    data = result["data"]
+    if data is None:
         st.info("This model has no attention layers the view can read (ViT, DeiT, Swin, PVT, BoTNet, CoAtNet, "
                 "nn.MultiheadAttention and nn.TransformerEncoder).")
         return
-    with st.spinner("Recomputing the attention of every layer from the model's own weights…"):
-        data = attention_maps(model, x, keep_output=False)
     names = data["layers"]
     c1, c2, c3 = st.columns(3)
     layer = c1.selectbox("Layer", names, index=len(names) - 1, key=f"{key}_layer",
@@ -545,22 +514,20 @@ def _matrix_attention(data: dict, layer: str, head):
 
 def deformable_view(spec: ModelSpec, key: str = "dcn"):
     """Sampling points of one output location through the deformable layers, over the input image."""
-    from explorer.images import to_input
-    from explorer.models import input_size_of
-    from explorer.views.deformable import capture_offsets, deformable_layers, stack_sampling_points
+    from explorer.views.deformable import stack_sampling_points
 
-    chosen = image_and_model(spec, key)
+    chosen = image_and_weights(key)
     if chosen is None:
         return
-    image, _, model = chosen
-    layers = [name for name, _ in deformable_layers(model)]
+    image, _, weights = chosen
+    result = view_job("offsets", spec, weights, image, f"Deformable offsets of {spec.arch}")
+    if result is None:
+        return
+    layers, captures = result["layers"], result["captures"]
     if not layers:
         st.info("This model has no deformable convolutions. Swap some in: e.g. `preset:dcnv2` or "
                 "`conv:dcn@layer4.*.conv2` in the swaps box above.")
         return
-    x = to_input(image, input_size_of(spec))
-    with st.spinner("Capturing the predicted offsets…"):
-        captures = capture_offsets(model, x)
     c1, c2, c3 = st.columns(3)
     layer = c1.selectbox("Deformable layer", layers, index=len(layers) - 1, key=f"{key}_layer")
     out_h, out_w = captures[layer]["output_hw"]

@@ -62,10 +62,9 @@ def _receptive_fields(base: ModelSpec, swapped: ModelSpec):
 
 
 def _cams(base: ModelSpec, swapped: ModelSpec):
-    from explorer.images import heat_overlay, to_input
-    from explorer.models import input_size_of
-    from explorer.views.cam import CAM_METHODS, compute_cam
-    from ui.inside import choose_image, choose_weights, class_names, model_with_weights
+    from explorer.images import heat_overlay
+    from explorer.views.cam import CAM_METHODS
+    from ui.inside import choose_image, choose_weights, class_names, view_job
 
     loaded = choose_image("swap_cam")
     weights = choose_weights("swap_cam")
@@ -75,22 +74,20 @@ def _cams(base: ModelSpec, swapped: ModelSpec):
     image, notes = loaded
     for note in notes:
         st.caption(f"Image: {escape_markdown(note)}.")
-    # Both models' weights first: when they cannot be used, one message and no map at all.
-    models = []
-    for spec, label in ((base, "base"), (swapped, "swapped")):
-        loaded_model = model_with_weights(spec, weights, label)
-        if loaded_model is None:
-            return
-        models.append(loaded_model[0])
+    # Both models' maps first: when their weights cannot be used, one message and no map at all.
+    base_result = view_job("cam", base, weights, image, f"{method} on the base model", "base", method=method)
+    if base_result is None:
+        return
+    target = base_result["class_index"]  # the base model's top class, explained in both models so the maps compare
+    swapped_result = view_job("cam", swapped, weights, image, f"{method} on the swapped model", "swapped",
+                              method=method, class_index=target)
+    if swapped_result is None:
+        return
     names = class_names(base)
-    target = None  # the base model's top class, explained in both models so the maps compare
     columns = st.columns(2)
-    for column, spec, model, label in zip(columns, (base, swapped), models, ("base", "swapped")):
+    for column, result, label in zip(columns, (base_result, swapped_result), ("base", "swapped")):
         with column:
             st.markdown(f"**{label}**")
-            with st.spinner(f"Running {method} on the {label} model…"):
-                result = compute_cam(model, to_input(image, input_size_of(spec)), method, None, target)
-            target = result["class_index"] if target is None else target
             known = names and len(names) == result["classes"]
             title = names[result["class_index"]] if known else f"class {result['class_index']}"
             st.image(heat_overlay(image, result["heat"]), width="stretch")
