@@ -101,3 +101,26 @@ def test_swapping_in_an_igcv2_block_and_tracing_its_channels(app_server, browser
     assert paths.inner_text().strip() == "1"
     assert page.get_by_test_id("stException").count() == 0
     page.close()
+
+
+def test_a_class_shares_the_worker_fairly_and_a_waiting_job_can_be_cancelled(app_server, browser):
+    """Two people at once: A's latency run holds the worker; B's Grad-CAM waits with its place in the queue
+    and a Cancel button; B cancels; A's run ends with how long it waited. Neither page shows a traceback."""
+    a = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    b = browser.new_context(viewport={"width": 800, "height": 1000}).new_page()
+    a.goto(app_server + "/Latency?arch=resnet50&batch=1,2,4,8")
+    a.get_by_role("button", name="Run").click()
+    a.get_by_text(re.compile(r"Timing resnet50: running for")).wait_for(timeout=120_000)
+    b.goto(app_server + "/Inside?arch=resnet18&view=Grad-CAM%2B%2B%20and%20attributions")
+    waiting = b.get_by_text(re.compile(r"gradcam\+\+ on resnet18: waiting for the compute worker, 0 jobs ahead"))
+    waiting.wait_for(timeout=120_000)
+    if (ROOT / "artifacts").is_dir():
+        b.screenshot(path=str(ROOT / "artifacts" / "inside-waiting-800.png"))
+    b.get_by_role("button", name="Cancel").click()
+    b.get_by_text(re.compile(r"gradcam\+\+ on resnet18 was cancelled")).wait_for(timeout=60_000)
+    assert b.get_by_test_id("stImage").count() == 0  # no map drawn for a cancelled job
+    a.get_by_text(re.compile(r"resnet50: waited \d+\.\d s in the queue, ran \d+\.\d s")).wait_for(timeout=300_000)
+    a.get_by_text("Roofline", exact=True).wait_for(timeout=60_000)
+    for page in (a, b):
+        assert page.get_by_test_id("stException").count() == 0
+        page.context.close()

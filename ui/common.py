@@ -14,7 +14,7 @@ from explorer.backend import BACKEND
 from explorer.errors import ExplorerError
 from explorer.spec import ModelSpec
 from explorer.text import escape_markdown
-from ui.jobs import run_job
+from ui.jobs import job_service, run_job
 
 log = logging.getLogger("explorer.ui")
 
@@ -23,7 +23,9 @@ def page_setup(title: str, icon: str = ":material/explore:"):
     st.set_page_config(page_title=f"{title} · Architecture Explorer", page_icon=icon, layout="wide")
     with st.sidebar:
         info = cached_device_info()
-        st.caption("Compute backend: in this process")
+        workers = job_service().stats()["workers"]
+        st.caption(f"Compute: {workers} worker process{'es' if workers != 1 else ''} for models with real tensors "
+                   "(sessions take turns); cost analyses on the meta device in the server")
         st.markdown(f"**Device:** {info['name']}")
         if info.get("memory_bytes"):
             st.caption(f"{info['memory_bytes'] / 2**30:.0f} GiB · compute capability {info['capability']}")
