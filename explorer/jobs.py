@@ -103,20 +103,56 @@ class Job:
         raise ExplorerError(self.error or "the job failed")
 
 
-class _Worker:
-    """One process that runs one job at a time; stopped and restarted when a job must end early."""
+class Worker:
+    """Runs one job at a time. `run(job, limits)` blocks until the job ends and returns (state, result or
+    message); it calls `limits(job, rss_bytes)`, which returns a reason to stop (cancelled, over time, over
+    memory) or None, often while the job runs. Implementations: a local process (ProcessWorker), this
+    process (InlineWorker, for tests), a Ray actor (explorer.ray_workers)."""
 
-    def __init__(self, name: str, inline: bool = False):
+    name: str = "worker"
+    kind: str = "cpu"  # the device kind it runs on: cpu, cuda, mps
+    job: "Job | None" = None
+    jobs_run: int = 0
+    restarts: int = 0
+
+    def run(self, job: "Job", limits: Callable[["Job", int], str | None]) -> tuple[str, Any]:
+        raise NotImplementedError
+
+    def stop(self):
+        """Ends whatever runs now; the next job starts afresh."""
+
+    def describe(self) -> dict[str, Any]:
+        import socket
+
+        return {"name": self.name, "kind": self.kind, "host": socket.gethostname()}
+
+
+class InlineWorker(Worker):
+    """Runs jobs in this process (no isolation, no limits): the scheduler's tests and single-user tools."""
+
+    def __init__(self, fn: Callable[..., Any] | None = None):
+        self.name, self.fn = "inline", fn
+
+    def run(self, job, limits):
+        try:
+            return DONE, (self.fn or run_job_kind)(job.kind, job.payload, lambda text: setattr(job, "progress", text))
+        except ExplorerError as exc:
+            return FAILED, str(exc)
+
+
+class ProcessWorker(Worker):
+    """One local process that runs one job at a time; stopped and restarted when a job must end early."""
+
+    def __init__(self, name: str):
         self.name = name
-        self.inline = inline
+        self.kind = _local_device_kind()
         self.process = None
         self.conn = None
-        self.job: Job | None = None
         self.jobs_run = 0
         self.restarts = 0
 
     def ensure_started(self):
-        if self.inline or (self.process is not None and self.process.is_alive()):
+        if self.process is not None and self.process.is_alive():
             return
         ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch's threads
         parent, child = ctx.Pipe()
@@ -137,22 +173,62 @@ class _Worker:
             self.conn.close()
         self.conn = None
 
-    def rss_bytes(self) -> int:
-        pid = os.getpid() if self.inline else (self.process.pid if self.process is not None else None)
-        return _rss_of(pid) if pid else 0
+    def run(self, job, limits):
+        self.ensure_started()
+        self.conn.send((job.kind, job.payload))
+        while True:
+            reason = limits(job, _rss_of(self.process.pid))
+            if reason is not None:
+                self.stop()
+                return (CANCELLED if job.state == CANCELLED else FAILED), reason
+            try:
+                ready = self.conn.poll(_POLL_S)
+            except (OSError, EOFError):
+                ready = True
+            if not ready:
+                continue
+            try:
+                tag, value = self.conn.recv()
+            except (OSError, EOFError):
+                code = self.process.exitcode if self.process is not None else None
+                self.stop()
+                return FAILED, (f"{job.kind} job failed: its worker process ended unexpectedly (exit code {code}); "
+                                "the worker was restarted, other jobs go on")
+            if tag == "progress":
+                job.progress = value
+            elif tag == "done":
+                return DONE, value
+            else:
+                return FAILED, value
+
+
+def _local_device_kind() -> str:
+    """cuda when this machine has a GPU torch can use, else cpu (read without importing torch here)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class JobService:
     """Queues, schedules and runs jobs on `workers` worker processes (0: in this process, for tests and the CLI)."""
 
-    def __init__(self, workers: int = 1, time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    def __init__(self, workers: int | list[Worker] = 1, time_limit_s: float = DEFAULT_TIME_LIMIT_S,
                  memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES, session_timeout_s: float = SESSION_TIMEOUT_S,
                  cache_entries: int = CACHE_ENTRIES, run_inline: Callable[..., Any] | None = None):
+        """`workers`: a number of local worker processes (0: run inline, in this process), or Worker objects."""
         self.time_limit_s = time_limit_s
         self.memory_limit_bytes = memory_limit_bytes
         self.session_timeout_s = session_timeout_s
-        self._inline_fn = run_inline
-        self._workers = [_Worker("inline", inline=True)] if workers == 0 else [_Worker(f"worker-{i}") for i in range(workers)]
+        if isinstance(workers, list):
+            self._workers = workers
+        elif workers == 0:
+            self._workers = [InlineWorker(run_inline)]
+        else:
+            self._workers = [ProcessWorker(f"worker-{i}") for i in range(workers)]
         self._lock = threading.Condition()
         self._ids = itertools.count(1)
         self._queues: dict[str, collections.deque[Job]] = {}
@@ -179,6 +255,11 @@ class JobService:
         """Queue a job for `session`. An identical request in flight or in the cache is shared. With
         `replace`, the session's own queued jobs (not the running one) give their place to this one."""
         key = job_key(kind, payload)
+        probe = Job(0, kind, payload, key, owner=session)
+        if not any(_fits(probe, w) for w in self._workers):
+            # a request no worker can place would wait forever (Ray waits forever for a GPU it does not have)
+            kinds = sorted({w.kind for w in self._workers})
+            raise ExplorerError(f"no worker here runs on {required_kind(probe)}; the workers run on {', '.join(kinds)}")
         with self._lock:
             if self._closed:
                 raise ExplorerError("the job service has shut down")
@@ -314,37 +395,41 @@ class JobService:
     def _next_session(self, queues: dict[str, Any], served: dict[str, int]) -> str:
         return min(queues, key=lambda s: (served.get(s, -1), self._waiting_since.get(s, 0)))
 
-    def _next_job(self) -> Job | None:
-        queues = {s: q for s, q in self._queues.items() if q}
-        if not queues:
+    def _next_job(self, worker: Worker) -> Job | None:
+        """The next job `worker` can run: from the session whose turn it is among those with such a job."""
+        runnable = {s: next((j for j in q if _fits(j, worker)), None) for s, q in self._queues.items()}
+        runnable = {s: j for s, j in runnable.items() if j is not None}
+        if not runnable:
             return None
-        session = self._next_session(queues, self._served)
+        session = self._next_session(runnable, self._served)
         self._served[session] = next(self._ticks)
-        job = queues[session].popleft()
-        if not queues[session]:
+        job = runnable[session]
+        self._queues[session].remove(job)
+        if not self._queues[session]:
             del self._queues[session]
         return job
 
     # --- the loops ---------------------------------------------------------------------------------------
-    def _worker_loop(self, worker: _Worker):
+    def _worker_loop(self, worker: Worker):
         while True:
             with self._lock:
-                while not self._closed and not any(self._queues.values()):
-                    self._lock.wait(1.0)
+                job = None
+                while not self._closed and job is None:
+                    job = self._next_job(worker)
+                    if job is None:
+                        self._lock.wait(1.0)
                 if self._closed:
                     return
-                job = self._next_job()
-                if job is None:
-                    continue
                 job.state, job.started, job.worker = RUNNING, time.monotonic(), worker.name
                 worker.job = job
                 self.computations += 1
-                for other in self._workers:
-                    if other is not worker and other.job is not None:
+                host = worker.describe().get("host")
+                for other in self._workers:  # jobs on the same machine at the same time disturb each other's timings
+                    if other is not worker and other.job is not None and other.describe().get("host") == host:
                         other.job.overlapped.add(job.kind)
                         job.overlapped.add(other.job.kind)
             try:
-                state, value = self._execute(worker, job)
+                state, value = worker.run(job, self._limits)
             except Exception as exc:  # the service itself must not die with a job
                 state, value = FAILED, f"{job.kind} job failed: {type(exc).__name__}: {exc}"
             with self._lock:
@@ -353,54 +438,26 @@ class JobService:
                 if job.state == CANCELLED:  # cancelled while it ran
                     self._finish(job, CANCELLED, error=job.error)
                 elif state == DONE:
+                    if isinstance(value, dict) and isinstance(value.get("settings"), dict):
+                        # a timed result names where it ran
+                        value = {**value, "settings": {**value["settings"], **_where(worker)}}
                     if job.overlapped and isinstance(value, dict):
                         value = {**value, "overlapping_jobs": sorted(job.overlapped)}
                     self._finish(job, DONE, result=value)
                 else:
                     self._finish(job, state, error=value)
 
-    def _execute(self, worker: _Worker, job: Job) -> tuple[str, Any]:
-        if worker.inline:
-            try:
-                fn = self._inline_fn or run_job_kind
-                return DONE, fn(job.kind, job.payload, lambda text: setattr(job, "progress", text))
-            except ExplorerError as exc:
-                return FAILED, str(exc)
-        worker.ensure_started()
-        worker.conn.send((job.kind, job.payload))
-        while True:
-            if job.state == CANCELLED:
-                worker.stop()
-                return CANCELLED, job.error
-            if time.monotonic() - job.started > self.time_limit_s:
-                worker.stop()
-                return FAILED, (f"{job.kind} job stopped after {self.time_limit_s:.0f} s, the time limit per job; "
-                                "try a smaller input, batch or model")
-            rss = worker.rss_bytes()
-            if rss > self.memory_limit_bytes:
-                worker.stop()
-                return FAILED, (f"{job.kind} job stopped: it needed more than {self.memory_limit_bytes / 2**30:.1f} GB "
-                                "of memory, the limit per job; try a smaller input, batch or model")
-            try:
-                ready = worker.conn.poll(_POLL_S)
-            except (OSError, EOFError):
-                ready = True
-            if not ready:
-                continue
-            try:
-                message = worker.conn.recv()
-            except (OSError, EOFError):
-                code = worker.process.exitcode if worker.process is not None else None
-                worker.stop()
-                return FAILED, (f"{job.kind} job failed: its worker process ended unexpectedly (exit code {code}); "
-                                "the worker was restarted, other jobs go on")
-            tag, value = message
-            if tag == "progress":
-                job.progress = value
-            elif tag == "done":
-                return DONE, value
-            else:
-                return FAILED, value
+    def _limits(self, job: Job, rss_bytes: int) -> str | None:
+        """Why `job` must stop now, or None."""
+        if job.state == CANCELLED:
+            return job.error
+        if time.monotonic() - job.started > self.time_limit_s:
+            return (f"{job.kind} job stopped after {self.time_limit_s:.0f} s, the time limit per job; "
+                    "try a smaller input, batch or model")
+        if rss_bytes > self.memory_limit_bytes:
+            return (f"{job.kind} job stopped: it needed more than {self.memory_limit_bytes / 2**30:.1f} GB "
+                    "of memory, the limit per job; try a smaller input, batch or model")
+        return None
 
     def _sweeper(self):
         """Cancels the queued jobs of sessions that stopped polling (the person closed the tab)."""
@@ -413,6 +470,28 @@ class JobService:
                 gone = [s for s, seen in self._last_seen.items() if now - seen > self.session_timeout_s]
             for session in gone:  # a running job finishes: its result is cached for whoever asks next
                 self.cancel_session(session, "was cancelled: its session left", running_too=False)
+
+
+def required_kind(job: Job) -> str | None:
+    """The device kind a job must run on (a latency run or roofline on cuda needs a GPU worker), or None."""
+    payload = job.payload if isinstance(job.payload, dict) else {}
+    settings = payload.get("settings") if isinstance(payload.get("settings"), dict) else {}
+    device = payload.get("worker_kind") or settings.get("device") or payload.get("device")
+    return device if device in ("cuda", "mps", "cpu") else None
+
+
+def _fits(job: Job, worker: Worker) -> bool:
+    wanted_worker = job.payload.get("worker") if isinstance(job.payload, dict) else None
+    if wanted_worker is not None and wanted_worker != worker.name:
+        return False
+    kind = required_kind(job)
+    # inline workers run whatever they are given (tests); a CPU job may run on a GPU worker's host CPU
+    return kind is None or worker.name == "inline" or kind == worker.kind or kind == "cpu"
+
+
+def _where(worker: Worker) -> dict[str, Any]:
+    info = worker.describe()
+    return {"worker": info.get("name"), "host": info.get("host")}
 
 
 def approx_bytes(value, depth: int = 0) -> int:

@@ -248,3 +248,36 @@ def test_the_result_cache_is_bounded_in_bytes(monkeypatch):
         assert not service.submit("B", "t", {"n": 2 * 2**20}).cached
     finally:
         service.shutdown()
+
+
+def test_jobs_go_to_a_worker_of_the_device_they_need_and_name_where_they_ran():
+    from explorer.jobs import InlineWorker
+
+    ran_on: dict[str, str] = {}
+
+    def worker(name, kind):
+        def run(job_kind, payload, progress):
+            ran_on[payload["id"]] = name
+            return {"settings": {"device": kind}}
+
+        w = InlineWorker(run)
+        w.name, w.kind = name, kind
+        return w
+
+    service = JobService(workers=[worker("gpu-0", "cuda"), worker("cpu-0", "cpu")])
+    try:
+        gpu = [service.submit("A", "bench", {"id": f"g{i}", "settings": {"device": "cuda"}}, replace=False) for i in range(3)]
+        for job in gpu:
+            assert job.done_event.wait(10)
+        assert {ran_on[f"g{i}"] for i in range(3)} == {"gpu-0"}
+        assert gpu[0].outcome()["settings"]["worker"] == "gpu-0" and gpu[0].outcome()["settings"]["host"]
+        pinned = service.submit("B", "bench", {"id": "p", "settings": {"device": "cpu"}, "worker": "cpu-0"})
+        assert pinned.done_event.wait(10) and ran_on["p"] == "cpu-0"
+    finally:
+        service.shutdown()
+    cpu_only = JobService(workers=[worker("cpu-0", "cpu")])
+    try:
+        with pytest.raises(ExplorerError, match="no worker here runs on cuda; the workers run on cpu"):
+            cpu_only.submit("A", "bench", {"id": "x", "settings": {"device": "cuda"}})
+    finally:
+        cpu_only.shutdown()
