@@ -6,7 +6,7 @@ import resource
 import torch
 
 from benchmarks.common import print_table
-from explorer.backend import best_device
+from explorer.devices import best_device
 from explorer.catalog import load_catalog
 from explorer.cost import analyse
 from explorer.latency import MODEL_CACHE, BenchSettings, bench

@@ -203,14 +203,9 @@ class ProcessWorker(Worker):
 
 
 def _local_device_kind() -> str:
-    """cuda when this machine has a GPU torch can use, else cpu (read without importing torch here)."""
-    import importlib.util
+    from explorer.devices import best_device
 
-    if importlib.util.find_spec("torch") is None:
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return best_device()
 
 
 class JobService:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from explorer.backend import best_device
+from explorer.devices import best_device
 from explorer.cost import analyse
 from explorer.device_queue import queue_for
 from explorer.errors import ExplorerError

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from explorer.backend import best_device
+from explorer.devices import best_device
 from explorer.catalog import load_catalog
 
 from explorer.spec import ModelSpec, parse_size
