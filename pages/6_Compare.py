@@ -66,13 +66,13 @@ def ready_from_link() -> str | None:
 def _add_to_set():
     """Add the picked and typed models once they build (on the meta device), then empty the inputs."""
     from explorer.errors import ExplorerError
-    from explorer.models import build_model
 
     new = list(st.session_state.compare_add) + (
         [st.session_state.compare_extra.strip()] if st.session_state.compare_extra.strip() else [])
     try:
         for item in new:
-            build_model(spec_from_item(item), "meta")  # unknown names and swaps that fit nowhere stay out
+            # unknown names and swaps that fit nowhere stay out; the row is computed once, for the table too
+            cached_compare_row(spec_from_item(item).key())
     except ExplorerError as exc:
         st.session_state.compare_add_error = f"Not added: {exc}"
         return
