@@ -57,7 +57,8 @@ JOB_KINDS = ("inside", "latency_run")
 
 # "…, position 3 in the queue" while a job waits; "waited 4.2 s" once it ran. The Latency page's caption also says
 # "Runs queue for the device", which is not a wait: only a position or a wait counts.
-QUEUE_POSITION = re.compile(r"\bposition\s+(\d+)\b[^.]*\bqueue\b", re.IGNORECASE)
+# The app says "N jobs ahead in the queue" while a job waits (older wording: "position N in the queue").
+QUEUE_POSITION = re.compile(r"\b(?:position\s+(\d+)|(\d+)\s+jobs?\s+ahead)\b[^.]*\bqueue\b", re.IGNORECASE)
 MARKDOWN_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~<>])")  # st.error bodies escape markdown; reasons show plain text
 WAITED = re.compile(r"waited\s+(\d+(?:\.\d+)?)\s*s\b", re.IGNORECASE)
 
@@ -340,7 +341,7 @@ class Session:
         for text in _texts_of(element):
             position = QUEUE_POSITION.search(text)
             if position:
-                result.queue_position = max(result.queue_position or 0, int(position.group(1)))
+                result.queue_position = max(result.queue_position or 0, int(position.group(1) or position.group(2)))
             waited = WAITED.search(text)
             if waited:
                 result.waited_s = float(waited.group(1))  # the last report of the run wins

@@ -73,3 +73,8 @@ def test_queue_positions_waits_and_errors_are_read_from_the_elements():
         Session._read_element(element, result, errors)
     assert result.queue_position == 3 and result.waited_s == 4.25
     assert errors == ["error: unknown architecture 'x_y' (see the Catalog)"]
+    # the app's own wording while a job waits
+    result = RunResult()
+    Session._read_element(alert("gradcam++ on resnet18: waiting for the compute worker, 7 jobs ahead in the queue "
+                                "(waited 12 s). Sessions take turns.", Alert.INFO), result, errors)
+    assert result.queue_position == 7 and result.waited_s == 12.0
