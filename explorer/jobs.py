@@ -331,6 +331,10 @@ class JobService:
             self._last_seen.pop(session, None)
             return len(jobs)
 
+    def workers(self) -> list[dict[str, Any]]:
+        """Each worker's name, device kind and host (and device name where it knows it)."""
+        return [w.describe() for w in self._workers]
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"queued": sum(len(q) for q in self._queues.values()),
@@ -553,9 +557,23 @@ _SERVICE_LOCK = threading.Lock()
 
 
 def shared_service() -> JobService:
-    """The process's job service (workers from EXPLORER_WORKERS, default 1: one device, one job at a time)."""
+    """The process's job service. EXPLORER_BACKEND=local (the default): EXPLORER_WORKERS local worker
+    processes, default 1 (one device, one job at a time); EXPLORER_BACKEND=ray: one worker per GPU of the
+    Ray cluster at RAY_ADDRESS, or of a local Ray instance (see explorer.ray_workers)."""
     global _SERVICE
     with _SERVICE_LOCK:
         if _SERVICE is None:
-            _SERVICE = JobService(workers=int(os.environ.get("EXPLORER_WORKERS", "1")))
+            backend = os.environ.get("EXPLORER_BACKEND", "").strip().lower() or "local"
+            if backend == "local":
+                _SERVICE = JobService(workers=int(os.environ.get("EXPLORER_WORKERS", "1")))
+            elif backend == "ray":
+                try:
+                    from explorer.ray_workers import ray_workers  # the only module that imports ray
+                except ImportError as exc:
+                    raise ExplorerError(f"EXPLORER_BACKEND=ray needs the ray package ({exc.name or exc}); "
+                                        "install it with: pip install ray==2.60.0") from None
+
+                _SERVICE = JobService(workers=ray_workers())
+            else:
+                raise ExplorerError(f"EXPLORER_BACKEND must be local or ray, got {backend[:40]!r}")
         return _SERVICE

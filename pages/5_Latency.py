@@ -2,7 +2,6 @@
 import pandas as pd
 import streamlit as st
 
-from explorer.devices import best_device
 from explorer.catalog import load_catalog
 from explorer.errors import ExplorerError
 from explorer.roofline import ridge_point
@@ -10,7 +9,7 @@ from explorer.spec import ModelSpec, format_size, parse_size
 from explorer.text import escape_markdown
 from ui.common import QUOTED_LINK_TEXT, drop_unused_link_params, guard, page_setup, plot_config
 from ui.figures import roofline_plot, sweep_plot
-from ui.jobs import JobCancelled, run_job
+from ui.jobs import JobCancelled, job_service, run_job
 
 page_setup("Latency", ":material/timer:")
 st.title("Latency")
@@ -19,9 +18,11 @@ st.caption("Timed with the real kernels in a worker process: inference mode, war
            "long it waited and whether anything else kept the machine busy while it was timed.")
 
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
-devices = ["cuda", "cpu"] if best_device() == "cuda" else [best_device()] if best_device() != "cpu" else ["cpu"]
+workers = job_service().workers()  # the devices are the workers' (a cluster's GPUs need none in this server)
+kinds = {w["kind"] for w in workers} | {"cpu"}
+devices = [k for k in ("cuda", "mps", "cpu") if k in kinds]
 batch_choices = [1, 2, 4, 8, 16, 32, 64, 128, 256]
-on_gpu = best_device() == "cuda"
+on_gpu = "cuda" in kinds
 
 drop_unused_link_params(("arch", "batch", "input"))
 default_batches = [1, 8, 64] if on_gpu else [1, 2]
@@ -61,6 +62,12 @@ with st.form("latency_form"):
     channels_last = c7.checkbox("channels-last", key="lat_cl")
     compile_model = c8.checkbox("torch.compile", key="lat_compile", help="Compiles first; slow to start")
     per_layer = c9.checkbox("per-layer times (torch.profiler)", value=True, key="lat_per_layer")
+    everywhere = False
+    if len(workers) > 1:
+        everywhere = st.checkbox(
+            f"Time on every worker ({len(workers)}: " + ", ".join(f"{w['name']}, {w['kind']}" for w in workers) + ")",
+            key="lat_everywhere", help="The same models and settings on each worker, side by side, with each "
+            "device's roofline (a worker without the chosen device times on its own)")
     run = st.form_submit_button("Run", type="primary")
 
 if "latency_runs" not in st.session_state:
@@ -79,27 +86,32 @@ if run:
         settings = {"device": device, "batches": sorted(batches), "dtype": dtype, "channels_last": channels_last,
                     "compile": compile_model, "per_layer": per_layer,
                     "min_runs": 10 if device == "cuda" else 5, "min_seconds": 0.5 if device == "cuda" else 0.3}
+        targets = workers if everywhere else [None]
         # What to time is kept until every model is timed: a rerun (a click elsewhere) finds the same jobs again
-        st.session_state.latency_pending = {"specs": [ModelSpec(name, input_size=size).to_dict() for name in names],
-                                            "settings": settings}
+        st.session_state.latency_pending = [
+            {"spec": ModelSpec(name, input_size=size).to_dict(), "worker": w["name"] if w else None,
+             "settings": {**settings, "device": device if w is None or device in (w["kind"], "cpu") else w["kind"]}}
+            for name in names for w in targets]
         st.session_state.latency_runs = []
 
 pending = st.session_state.get("latency_pending")
 if pending:
     runs = []
-    for spec in pending["specs"]:
-        shown = escape_markdown(spec["arch"])
+    for item in pending:
+        spec, worker = item["spec"], item["worker"]
+        shown = escape_markdown(spec["arch"]) + (f" on {worker}" if worker else "")
+        payload = {"spec": spec, "settings": item["settings"], **({"worker": worker} if worker else {})}
         try:
-            result, job = run_job("bench", {"spec": spec, "settings": pending["settings"]}, f"Timing {shown}",
-                                  with_job=True)
+            result, job = run_job("bench", payload, f"Timing {shown}", with_job=True)
         except JobCancelled as exc:
             st.warning(escape_markdown(str(exc)) + "; the models after it were not timed either.")
             break
         except ExplorerError as exc:
             st.error(escape_markdown(f"{spec['arch']}: {exc}"))
             continue
-        runs.append({**result, "job": {"waited_s": round(job.waited_s, 1), "ran_s": round(job.ran_s, 1),
-                                       "cached": job.cached}})
+        where = f"{result['settings']['device_name']} ({result['settings'].get('worker')})" if worker else None
+        runs.append({**result, "label": result["arch"] + (f" · {where}" if where else ""),
+                     "job": {"waited_s": round(job.waited_s, 1), "ran_s": round(job.ran_s, 1), "cached": job.cached}})
     st.session_state.latency_runs = runs
     st.session_state.latency_pending = None
 
@@ -110,11 +122,11 @@ if not runs:
 
 for result in runs:
     if result["error"]:
-        st.error(escape_markdown(f"{result['arch']}: {result['error']}"))
+        st.error(escape_markdown(f"{result['label']}: {result['error']}"))
     timing = result.get("job") or {}
     source = ("from the cache (the same model and settings were timed before)" if timing.get("cached") else
               f"waited {timing.get('waited_s', 0):.1f} s in the queue, ran {timing.get('ran_s', 0):.1f} s")
-    st.caption(f"{escape_markdown(result['arch'])}: {source}.")
+    st.caption(f"{escape_markdown(result['label'])}: {source}.")
     contention = result.get("contention") or {}
     others = contention.get("other_processes_cpu_cores")
     if result.get("overlapping_jobs") or (others is not None and others > 0.25):
@@ -123,11 +135,12 @@ for result in runs:
             parts.append(f"other processes kept {others:.2f} CPU cores busy")
         if result.get("overlapping_jobs"):
             parts.append("other jobs ran on another worker: " + ", ".join(result["overlapping_jobs"]))
-        st.warning(f"{escape_markdown(result['arch'])}: while it was timed, {'; '.join(parts)}. "
+        st.warning(f"{escape_markdown(result['label'])}: while it was timed, {'; '.join(parts)}. "
                    "Its timings may be slower and noisier than on a quiet machine.")
 
 rows = [
-    {"model": r["arch"], **row, "dtype": r["settings"]["dtype"], "device": r["settings"]["device_name"]}
+    {"model": r["label"], **row, "dtype": r["settings"]["dtype"], "device": r["settings"]["device_name"],
+     "worker": r["settings"].get("worker"), "host": r["settings"].get("host")}
     for r in runs for row in r["results"]
 ]
 if not rows:
@@ -153,26 +166,41 @@ st.download_button("Download the sweep (CSV)", frame.to_csv(index=False), "laten
 # --- roofline and per-layer times -------------------------------------------------------------------
 st.subheader("Roofline")
 with guard("The roofline"):
-    best = max((row["achieved_tflops"] or 0 for r in runs for row in r["results"]), default=0.0)
-    peaks = run_job("peaks", {"device": first["device"], "dtype": first["dtype"], "achieved_tflops": best},
-                    f"Measuring the {first['device']} roofline")
-    ridge = ridge_point(peaks)
-    chosen = st.selectbox("Layers of", [r["arch"] for r in runs if r.get("layers")] or [runs[0]["arch"]], key="lat_roof_model")
-    picked = next(r for r in runs if r["arch"] == chosen)
-    model_points = [
-        {"label": f"{r['arch']} batch {row['batch']}", "tflops": row["achieved_tflops"],
-         "intensity": row["achieved_tflops"] * 1e3 / row["achieved_gb_per_s"] if row["achieved_gb_per_s"] else None}
-        for r in runs for row in r["results"]
-    ]
+    # one roofline per device the runs used (a lab's GPUs side by side), each measured on its own worker
+    groups: dict[tuple, list] = {}
+    for r in runs:
+        groups.setdefault((r["settings"].get("worker"), r["settings"]["device"]), []).append(r)
+    chosen = st.selectbox("Layers of", [r["label"] for r in runs if r.get("layers")] or [runs[0]["label"]],
+                          key="lat_roof_model")
+    picked = next(r for r in runs if r["label"] == chosen)
     layer_rows = picked.get("layers") or []
-    layer_points = [
-        {"label": f"{l['name']} ({l['type']})", "intensity": l["arithmetic_intensity"], "tflops": l["achieved_tflops"],
-         "share": l["share_time"]}
-        for l in layer_rows if l["arithmetic_intensity"] and l["achieved_tflops"]
-    ]
-    st.plotly_chart(roofline_plot(peaks, model_points, layer_points, first["dtype"]), width="stretch", config=plot_config())
-    st.caption(f"Ridge point {ridge:.1f} FLOPs/byte: layers left of it are limited by memory bandwidth, right of it by "
-               "compute. Intensity = 2 × MACs / memory access cost (bytes), both from the cost engine.")
+    ridge = None
+    columns = st.columns(len(groups)) if len(groups) > 1 else [st.container()]
+    for column, ((worker, dev), group) in zip(columns, groups.items()):
+        best = max((row["achieved_tflops"] or 0 for r in group for row in r["results"]), default=0.0)
+        payload = {"device": dev, "dtype": first["dtype"], "achieved_tflops": best,
+                   **({"worker": worker} if len(groups) > 1 and worker else {})}
+        with column:
+            peaks = run_job("peaks", payload, f"Measuring the {dev} roofline" + (f" on {worker}" if len(groups) > 1 else ""))
+        model_points = [
+            {"label": f"{r['arch']} batch {row['batch']}", "tflops": row["achieved_tflops"],
+             "intensity": row["achieved_tflops"] * 1e3 / row["achieved_gb_per_s"] if row["achieved_gb_per_s"] else None}
+            for r in group for row in r["results"]
+        ]
+        layer_points = [
+            {"label": f"{l['name']} ({l['type']})", "intensity": l["arithmetic_intensity"], "tflops": l["achieved_tflops"],
+             "share": l["share_time"]}
+            for l in layer_rows if l["arithmetic_intensity"] and l["achieved_tflops"]
+        ] if picked in group else []
+        if picked in group:
+            ridge = ridge_point(peaks)
+        figure = roofline_plot(peaks, model_points, layer_points, first["dtype"])
+        if len(groups) > 1:
+            figure.update_layout(title=f"{group[0]['settings']['device_name']} ({worker}, {group[0]['settings'].get('host')})")
+        column.plotly_chart(figure, width="stretch", config=plot_config())
+    st.caption(f"Ridge point {ridge:.1f} FLOPs/byte ({escape_markdown(chosen)}'s device): layers left of it are "
+               "limited by memory bandwidth, right of it by compute. Intensity = 2 × MACs / memory access cost "
+               "(bytes), both from the cost engine.")
     if layer_rows:
         st.markdown(f"**Per-layer time, {escape_markdown(chosen)}** (torch.profiler, batch {picked['results'][0]['batch']}; "
                     "kernel time on a GPU, wall time per layer on the CPU, profiler overhead included)")
@@ -190,4 +218,4 @@ with guard("The roofline"):
             "MACs (M)": st.column_config.NumberColumn(format="%.2f"),
             "memory access (MB)": st.column_config.NumberColumn(format="%.2f"),
         })
-        st.download_button("Download per-layer times (CSV)", table.to_csv(index=False), f"{chosen}_layers.csv", "text/csv")
+        st.download_button("Download per-layer times (CSV)", table.to_csv(index=False), f"{picked['arch']}_layers.csv", "text/csv")

@@ -389,3 +389,30 @@ def test_model_page_lets_a_bad_link_be_corrected():
     at.text_input(key="model_input").input("3,224,224").run()
     assert not at.error and at.text_input(key="model_input").value == "3,224,224"
     assert metric(at, "Parameters") == "11.69 M"
+
+
+def test_latency_page_times_a_model_on_every_worker_side_by_side(monkeypatch):
+    """A lab's workers compared on one chart: the same model on each worker, each row naming where it ran,
+    one roofline per worker's device (here two local CPU workers)."""
+    import streamlit as st
+
+    import explorer.jobs as jobs
+
+    service = jobs.JobService(workers=2, time_limit_s=300)
+    monkeypatch.setattr(jobs, "_SERVICE", service)
+    st.cache_resource.clear()
+    try:
+        at = open_page("pages/5_Latency.py", input="3,64,64")
+        at.multiselect(key="lat_batches").unselect(2)
+        at.checkbox(key="lat_per_layer").uncheck()
+        at.checkbox(key="lat_everywhere").check()
+        at.button[0].click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        sweep = at.dataframe[0].value
+        assert sorted(sweep["worker"]) == ["worker-0", "worker-1"]
+        assert len(set(sweep["model"])) == 2 and all(m.startswith("resnet18 · ") for m in sweep["model"])
+        assert (sweep["median_ms"] > 0).all()
+        assert len(at.get("plotly_chart")) == 2 + 2  # latency and throughput, then one roofline per worker
+    finally:
+        st.cache_resource.clear()
+        service.shutdown()
