@@ -473,6 +473,15 @@ def _p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]  # nearest rank
 
 
+def _run_in_own_loop(coroutine):
+    """asyncio.run in a thread of its own: the caller's thread may already run an event loop (Playwright's
+    sync API does, in a test session that drove a browser before)."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def run_load(settings: LoadSettings) -> dict:
     """Run the load test and return its summary (what --json prints)."""
     server = AppServer() if settings.url is None else None
@@ -480,7 +489,7 @@ def run_load(settings: LoadSettings) -> dict:
         base_url = server.url if server else settings.url
         server_pid = server.proc.pid if server else settings.server_pid
         _get(base_url + "/_stcore/health", timeout=10)  # fail in one line if nothing listens there
-        tally, duration, peak_rss = asyncio.run(_drive(settings, base_url, server_pid))
+        tally, duration, peak_rss = _run_in_own_loop(_drive(settings, base_url, server_pid))
     except OSError as exc:
         raise ExplorerError(f"no app server answers at {_shown(settings.url)} ({_shown(exc)}); start one, or pass "
                             "--start-server") from None
