@@ -112,9 +112,7 @@ def cmd_fold(args) -> Any:
 
 
 def cmd_rf(args) -> Any:
-    from explorer.backend import BACKEND
-
-    report = BACKEND.receptive_field(spec_from_args(args).to_dict())
+    report = _compute_view("rf", {"spec": spec_from_args(args).to_dict()})
     if args.json:
         return report
     for row in report["rows"]:
@@ -124,9 +122,8 @@ def cmd_rf(args) -> Any:
 
 
 def cmd_swin_mask(args) -> Any:
-    from explorer.backend import BACKEND
-
-    result = BACKEND.swin_masks(spec_from_args(args).to_dict(), args.stage, args.block, args.window)
+    result = _compute_view("swin", {"spec": spec_from_args(args).to_dict(), "stage": args.stage, "block": args.block,
+                                    "window": args.window})
     if args.json:
         return result
     print(f"stage {result['stage']} block {result['block']}: {result['resolution_hw'][0]}×{result['resolution_hw'][1]} tokens, "
@@ -136,20 +133,14 @@ def cmd_swin_mask(args) -> Any:
 
 
 def cmd_cam(args) -> Any:
-    from explorer.images import heat_overlay, load_image, to_input
-    from explorer.models import build_model, input_size_of
-    from explorer.views.cam import ATTRIBUTION_METHODS, compute_attribution, compute_cam
+    from explorer.images import heat_overlay, load_image
+    from explorer.views.registry import cam_result, view_by_id
 
     spec = spec_from_args(args)
     out = _output_path(args.out, ".png") if args.out else None
     image, notes = load_image(args.image)
-    model = build_model(spec, device="cpu")
-    x = to_input(image, input_size_of(spec))
-    if args.method in ATTRIBUTION_METHODS:
-        result = compute_attribution(model, x, args.method, args.class_index)
-    else:
-        result = compute_cam(model, x, args.method, args.layer, args.class_index)
-    heat = result.pop("heat")
+    payload = {"spec": spec.to_dict(), "image": _pixels(image), **view_by_id("cam").cli_settings(vars(args))}
+    result, heat = cam_result(_compute_view("cam", payload))
     if out:
         _write(out, lambda: heat_overlay(image, heat).save(out, format="PNG"))
     summary = {**result, "image_notes": notes, "out": args.out, "heat_shape": list(heat.shape),
@@ -161,27 +152,39 @@ def cmd_cam(args) -> Any:
     return None
 
 
+# the `view` flags a view may read besides the model's: argparse dest → the flag as typed
+_VIEW_FLAGS = {"image": "--image", "layer": "--layer", "method": "--method", "class_index": "--class",
+               "stage": "--stage", "block": "--block", "window": "--window"}
+
+
 def cmd_view(args) -> Any:
-    """The Inside page's other views as JSON summaries; --out FILE.npz keeps the full arrays."""
+    """The Inside page's views as JSON summaries, computed by the job kinds the pages run; --out FILE.npz keeps
+    the full arrays."""
     import numpy as np
 
     from explorer.catalog import resolve
-    from explorer.images import load_image, sample_images, to_input
-    from explorer.models import build_model, example_input, input_size_of
+    from explorer.images import load_image, sample_images
+    from explorer.models import input_size_of
+    from explorer.views.registry import view_by_id
 
+    view = view_by_id(args.view)
+    reads = set(view.cli_options) | ({"image"} if view.needs == "image" else set())
+    stray = [flag for dest, flag in _VIEW_FLAGS.items() if getattr(args, dest, None) is not None and dest not in reads]
+    if stray:
+        allowed = ", ".join(flag for dest, flag in _VIEW_FLAGS.items() if dest in reads) or "none"
+        raise ExplorerError(f"the {view.id} view does not read {', '.join(stray)}; its own flags: {allowed}")
     spec = spec_from_args(args)
     out = _output_path(args.out, ".npz") if args.out else None
-    model = build_model(spec, device="cpu")
     size = input_size_of(spec)
-    if resolve(spec.arch).input_kind != "image":
-        if args.view != "attention":
-            raise ExplorerError(f"the {args.view} view needs an image model; {spec.arch} takes "
-                                f"{resolve(spec.arch).input_kind} input")
-        x = example_input(spec)
-    else:
+    input_kind = resolve(spec.arch).input_kind
+    payload = {"spec": spec.to_dict(), **view.cli_settings(vars(args))}
+    if input_kind != "image":
+        if not view.tokens:
+            raise ExplorerError(f"the {view.id} view needs an image model; {spec.arch} takes {input_kind} input")
+    elif view.needs == "image":
         image, _ = load_image(args.image or sample_images()["shapes"])
-        x = to_input(image, size)
-    summary, arrays = _VIEW_RUNNERS[args.view](model, x, spec, args)
+        payload["image"] = _pixels(image)
+    summary, arrays = view.summarize(_compute_view(view.id, payload), spec)
     if out:
         _write(out, lambda: np.savez_compressed(out, **arrays))
     summary.update(view=args.view, arch=spec.arch, input_shape=[spec.batch, *size], weights="random",
@@ -192,83 +195,23 @@ def cmd_view(args) -> Any:
     return None
 
 
-def _view_attention(model, x, spec, args):
-    from explorer.views.attention import attention_maps
+def _compute_view(view_id: str, payload: dict[str, Any]) -> Any:
+    """A view's result, computed in this process by the job kind the pages queue (random weights unless the
+    payload names others), or by the view's own computation where it has no job kind."""
+    from explorer.jobs import run_job_kind
+    from explorer.views.registry import view_by_id
 
-    result = attention_maps(model, x, keep_output=False)
-    layers = [{"name": k, **{f: result["info"][k][f] for f in ("kind", "heads", "queries", "keys")},
-               "shape": list(result["maps"][k].shape)} for k in result["layers"]]
-    return ({"family": result["family"], "library": result["library"], "layers": layers,
-             "patch_grid": result["patch_grid"], "num_prefix_tokens": result["num_prefix_tokens"]},
-            {k.replace("#", "_call"): v for k, v in result["maps"].items()})
-
-
-def _view_offsets(model, x, spec, args):
-    from explorer.views.deformable import capture_offsets
-
-    captures = capture_offsets(model, x)
-    if not captures:
-        raise ExplorerError(f"{spec.arch} has no deformable conv (try --swap preset:dcnv2)")
-    layers = [{"name": name, "type": c["type"], "kernel_size": c["kernel_size"], "output_hw": c["output_hw"],
-               "mean_offset_pixels": float(c["magnitude"].mean()),
-               "mean_modulation": None if c["mask"] is None else float(c["mask"].mean())}
-              for name, c in captures.items()]
-    arrays = {f"{name}.offset": c["offset"] for name, c in captures.items()}
-    arrays.update({f"{name}.mask": c["mask"] for name, c in captures.items() if c["mask"] is not None})
-    return {"layers": layers}, arrays
+    view = view_by_id(view_id)
+    if view.job_kind is None:
+        return view.compute(payload)
+    return run_job_kind(view.job_kind, payload, lambda text: None)
 
 
-def _view_fusion(model, x, spec, args):
-    from explorer.views.fusion import fusion_report
-
-    report = fusion_report(model, x)
-    if report["kind"] == "asff":
-        return ({"kind": "asff", "input_levels": report["input_levels"], "mean_weights": report["mean_weights"]},
-                dict(report["maps"]))
-    return {"kind": "sfam", "per_tum": report["per_tum"].tolist()}, {"per_tum": report["per_tum"]}
-
-
-def _view_erf(model, x, spec, args):
+def _pixels(image):
+    """An image as the jobs take it: H×W×3 uint8 RGB pixels."""
     import numpy as np
 
-    from explorer.models import input_size_of
-    from explorer.views.receptive_field import effective_rf
-
-    if not args.layer:
-        raise ExplorerError("the erf view needs --layer NAME (see `python -m explorer rf ARCH`)")
-    result = effective_rf(model, input_size_of(spec), args.layer)
-    heat = np.asarray(result.pop("map"), dtype=np.float32)
-    return {**result, "map_shape": list(heat.shape)}, {"map": heat}
-
-
-def _view_stn(model, x, spec, args):
-    from explorer.views.stn import stn_grid
-
-    if not hasattr(model, "stn"):
-        raise ExplorerError(f"{spec.arch} has no spatial transformer: add --swap front:stn@input")
-    result = stn_grid(model.stn, x)
-    arrays = {k: v for k, v in result.items() if hasattr(v, "shape")}
-    return {k: v for k, v in result.items() if k not in arrays}, arrays
-
-
-def _view_connectivity(model, x, spec, args):
-    from explorer.views.connectivity import channel_paths, connectivity_candidates
-
-    if not args.layer:
-        names = [c["name"] for c in connectivity_candidates(model)]
-        hint = f"; blocks with grouped convs here: {', '.join(names[:8])}{' …' if len(names) > 8 else ''}" if names \
-            else "; this model has no block of grouped convs (try --swap conv:igcv2@layer1.0.conv1 on a ResNet)"
-        raise ExplorerError(f"the connectivity view needs --layer BLOCK{hint}")
-    report = channel_paths(model, args.layer)
-    factors = report.pop("factors")
-    paths = report.pop("paths")
-    report["factors"] = [{k: v for k, v in f.items() if k not in ("matrix", "so_far")} for f in factors]
-    arrays = {"paths": paths, **{f"factor{i}.{f['name']}": f["matrix"] for i, f in enumerate(factors)}}
-    return report, arrays
-
-
-_VIEW_RUNNERS = {"attention": _view_attention, "offsets": _view_offsets, "fusion": _view_fusion, "erf": _view_erf,
-                 "stn": _view_stn, "connectivity": _view_connectivity}
+    return np.asarray(image.convert("RGB"))
 
 
 def cmd_losses(args) -> Any:
@@ -298,7 +241,10 @@ def cmd_bench(args) -> Any:
     )
     spec = ModelSpec(arch=args.arch, input_size=parse_size(args.input) if args.input else None,
                      options=tuple(_parse_option(o) for o in args.option or ()), swaps=tuple(args.swap or ()))
-    result = bench(spec, settings)
+    if os.environ.get("EXPLORER_BACKEND", "").strip().lower() in ("", "local"):
+        result = bench(spec, settings)  # in this process, as always
+    else:
+        result = _bench_as_job(spec, settings)
     if result["error"] and not result["results"]:
         raise ExplorerError(result["error"])
     if args.roofline:
@@ -314,6 +260,26 @@ def cmd_bench(args) -> Any:
     if result["error"]:
         print(f"stopped: {result['error']}")
     return None
+
+
+def _bench_as_job(spec: ModelSpec, settings) -> dict[str, Any]:
+    """The bench as a job of the shared service (EXPLORER_BACKEND=ray: on a worker of the Ray cluster); its
+    settings then name the worker and host it ran on. The service and Ray are shut down before returning."""
+    from dataclasses import asdict
+
+    from explorer.jobs import shared_service
+
+    service = None
+    try:
+        service = shared_service()
+        return service.run("cli", "bench", {"spec": spec.to_dict(),
+                                            "settings": {**asdict(settings), "batches": list(settings.batches)}})
+    finally:
+        if service is not None:
+            service.shutdown()
+        ray_workers = sys.modules.get("explorer.ray_workers")  # imported only when the backend is ray
+        if ray_workers is not None:
+            ray_workers.shutdown()  # this process's local Ray instance stops; a cluster is only left
 
 
 def cmd_compare(args) -> Any:
@@ -480,29 +446,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("swin-mask", help="Swin's shifted-window attention masks for one stage and block")
     _model_args(p)
-    p.add_argument("--stage", type=int, default=1, help="1 to 4")
-    p.add_argument("--block", type=int, default=1, help="block within the stage, from 0 (odd blocks are shifted)")
-    p.add_argument("--window", type=_number(int, 1, MAX_WINDOW), default=None,
-                   help=f"override the window size (1 to {MAX_WINDOW} tokens)")
+    _swin_flags(p, stage=1, block=1)
     p.set_defaults(func=cmd_swin_mask)
 
     p = sub.add_parser("cam", help="Grad-CAM++ and its siblings, or Captum attributions, on an image")
     _model_args(p)
     p.add_argument("--image", required=True, help="an image file (PNG, JPEG, ...)")
-    p.add_argument("--method", default="gradcam++",
-                   choices=["gradcam++", "gradcam", "scorecam", "eigencam", "layercam", "integrated_gradients", "saliency", "occlusion"])
     p.add_argument("--layer", help="target layer name (default: derived from the model)")
-    p.add_argument("--class", dest="class_index", type=_number(int, 0, MAX_CLASS_INDEX),
-                   help="target class (default: the top class)")
+    _cam_flags(p, method="gradcam++")
     p.add_argument("--out", help="write the heat map over the image as PNG")
     p.set_defaults(func=cmd_cam)
 
-    p = sub.add_parser("view", help="the Inside page's attention, deformable offsets, fusion weights, "
-                                    "effective receptive field, STN and channel connectivity views")
+    from explorer.views.registry import VIEW_IDS, VIEWS
+
+    p = sub.add_parser("view", help="the Inside page's views, computed as the pages compute them: "
+                                    + ", ".join(VIEW_IDS))
     _model_args(p)
-    p.add_argument("view", choices=list(_VIEW_RUNNERS))
-    p.add_argument("--image", help="an image file (default: the shipped 'shapes' sample)")
-    p.add_argument("--layer", help="the layer (erf) or the block (connectivity)")
+    p.add_argument("view", choices=VIEW_IDS, help="; ".join(f"{v.id}: {v.about}" for v in VIEWS))
+    p.add_argument("--image", help="an image file, for the views that read one (default: the shipped 'shapes' sample)")
+    p.add_argument("--layer", help="the layer (erf; cam's target layer) or the block (connectivity)")
+    _cam_flags(p, method=None)
+    _swin_flags(p, stage=None, block=None)
     p.add_argument("--out", help="write the full arrays to this .npz file")
     p.set_defaults(func=cmd_view)
 
@@ -556,6 +520,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true", help="write explorer/data/measured_costs.json")
     p.set_defaults(func=cmd_measure_catalog)
     return parser
+
+
+class _CamMethods:
+    """The CAM and attribution methods as argparse choices, read from explorer.views.cam only when a command
+    that takes --method parses it or prints its help: that module loads torch (seconds), which `list` and the
+    other commands' parsers need not wait for."""
+
+    def _all(self) -> tuple[str, ...]:
+        from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS
+
+        return CAM_METHODS + ATTRIBUTION_METHODS
+
+    def __contains__(self, value) -> bool:
+        return value in self._all()
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def _cam_flags(p, method: str | None):
+    # a metavar, so that argparse does not list the choices (and import torch) while it builds the parser
+    p.add_argument("--method", default=method, choices=_CamMethods(), metavar="METHOD",
+                   help="one of %(choices)s" + (f" (default {method})" if method else "; cam only"))
+    p.add_argument("--class", dest="class_index", type=_number(int, 0, MAX_CLASS_INDEX),
+                   help="target class (default: the top class)")
+
+
+def _swin_flags(p, stage: int | None, block: int | None):
+    p.add_argument("--stage", type=int, default=stage, help="Swin stage, 1 to 4" + (f" (default {stage})" if stage else ""))
+    p.add_argument("--block", type=int, default=block,
+                   help="block within the stage, from 0 (odd blocks are shifted)" + (f" (default {block})" if block else ""))
+    p.add_argument("--window", type=_number(int, 1, MAX_WINDOW), default=None,
+                   help=f"override the window size (1 to {MAX_WINDOW} tokens)")
 
 
 def _model_args(p):

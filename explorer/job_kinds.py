@@ -194,11 +194,11 @@ def _model_input(payload):
 
 
 def _attention(payload, progress):
-    from explorer.views.attention import attention_layers, attention_maps
+    from explorer.views.attention import attention_layers, attention_maps, no_attention_layers
 
     model, report, x = _model_input(payload)
     if not attention_layers(model):
-        return {"data": None, "weights_report": report}
+        return {"data": None, "absent": no_attention_layers(model), "weights_report": report}
     progress("recomputing every layer's attention")
     return {"data": attention_maps(model, x, keep_output=False), "weights_report": report}
 
@@ -212,11 +212,11 @@ def _offsets(payload, progress):
 
 
 def _fusion(payload, progress):
-    from explorer.views.fusion import fusion_kind, fusion_report
+    from explorer.views.fusion import NO_FUSION_WEIGHTS, fusion_kind, fusion_report
 
     model, report, x = _model_input(payload)
     if fusion_kind(model) is None:
-        return {"report": None, "weights_report": report}
+        return {"report": None, "absent": NO_FUSION_WEIGHTS, "weights_report": report}
     return {"report": fusion_report(model, x), "weights_report": report}
 
 

@@ -6,8 +6,9 @@ from explorer.catalog import load_catalog
 from explorer.models import check_input
 from explorer.spec import ModelSpec, parse_size
 from explorer.text import escape_markdown
+from explorer.views.registry import inside_views, view_by_label
 from ui.common import QUOTED_LINK_TEXT, arch_from_link, drop_unused_link_params, guard, page_setup
-from ui.inside import attention_view, cam_view, deformable_view, receptive_field_view, stn_view, swin_mask_view
+from ui.inside import INSIDE_RENDERERS
 
 page_setup("Inside", ":material/visibility:")
 st.title("Inside")
@@ -15,8 +16,7 @@ st.title("Inside")
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 params = st.query_params
 drop_unused_link_params(("arch", "view", "swaps", "input"))
-VIEWS = ["Grad-CAM++ and attributions", "Attention maps", "Deformable offsets", "Receptive fields",
-         "Swin shifted windows", "Spatial transformer", "Fusion weights", "Channel connectivity"]
+VIEWS = [v.label for v in inside_views()]  # explorer.views.registry: the one list of views, and their labels
 if "inside_arch" not in st.session_state:
     st.session_state.inside_arch = arch_from_link(ids)
     st.session_state.inside_view = params.get("view") if params.get("view") in VIEWS else VIEWS[0]
@@ -54,33 +54,13 @@ if not tokens and (variant.input_kind != "image" or len(input_size_of(spec)) != 
 
 view = st.radio("View", VIEWS, horizontal=True, key="inside_view")
 st.query_params["view"] = view
-if tokens and view != "Attention maps":
+chosen = view_by_label(view)
+if tokens and not chosen.tokens:
+    token_views = " or ".join(v.label for v in inside_views() if v.tokens)
     st.info(f"This view works on image models; {escape_markdown(spec.arch)} takes tokens input "
-            f"({'×'.join(map(str, input_size_of(spec)))}). Pick Attention maps to see its token × token attention; "
+            f"({'×'.join(map(str, input_size_of(spec)))}). Pick {token_views} to see its token × token attention; "
             "its cost, latency and comparisons are on the other pages.")
     st.stop()
 # One view at a time (radio, not tabs): tabs would compute every view on every rerun.
 with guard(f"The {view.lower()} view"):
-    if view.startswith("Grad-CAM"):
-        cam_view(spec, key="inside_cam")
-    elif view == "Attention maps":
-        attention_view(spec, key="inside_attn")
-    elif view == "Deformable offsets":
-        deformable_view(spec, key="inside_dcn")
-    elif view == "Receptive fields":
-        receptive_field_view(spec, key="inside_rf", with_erf=True)
-    elif view == "Swin shifted windows":
-        if "swin" not in spec.arch:
-            st.info("Pick a Swin model (swin_t, swin_s, swin_b) to see its windows.")
-        else:
-            swin_mask_view(spec, key="inside_swin", controls=True)
-    elif view == "Fusion weights":
-        from ui.fusion import fusion_view
-
-        fusion_view(spec, key="inside_fusion")
-    elif view == "Channel connectivity":
-        from ui.connectivity import connectivity_view
-
-        connectivity_view(spec, key="inside_connectivity")
-    else:
-        stn_view(key="inside_stn")
+    INSIDE_RENDERERS[chosen.id](spec)

@@ -594,3 +594,36 @@ def stn_view(key: str = "stn"):
     theta = "[" + ", ".join("[" + ", ".join(f"{v:.3g}" for v in row) + "]" for row in np.asarray(data["theta"][0])) + "]"
     st.caption(f"θ = {theta}: each output pixel samples the input where the grid puts it. "
                "In a trained STN a small localisation network predicts θ from the image itself.")
+
+
+# --- the Inside page's renderer of each view of explorer.views.registry with a label, keyed by its id ------
+
+def _inside_swin(spec: ModelSpec):
+    if "swin" not in spec.arch:
+        st.info("Pick a Swin model (swin_t, swin_s, swin_b) to see its windows.")
+        return
+    swin_mask_view(spec, key="inside_swin", controls=True)
+
+
+def _inside_fusion(spec: ModelSpec):
+    from ui.fusion import fusion_view  # it imports this module: imported when drawn
+
+    fusion_view(spec, key="inside_fusion")
+
+
+def _inside_connectivity(spec: ModelSpec):
+    from ui.connectivity import connectivity_view
+
+    connectivity_view(spec, key="inside_connectivity")
+
+
+INSIDE_RENDERERS = {
+    "cam": lambda spec: cam_view(spec, key="inside_cam"),
+    "attention": lambda spec: attention_view(spec, key="inside_attn"),
+    "offsets": lambda spec: deformable_view(spec, key="inside_dcn"),
+    "rf": lambda spec: receptive_field_view(spec, key="inside_rf", with_erf=True),  # erf is part of it: a button
+    "swin": _inside_swin,
+    "stn": lambda spec: stn_view(key="inside_stn"),
+    "fusion": _inside_fusion,
+    "connectivity": _inside_connectivity,
+}

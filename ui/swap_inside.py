@@ -6,31 +6,33 @@ import streamlit as st
 
 from explorer.spec import ModelSpec
 from explorer.text import escape_markdown
+from explorer.views.registry import swap_views
 from ui.common import cached_rf, plot_config
 
-VIEWS = ["nothing", "Receptive field across depth", "Grad-CAM++ and friends", "Channel connectivity",
-         "Deformable offsets", "Swin windows"]
+NOTHING = "nothing"
 
 
 def beside_the_original(base: ModelSpec, swapped: ModelSpec):
-    view = st.radio("Show", VIEWS, horizontal=True, key="swap_inside_view",
+    """The registry's views that have a Swap page label (explorer.views.registry), one at a time."""
+    ids = {v.swap_label: v.id for v in swap_views()}
+    view = st.radio("Show", [NOTHING, *ids], horizontal=True, key="swap_inside_view",
                     help="Computed for the base and the swapped model; nothing is computed until you pick a view")
-    if view == "Receptive field across depth":
-        _receptive_fields(base, swapped)
-    elif view == "Grad-CAM++ and friends":
-        _cams(base, swapped)
-    elif view == "Channel connectivity":
-        from ui.connectivity import connectivity_view
+    if view != NOTHING:
+        SWAP_RENDERERS[ids[view]](base, swapped)
 
-        st.caption("The swapped model's blocks of grouped convs. A plain conv it replaced is one dense factor: every "
-                   "output reads every input once.")
-        connectivity_view(swapped, key="swap_connectivity")
-    elif view == "Deformable offsets":
-        from ui.inside import deformable_view
 
-        deformable_view(swapped, key="swap_dcn")
-    elif view == "Swin windows":
-        _swin_windows(base, swapped)
+def _connectivity(base: ModelSpec, swapped: ModelSpec):
+    from ui.connectivity import connectivity_view
+
+    st.caption("The swapped model's blocks of grouped convs. A plain conv it replaced is one dense factor: every "
+               "output reads every input once.")
+    connectivity_view(swapped, key="swap_connectivity")
+
+
+def _offsets(base: ModelSpec, swapped: ModelSpec):
+    from ui.inside import deformable_view
+
+    deformable_view(swapped, key="swap_dcn")
 
 
 def _swin_windows(base: ModelSpec, swapped: ModelSpec):
@@ -98,3 +100,8 @@ def _cams(base: ModelSpec, swapped: ModelSpec):
     st.caption("Both maps explain the base model's top class. With pretrained weights the swapped model loads every "
                "layer the swap kept; the blocks it added or replaced start from their initialisation, as they would "
                "before fine-tuning.")
+
+
+# the Swap page's renderer of each registry view with a Swap label, keyed by its id: (base, swapped) → None
+SWAP_RENDERERS = {"cam": _cams, "offsets": _offsets, "rf": _receptive_fields, "swin": _swin_windows,
+                  "connectivity": _connectivity}

@@ -137,6 +137,12 @@ def _kind_of(module: nn.Module, timm_cls: dict, tv_swin: tuple) -> str | None:
     return None
 
 
+def no_attention_layers(model: nn.Module) -> str:
+    """Why a model has no attention maps to show (attention_maps' refusal, and the attention job's)."""
+    return (f"{type(model).__name__} has no supported attention layers (nn.MultiheadAttention, "
+            "nn.TransformerEncoder, timm ViT / Swin / PVT v2 / BoTNet / CoAtNet attention, PVT v1)")
+
+
 def attention_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """(name, module, kind) for every supported attention module, in module-registration order.
 
@@ -511,8 +517,7 @@ def attention_maps(model: nn.Module, x: torch.Tensor, layers: Iterable[str | int
     """
     found = attention_layers(model)
     if not found:
-        raise ExplorerError(f"{type(model).__name__} has no supported attention layers (nn.MultiheadAttention, "
-                            "nn.TransformerEncoder, timm ViT / Swin / PVT v2 / BoTNet / CoAtNet attention, PVT v1)")
+        raise ExplorerError(no_attention_layers(model))
     chosen = _select(found, layers)
     token_ids = x.dim() == 2 and not torch.is_floating_point(x)
     if x.dim() != 4 and not token_ids:

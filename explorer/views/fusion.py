@@ -17,6 +17,7 @@ import torch.nn as nn
 from explorer.errors import ExplorerError
 
 ASFF_INPUT_LEVELS = ("stride 32", "stride 16", "stride 8")
+NO_FUSION_WEIGHTS = "this model has no learned fusion weights (ASFF or M2Det's SFAM)"
 
 
 def fusion_kind(model: nn.Module) -> str | None:
@@ -30,7 +31,7 @@ def fusion_kind(model: nn.Module) -> str | None:
 def fusion_report(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     kind = fusion_kind(model)
     if kind is None:
-        raise ExplorerError("this model has no learned fusion weights (ASFF or M2Det's SFAM)")
+        raise ExplorerError(NO_FUSION_WEIGHTS)
     with torch.no_grad():
         if kind == "asff":
             maps = {name: w[0].float().numpy() for name, w in model.fusion_weights(x).items()}
