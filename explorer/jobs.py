@@ -572,7 +572,6 @@ def shared_service() -> JobService:
                 except ImportError as exc:
                     raise ExplorerError(f"EXPLORER_BACKEND=ray needs the ray package ({exc.name or exc}); "
                                         "install it with: pip install ray==2.60.0") from None
-
                 _SERVICE = JobService(workers=ray_workers())
             else:
                 raise ExplorerError(f"EXPLORER_BACKEND must be local or ray, got {backend[:40]!r}")
