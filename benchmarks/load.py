@@ -105,6 +105,9 @@ def build_parser():
     parser.add_argument("--pages", default=",".join(PAGE_KINDS), help=f"pages of a round, from {', '.join(PAGE_KINDS)}")
     parser.add_argument("--page-timeout", type=float, default=300.0,
                         help=f"seconds one page (or one Run) may take before it counts as failed, ≤ {MAX_PAGE_TIMEOUT_S:g}")
+    parser.add_argument("--backend", default="local", choices=["local", "ray"],
+                        help="with --start-server: the server's job backend (EXPLORER_BACKEND): local worker processes "
+                             "or a local Ray instance")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return parser
 
@@ -118,8 +121,11 @@ class LoadSettings:
     pages: tuple[str, ...] = PAGE_KINDS
     page_timeout_s: float = 300.0
     server_pid: int | None = None
+    backend: str = "local"  # the started server's EXPLORER_BACKEND
 
     def __post_init__(self):
+        if self.backend not in ("local", "ray"):
+            raise ExplorerError(f"--backend {_shown(self.backend)!r}: allowed local or ray")
         if self.url is not None:
             object.__setattr__(self, "url", check_loopback_url(self.url))
         _bounded("--sessions", self.sessions, 1, MAX_SESSIONS)
@@ -153,14 +159,15 @@ class AppServer:
     """`streamlit run app.py` on a free loopback port, in its own process group so that stopping it stops its
     children too."""
 
-    def __init__(self):
+    def __init__(self, backend: str = "local"):
         self.port = _free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="load-server-", suffix=".log")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
              "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "EXPLORER_BACKEND": backend})
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
             try:
@@ -484,7 +491,7 @@ def _run_in_own_loop(coroutine):
 
 def run_load(settings: LoadSettings) -> dict:
     """Run the load test and return its summary (what --json prints)."""
-    server = AppServer() if settings.url is None else None
+    server = AppServer(settings.backend) if settings.url is None else None
     try:
         base_url = server.url if server else settings.url
         server_pid = server.proc.pid if server else settings.server_pid
@@ -506,6 +513,7 @@ def run_load(settings: LoadSettings) -> dict:
     waits = tally.queue_waits
     return {
         "url": base_url, "started_server": server is not None, "sessions": settings.sessions,
+        "backend": settings.backend if server is not None else "as the running server was started",
         "minutes_asked": settings.minutes, "rounds": settings.rounds, "pages": list(settings.pages),
         "duration_s": round(duration, 2), "kinds": kinds, "jobs_done": jobs,
         "jobs_per_minute": jobs / (duration / 60) if duration > 0 else None,
@@ -523,7 +531,7 @@ def _seconds(value: float | None) -> str:
 
 def print_summary(summary: dict):
     print_table(
-        f"Load: {summary['sessions']} sessions for {summary['duration_s'] / 60:.1f} min against {summary['url']}",
+        f"Load: {summary['sessions']} sessions for {summary['duration_s'] / 60:.1f} min against {summary['url']} (backend: {summary['backend']})",
         ["page", "opened", "ok", "failed", "p50 (s)", "p95 (s)"],
         [[label, k["opened"], k["ok"], k["failed"], _seconds(k["p50_s"]), _seconds(k["p95_s"])]
          for kind, label in REPORT_KINDS.items() if (k := summary["kinds"][kind])["opened"]])
@@ -559,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = LoadSettings(
             url=None if args.start_server else args.url, sessions=args.sessions, minutes=args.minutes,
             rounds=args.rounds, pages=tuple(p.strip() for p in args.pages.split(",") if p.strip()),
-            page_timeout_s=args.page_timeout, server_pid=None if args.start_server else args.server_pid)
+            page_timeout_s=args.page_timeout, server_pid=None if args.start_server else args.server_pid,
+            backend=args.backend)
         if args.start_server:
             check_loopback_url(args.url)  # a hostile --url is refused even when it would not be used
         summary = run_load(settings)
