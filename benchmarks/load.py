@@ -47,8 +47,9 @@ MAX_MESSAGE_BYTES = 256 * 2**20  # one ForwardMsg; the app's largest (plotly fig
 SERVER_START_TIMEOUT_S = 120.0
 
 MODEL_ARCHS = ("resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0")  # rotated: some cached, some not
-CAM_QUERY = "arch=resnet18&view=" + quote("Grad-CAM++ and attributions")  # the Inside page's first view
-LATENCY_QUERY = "arch=resnet18"
+CAM_VIEW = "&view=" + quote("Grad-CAM++ and attributions")  # the Inside page's first view
+# CAMs and latency runs rotate over the same models: the first request of each is computed, later ones are
+# served from the job service's cache (as in a class, where many open the same model)
 PAGE_KINDS = ("model", "inside", "latency")
 # What is reported: each page open, plus the Latency page's Run (a job, like the Inside page's CAM).
 REPORT_KINDS = {"model": "Model page", "inside": "Inside page, Grad-CAM (a job)", "latency": "Latency page",
@@ -428,9 +429,12 @@ async def _session_loop(index: int, settings: LoadSettings, ws_url: str, tally: 
                     arch = MODEL_ARCHS[(index + round_) % len(MODEL_ARCHS)]
                     await _step(session, tally, "model", "Model", f"arch={arch}", session.pages.get("Model", ""))
                 elif kind == "inside":
-                    await _step(session, tally, "inside", "Inside", CAM_QUERY, session.pages.get("Inside", ""))
+                    arch = MODEL_ARCHS[(index + round_ + 1) % len(MODEL_ARCHS)]
+                    await _step(session, tally, "inside", "Inside", f"arch={arch}{CAM_VIEW}",
+                                session.pages.get("Inside", ""))
                 else:
-                    opened = await _step(session, tally, "latency", "Latency", LATENCY_QUERY,
+                    arch = MODEL_ARCHS[(index + round_ + 2) % len(MODEL_ARCHS)]
+                    opened = await _step(session, tally, "latency", "Latency", f"arch={arch}",
                                          session.pages.get("Latency", ""))
                     run_id = opened.buttons.get("Run") if opened is not None else None
                     if opened is not None and opened.ok and run_id is None:
