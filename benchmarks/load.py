@@ -521,7 +521,7 @@ def run_load(settings: LoadSettings) -> dict:
         "minutes_asked": settings.minutes, "rounds": settings.rounds, "pages": list(settings.pages),
         "duration_s": round(duration, 2), "kinds": kinds, "jobs_done": jobs,
         "jobs_per_minute": jobs / (duration / 60) if duration > 0 else None,
-        "queue": {"runs_shown_a_position": tally.queued_runs, "max_position": tally.max_queue_position or None,
+        "queue": {"runs_shown_a_position": tally.queued_runs, "max_position": tally.max_queue_position if tally.queued_runs else None,
                   "waits_reported": len(waits),
                   "wait_p50_s": statistics.median(waits) if waits else None, "wait_p95_s": _p95(waits) if waits else None},
         "peak_rss_bytes": peak_rss, "server_pid": server_pid,

@@ -42,13 +42,37 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         if address:
             # the cluster's machines get this checkout's engine code with the job, so every worker runs
             # the code this server runs; only the packages (requirements, ray) must be installed there
-            ray.init(address=address, runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]},
-                     ignore_reinit_error=True, **quiet)
+            _init_in_a_lasting_thread(address=address, ignore_reinit_error=True,
+                                      runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]}, **quiet)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, ignore_reinit_error=True, **quiet)
+            _init_in_a_lasting_thread(num_cpus=num_cpus or os.cpu_count() or 1, ignore_reinit_error=True, **quiet)
     except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
         where = f"the Ray cluster at {address[:200]!r}" if address else "a local Ray instance"
         raise ExplorerError(f"cannot connect to {where}: {_first_line(exc)}") from None
+
+
+def _init_in_a_lasting_thread(**kwargs) -> None:
+    """ray.init in a thread that lives as long as this process. A local instance's raylet and GCS are started
+    with PR_SET_PDEATHSIG, which Linux fires when the *thread* that started them ends: started from a web
+    request's thread (a Streamlit script run), they were killed as soon as that session left, and with them
+    the server ("connection to the plasma store failed", exit 1)."""
+    import threading
+
+    started, failure = threading.Event(), []
+
+    def keep():
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+        started.set()
+        if not failure:
+            threading.Event().wait()  # never returns: the thread, and Ray's processes with it, last
+
+    threading.Thread(target=keep, name="explorer-ray-init", daemon=True).start()
+    started.wait()
+    if failure:
+        raise failure[0]
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -260,3 +260,23 @@ def test_cpu_workers_beyond_the_cluster_are_refused_before_any_actor_starts(ray_
     monkeypatch.setenv("EXPLORER_RAY_CPU_WORKERS", "lots")
     with pytest.raises(ExplorerError, match="EXPLORER_RAY_CPU_WORKERS must be a whole number from 0 to 2, got 'lots'"):
         ray_workers()
+
+
+def test_a_local_ray_instance_outlives_the_request_thread_that_started_it():
+    """The web server starts Ray from a session's script thread, which ends with the session. Ray's raylet
+    dies with the thread that started it (PR_SET_PDEATHSIG), and the server with the raylet: a class of 10
+    brought it down within seconds. Started from a thread that then ends, jobs must still run."""
+    script = (
+        "import threading, time\n"
+        "from explorer.jobs import JobService\n"
+        "from explorer import ray_workers\n"
+        "t = threading.Thread(target=ray_workers.connect, kwargs={'num_cpus': 1}); t.start(); t.join()\n"
+        "service = JobService(workers=ray_workers.ray_workers())\n"
+        "time.sleep(2)  # the starting thread is gone; a raylet tied to it would be dead by now\n"
+        "print(service.run('s', 'hold', {'seconds': 0.1})['held_s'])\n"
+        "service.shutdown(); ray_workers.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local instance
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "0.1"
