@@ -128,3 +128,35 @@ def test_a_class_shares_the_worker_fairly_and_a_waiting_job_can_be_cancelled(app
     for page in (a, b):
         assert page.get_by_test_id("stException").count() == 0
         page.context.close()
+
+
+def test_hostile_links_leave_the_server_answering(app_server, browser):
+    """Links a careless or hostile person might share, opened one after another on the real server: each page
+    says why in a message (no traceback, no link or image from the link), and the server still answers."""
+    import urllib.parse
+    import urllib.request
+
+    payload = urllib.parse.quote('![t](http://evil.test/t.png) [Click here to re-login](http://evil.test)')
+    links = [
+        "/Model?arch=timm:resnet18&options=" + urllib.parse.quote('{"checkpoint_path": "/etc/hostname"}'),
+        "/Model?arch=resnet18&options=" + urllib.parse.quote('{"num_classes": 1000000}'),
+        "/Model?arch=swin_t&swaps=" + urllib.parse.quote("tfm:window(size=100000)@all"),
+        "/Model?arch=swin_t&input=3,225,225",
+        "/Model?arch=resnet18&batch=100000",
+        "/Inside?arch=resnet18&view=" + payload,
+        "/Latency?arch=" + payload,
+        "/Compare?set=" + urllib.parse.quote('{"a": 1}'),
+    ]
+    page = browser.new_page(viewport={"width": 800, "height": 1000})
+    for link in links:
+        page.goto(app_server + link)
+        alert = page.get_by_test_id("stAlert").first
+        alert.wait_for(timeout=90_000)
+        assert page.get_by_test_id("stException").count() == 0, link
+        assert page.locator("[data-testid='stAlert'] a, [data-testid='stAlert'] img").count() == 0, link
+    assert urllib.request.urlopen(app_server + "/_stcore/health", timeout=10).read() == b"ok"
+    page.goto(app_server + "/Model?arch=resnet18")
+    macs = page.get_by_test_id("stMetric").filter(has_text=re.compile(r"^MACs")).get_by_test_id("stMetricValue")
+    macs.wait_for(timeout=90_000)
+    assert macs.inner_text().strip() == "1.81 G"  # resnet18 at 224×224: torchvision's 1.814 GMACs
+    page.close()
