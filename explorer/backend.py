@@ -15,10 +15,10 @@ from explorer.spec import ModelSpec
 class LocalBackend:
     """Runs every job in this process, on CUDA when available."""
 
-    def cost(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def cost(self, spec: dict[str, Any], with_layers: bool = True) -> dict[str, Any]:
         from explorer.cost import analyse
 
-        return analyse(ModelSpec.from_dict(spec))
+        return analyse(ModelSpec.from_dict(spec), with_layers=with_layers)
 
     def fvcore(self, spec: dict[str, Any]) -> dict[str, Any]:
         from explorer.second_opinion import fvcore_count
@@ -59,6 +59,12 @@ class LocalBackend:
         from explorer.compare import compare_row
 
         return compare_row(ModelSpec.from_dict(spec))
+
+    def compare_set(self, specs: list[dict[str, Any]], sides: list[int], latency: bool = False) -> dict[str, Any]:
+        """Rows, Pareto fronts per published metric and (with `sides`) a resolution sweep of a set of models."""
+        from explorer.compare import compare_set
+
+        return compare_set([ModelSpec.from_dict(s) for s in specs], sides, latency=latency)
 
     def resolution_sweep(self, spec: dict[str, Any], sides: list[int], latency: bool = False) -> list[dict[str, Any]]:
         """Cost (and, with `latency`, quick batch-1 latency on this backend's device) per input side."""

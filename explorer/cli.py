@@ -55,14 +55,14 @@ def cmd_list(args) -> Any:
 
 
 def cmd_cost(args) -> Any:
-    from explorer.cost import analyse
+    from explorer.backend import BACKEND
 
     spec = spec_from_args(args)
-    result = analyse(spec, with_layers=not args.no_layers)
+    result = BACKEND.cost(spec.to_dict(), with_layers=not args.no_layers)
     if args.second_opinion:
-        from explorer.second_opinion import explain_difference, fvcore_count
+        from explorer.second_opinion import explain_difference
 
-        fv = fvcore_count(spec)
+        fv = BACKEND.fvcore(spec.to_dict())
         result["second_opinion"] = {"fvcore": fv, "reasons": explain_difference(result["macs"], fv)}
     if args.json:
         return result
@@ -85,11 +85,11 @@ def cmd_cost(args) -> Any:
 
 
 def cmd_swap_points(args) -> Any:
-    from explorer.models import build_model
-    from explorer.swaps import PRESETS, swap_points
+    from explorer.backend import BACKEND
+    from explorer.swaps import PRESETS
 
     spec = spec_from_args(args)
-    points = swap_points(build_model(spec, device="meta"))
+    points = BACKEND.swap_points(spec.to_dict())
     if args.json:
         return {"arch": spec.arch, "points": points, "presets": PRESETS}
     for kind, rows in points.items():
@@ -100,9 +100,9 @@ def cmd_swap_points(args) -> Any:
 
 
 def cmd_fold(args) -> Any:
-    from explorer.reparam import fold_report
+    from explorer.backend import BACKEND
 
-    result = fold_report(spec_from_args(args))
+    result = BACKEND.fold(spec_from_args(args).to_dict())
     if args.json:
         return result
     print(f"{result['arch']}: folded {result['folded']} blocks; max |difference| {result['max_abs_diff']:.3g}")
@@ -283,7 +283,8 @@ def _bench_as_job(spec: ModelSpec, settings) -> dict[str, Any]:
 
 
 def cmd_compare(args) -> Any:
-    from explorer.compare import READY_MADE, compare_set, spec_from_item
+    from explorer.backend import BACKEND
+    from explorer.compare import READY_MADE, spec_from_item
 
     items = list(args.items)
     if args.ready:
@@ -295,7 +296,7 @@ def cmd_compare(args) -> Any:
     sides = _int_list(args.sweep, "--sweep") if args.sweep else []
     if len(sides) > MAX_SWEEP_SIDES or any(not 1 <= side <= MAX_SIDE for side in sides):
         raise ExplorerError(f"--sweep takes 1 to {MAX_SWEEP_SIDES} input sides, each between 1 and {MAX_SIDE} pixels")
-    result = compare_set([spec_from_item(i) for i in items], sides, latency=args.latency)
+    result = BACKEND.compare_set([spec_from_item(i).to_dict() for i in items], sides, latency=args.latency)
     if args.json:
         return result
     print(f"{'model':<40} {'params M':>9} {'GMACs':>9} {'mem MB':>9} {'published':>10}  metric")
