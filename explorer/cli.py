@@ -197,14 +197,11 @@ def cmd_view(args) -> Any:
 
 def _compute_view(view_id: str, payload: dict[str, Any]) -> Any:
     """A view's result, computed in this process by the job kind the pages queue (random weights unless the
-    payload names others), or by the view's own computation where it has no job kind."""
+    payload names others)."""
     from explorer.jobs import run_job_kind
     from explorer.views.registry import view_by_id
 
-    view = view_by_id(view_id)
-    if view.job_kind is None:
-        return view.compute(payload)
-    return run_job_kind(view.job_kind, payload, lambda text: None)
+    return run_job_kind(view_by_id(view_id).job_kind, payload, lambda text: None)
 
 
 def _pixels(image):

@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Any, Callable
 
+import numpy as np
+
 from explorer.errors import ExplorerError
 from explorer.spec import ModelSpec
 
@@ -220,6 +222,34 @@ def _fusion(payload, progress):
     return {"report": fusion_report(model, x), "weights_report": report}
 
 
+def _stn(payload, progress):
+    """A spatial transformer's sampling grid and output on the image: the model's own (a `front:stn@input`
+    swap), or, given `theta` (2×3), a standalone transformer with that hand-set affine map (the Inside page's demo)."""
+    import math
+
+    import torch
+
+    from explorer.views.stn import stn_grid
+
+    if payload.get("theta") is not None:
+        from PIL import Image
+
+        from explorer.blocks import STN
+        from explorer.images import to_input
+
+        theta = payload["theta"]
+        if (not isinstance(theta, (list, tuple)) or len(theta) != 2 or any(len(row) != 3 for row in theta)
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) and abs(v) <= 10 for row in theta for v in row)):
+            raise ExplorerError("theta must be 2×3 finite numbers, each between -10 and 10")
+        pixels = np.asarray(payload["image"], dtype=np.uint8)
+        x = to_input(Image.fromarray(pixels), (3, 160, 160))
+        return stn_grid(STN(3).eval(), x, points=12, theta=torch.tensor([theta], dtype=torch.float32))
+    model, _, x = _model_input(payload)
+    if not hasattr(model, "stn"):
+        raise ExplorerError(f"{payload['spec']['arch']} has no spatial transformer: add --swap front:stn@input")
+    return stn_grid(model.stn, x)
+
+
 # --- what else ran while a job was timed ---------------------------------------------------------------
 
 def _cpu_jiffies() -> tuple[int, int] | None:
@@ -270,5 +300,6 @@ JOB_KINDS: dict[str, Callable[[dict[str, Any], Progress], Any]] = {
     "attention": _with_weights(_attention),
     "offsets": _with_weights(_offsets),
     "fusion": _with_weights(_fusion),
+    "stn": _with_weights(_stn),
     "hold": _hold,
 }

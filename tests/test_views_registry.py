@@ -47,10 +47,7 @@ def test_every_view_has_a_page_renderer_a_cli_choice_and_its_job_kind():
     assert tuple(_action(_subcommand("view"), "view").choices) == VIEW_IDS
     for view in VIEWS:
         assert view.needs in NEEDS, view.id
-        if view.job_kind is None:
-            assert view.compute is not None, view.id  # the CLI computes it itself
-        else:
-            assert view.job_kind in JOB_KINDS, view.id
+        assert view.job_kind in JOB_KINDS, view.id  # pages and CLI compute it through the same job kind
         for dest in view.cli_options:  # each flag a view reads is one the `view` sub-command has
             _action(_subcommand("view"), dest)
 

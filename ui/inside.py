@@ -560,12 +560,6 @@ def stn_view(key: str = "stn"):
     """A spatial transformer's affine sampling grid over its input, and the resampled output."""
     import math
 
-    import torch
-
-    from explorer.blocks import STN
-    from explorer.images import to_input
-    from explorer.views.stn import stn_grid
-
     loaded = choose_image(key)
     if loaded is None:
         return
@@ -576,9 +570,8 @@ def stn_view(key: str = "stn"):
     tx = c3.slider("Shift x", -0.8, 0.8, 0.0, key=f"{key}_tx")
     ty = c4.slider("Shift y", -0.8, 0.8, 0.0, key=f"{key}_ty")
     a = math.radians(angle)
-    theta = torch.tensor([[[scale * math.cos(a), -scale * math.sin(a), tx], [scale * math.sin(a), scale * math.cos(a), ty]]])
-    x = to_input(image, (3, 160, 160))
-    data = stn_grid(STN(3).eval(), x, points=12, theta=theta)
+    theta = [[scale * math.cos(a), -scale * math.sin(a), tx], [scale * math.sin(a), scale * math.cos(a), ty]]
+    data = run_job("stn", {"image": np.asarray(image.convert("RGB")), "theta": theta}, "The spatial transformer's grid")
     grid = data["grid_xy"][0]
     fig = go.Figure(go.Image(z=np.asarray(image.resize((160, 160)))))
     for row in grid:

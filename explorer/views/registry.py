@@ -26,7 +26,7 @@ class ViewSpec:
     id: str  # the CLI's name for it
     label: str | None  # the Inside page's radio label; None: drawn inside the view `part_of` names
     needs: str  # one of NEEDS
-    job_kind: str | None  # the explorer.job_kinds.JOB_KINDS entry that computes it; None: computed where shown
+    job_kind: str  # the explorer.job_kinds.JOB_KINDS entry that computes it (for the pages and the CLI alike)
     summarize: Summary  # the CLI's JSON summary and the arrays `--out FILE.npz` keeps, from the computed result
     about: str  # one line for the CLI's help
     tokens: bool = False  # also runs on token models (their seeded example ids stand in for the image)
@@ -34,7 +34,6 @@ class ViewSpec:
     part_of: str | None = None  # the view whose page draws this one
     cli_options: tuple[str, ...] = ()  # the `view` flags it reads besides the model's (their argparse dests)
     cli_settings: Callable[[Mapping[str, Any]], dict[str, Any]] = lambda options: {}  # the job's settings
-    compute: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # the CLI's computation without a job kind
 
 
 # --- the CLI's summaries: (JSON summary, arrays for --out) from the computed result ---------------------
@@ -99,18 +98,6 @@ def _swin_summary(result, spec):
 
     return ({k: v for k, v in result.items() if k not in _SWIN_ARRAYS},
             {k: np.asarray(result[k]) for k in _SWIN_ARRAYS if k in result})
-
-
-def _stn_of_the_model(payload):
-    """The model's own spatial transformer (a `front:stn@input` swap) on the image. The Inside page's demo
-    draws a standalone STN in the page instead, so the view has no job kind."""
-    from explorer.job_kinds import _model_input  # the jobs' own model (with its weights) and image input
-    from explorer.views.stn import stn_grid
-
-    model, _, x = _model_input(payload)
-    if not hasattr(model, "stn"):
-        raise ExplorerError(f"{payload['spec']['arch']} has no spatial transformer: add --swap front:stn@input")
-    return stn_grid(model.stn, x)
 
 
 def _stn_summary(result, spec):
@@ -182,8 +169,8 @@ VIEWS: tuple[ViewSpec, ...] = (
     ViewSpec("swin", "Swin shifted windows", "block", "swin_masks", _swin_summary,
              "Swin's window grid, cyclic shift and attention masks of one stage and block",
              swap_label="Swin windows", cli_options=("stage", "block", "window"), cli_settings=_swin_settings),
-    ViewSpec("stn", "Spatial transformer", "image", None, _stn_summary,
-             "a spatial transformer's affine grid and resampled output", compute=_stn_of_the_model),
+    ViewSpec("stn", "Spatial transformer", "image", "stn", _stn_summary,
+             "a spatial transformer's affine grid and resampled output"),
     ViewSpec("fusion", "Fusion weights", "image", "fusion", _fusion_summary,
              "ASFF's per-pixel level weights or M2Det's SFAM weights"),
     ViewSpec("connectivity", "Channel connectivity", "block", "connectivity", _connectivity_summary,
