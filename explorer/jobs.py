@@ -17,6 +17,7 @@ The rules, the same for every caller:
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import itertools
 import json
@@ -41,8 +42,23 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 FINISHED = (DONE, FAILED, CANCELLED)
 
 
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[str, ...]:
+    """The libraries a result depends on: a cached result is reused only under the same versions."""
+    from importlib import metadata
+
+    found = []
+    for name in ("torch", "torchvision", "timm"):
+        try:
+            found.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} missing")
+    return tuple(found)
+
+
 def job_key(kind: str, payload: dict[str, Any]) -> str:
-    """Canonical text of a request: equal requests give equal keys (bytes enter as their SHA-256)."""
+    """Canonical text of a request: equal requests give equal keys (bytes enter as their SHA-256). The
+    key holds the payload (spec, settings, device) and the library versions."""
 
     def plain(value):
         if isinstance(value, (bytes, bytearray, memoryview)):
@@ -56,7 +72,7 @@ def job_key(kind: str, payload: dict[str, Any]) -> str:
             return [plain(v) for v in value]
         return value
 
-    return json.dumps([kind, plain(payload)], sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps([kind, plain(payload), _versions()], sort_keys=True, separators=(",", ":"), default=str)
 
 
 @dataclass
