@@ -23,6 +23,8 @@ import itertools
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -168,12 +170,18 @@ class ProcessWorker(Worker):
         self.restarts = 0
 
     def ensure_started(self):
-        if self.process is not None and self.process.is_alive():
+        if self.process is not None and self.process.poll() is None:
             return
-        ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch's threads
-        parent, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child,), name=f"explorer-{self.name}", daemon=True)
-        self.process.start()
+        # A fresh interpreter that imports only the worker loop. Not multiprocessing's spawn: it re-runs the
+        # parent's __main__ in the child, and inside Streamlit __main__ is the page script being run (the
+        # worker would start by running a page, importing torch, streamlit and the app before its first job);
+        # never fork either: the server holds torch's threads.
+        parent, child = multiprocessing.Pipe()
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", f"import explorer.jobs as j; j._worker_entry({child.fileno()})"],
+            pass_fds=(child.fileno(),), cwd=root, env=env, stdin=subprocess.DEVNULL)
         child.close()
         self.conn = parent
 
@@ -181,9 +189,12 @@ class ProcessWorker(Worker):
         """Ends the process (a job over its limits, cancelled, or crashed); the next job starts a new one."""
         if self.process is not None:
             self.restarts += 1
-            if self.process.is_alive():
+            if self.process.poll() is None:
                 self.process.kill()
-            self.process.join(5)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         self.process = None
         if self.conn is not None:
             self.conn.close()
@@ -206,7 +217,7 @@ class ProcessWorker(Worker):
             try:
                 tag, value = self.conn.recv()
             except (OSError, EOFError):
-                code = self.process.exitcode if self.process is not None else None
+                code = self.process.poll() if self.process is not None else None
                 self.stop()
                 return FAILED, (f"{job.kind} job failed: its worker process ended unexpectedly (exit code {code}); "
                                 "the worker was restarted, other jobs go on")
@@ -538,6 +549,13 @@ def _rss_of(pid: int) -> int:
 
 
 # --- the worker process -------------------------------------------------------------------------------
+
+def _worker_entry(fd: int):
+    """The worker process's start: the pipe to the server is the inherited file descriptor `fd`."""
+    from multiprocessing.connection import Connection
+
+    _worker_main(Connection(fd))
+
 
 def _worker_main(conn):
     """Runs jobs sent over `conn` until the pipe closes; each answer is ("done", result) or ("error", text)."""

@@ -3,6 +3,7 @@ that change process-wide state (torch.fx tracing) from every other request."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -234,3 +235,26 @@ def test_jobs_go_to_a_worker_of_the_device_they_need_and_name_where_they_ran():
             cpu_only.submit("A", "bench", {"id": "x", "settings": {"device": "cuda"}})
     finally:
         cpu_only.shutdown()
+
+
+def test_a_worker_starts_from_the_job_loop_not_from_the_page_being_run(monkeypatch):
+    """Inside Streamlit, __main__ is the page script being run. A worker started with multiprocessing's spawn
+    re-ran it first (importing streamlit, torch and the app: ~0.5 GB before its first job). A worker starts
+    from the job loop alone."""
+    import types
+
+    from explorer.jobs import _rss_of
+    from tests.conftest import ROOT
+
+    page = types.ModuleType("__main__")
+    page.__file__ = str(ROOT / "pages" / "2_Model.py")
+    monkeypatch.setitem(sys.modules, "__main__", page)
+    service = JobService(workers=1)
+    try:
+        job = service.submit("A", "hold", {"seconds": 3})
+        _wait_until(lambda: job.progress.endswith("s left"))
+        worker = service._workers[0].process.pid
+        assert _rss_of(worker) < 150 * 2**20  # the job loop and the spec module: tens of MB
+        assert job.done_event.wait(30) and job.outcome()["pid"] == worker
+    finally:
+        service.shutdown()

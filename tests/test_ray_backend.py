@@ -208,7 +208,7 @@ def test_a_job_over_the_memory_limit_is_stopped(backend, ray_address):
         assert job.done_event.wait(60)
         assert job.state == FAILED and "more than 0.4 GB of memory" in job.error
         small = service.submit("A", "hold", {"seconds": 0.1, "megabytes": 10})
-        assert small.done_event.wait(60) and small.state == DONE
+        assert small.done_event.wait(60) and small.state == DONE, small.error
     finally:
         service.shutdown()
 
