@@ -207,17 +207,13 @@ def process_tree_rss_bytes(root_pid: int) -> int:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])  # fields after the command name, which may hold spaces
         children.setdefault(ppid, []).append(int(entry))
+    from explorer.jobs import rss_bytes
+
     total, todo = 0, [root_pid]
-    while todo:
+    while todo:  # walk the tree from the root down
         pid = todo.pop()
         todo.extend(children.get(pid, []))
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except OSError:
-            pass  # the process ended between the listing and the read
+        total += rss_bytes(pid)  # 0 for a process that ended between the listing and the read
     return total
 
 

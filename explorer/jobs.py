@@ -204,7 +204,7 @@ class ProcessWorker(Worker):
         self.ensure_started()
         self.conn.send((job.kind, job.payload))
         while True:
-            reason = limits(job, _rss_of(self.process.pid))
+            reason = limits(job, rss_bytes(self.process.pid))
             if reason is not None:
                 self.stop()
                 return (CANCELLED if job.state == CANCELLED else FAILED), reason
@@ -537,7 +537,7 @@ def approx_bytes(value, depth: int = 0) -> int:
     return 32
 
 
-def _rss_of(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:

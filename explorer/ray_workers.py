@@ -22,7 +22,7 @@ import ray
 import ray.exceptions
 
 from explorer.errors import ExplorerError
-from explorer.jobs import _POLL_S, CANCELLED, DONE, FAILED, Worker, _rss_of
+from explorer.jobs import _POLL_S, CANCELLED, DONE, FAILED, Worker, rss_bytes
 
 START_TIMEOUT_S = float(os.environ.get("EXPLORER_RAY_START_TIMEOUT_S", "300"))  # actors placed and answering
 MAX_CPU_WORKERS = 256
@@ -116,7 +116,7 @@ class _JobActor:
 
     @ray.method(concurrency_group="probe")
     def probe(self) -> tuple[str, int]:
-        return self.progress, _rss_of(os.getpid())
+        return self.progress, rss_bytes(os.getpid())
 
     @ray.method(concurrency_group="job")
     def run(self, kind: str, payload: dict[str, Any]) -> tuple[str, Any]:

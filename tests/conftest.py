@@ -24,6 +24,15 @@ def clear_streamlit_caches():
     st.cache_resource.clear()
 
 
+def wait_until(condition, timeout=60.0):
+    """Polls `condition` until it holds; fails the test after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

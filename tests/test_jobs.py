@@ -14,14 +14,9 @@ import torchvision
 
 from explorer.errors import ExplorerError
 from explorer.jobs import CANCELLED, DONE, JobService
+from tests.conftest import wait_until
 
 
-def _wait_until(condition, timeout=60.0):
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 class Gate:
@@ -74,7 +69,7 @@ def test_a_new_request_takes_the_place_of_the_sessions_queued_one(gate_service):
     assert service.position(a_new) == 0
     gate.release.set()
     a_new.done_event.wait(10)
-    _wait_until(lambda: len(gate.order) == 3)
+    wait_until(lambda: len(gate.order) == 3)
     assert gate.order == ["X1", "A-new", "B1"]
 
 
@@ -243,7 +238,7 @@ def test_a_worker_starts_from_the_job_loop_not_from_the_page_being_run(monkeypat
     from the job loop alone."""
     import types
 
-    from explorer.jobs import _rss_of
+    from explorer.jobs import rss_bytes
     from tests.conftest import ROOT
 
     page = types.ModuleType("__main__")
@@ -252,9 +247,9 @@ def test_a_worker_starts_from_the_job_loop_not_from_the_page_being_run(monkeypat
     service = JobService(workers=1)
     try:
         job = service.submit("A", "hold", {"seconds": 3})
-        _wait_until(lambda: job.progress.endswith("s left"))
+        wait_until(lambda: job.progress.endswith("s left"))
         worker = service._workers[0].process.pid
-        assert _rss_of(worker) < 150 * 2**20  # the job loop and the spec module: tens of MB
+        assert rss_bytes(worker) < 150 * 2**20  # the job loop and the spec module: tens of MB
         assert job.done_event.wait(30) and job.outcome()["pid"] == worker
     finally:
         service.shutdown()

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ ray = pytest.importorskip("ray", reason="ray is not installed (requirements-dev.
 
 from explorer.errors import ExplorerError
 from explorer.jobs import CANCELLED, DONE, FAILED, JobService
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["process", "ray"]
@@ -29,12 +29,6 @@ TINY_BENCH = {"device": "cpu", "batches": [1], "min_runs": 2, "min_seconds": 0.0
 _nonce = itertools.count()
 
 
-def _wait_until(condition, timeout=60.0):
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def _fresh_hold(seconds: float) -> dict:
@@ -169,7 +163,7 @@ def test_a_job_over_the_time_limit_is_stopped_and_the_next_job_runs(service):
 
 def test_cancelling_a_running_job_stops_its_worker(service):
     job = service.submit("A", "hold", _fresh_hold(20))
-    _wait_until(lambda: job.progress.endswith("s left"))  # progress reaches the page from either backend
+    wait_until(lambda: job.progress.endswith("s left"))  # progress reaches the page from either backend
     restarts = service.stats()["restarts"]
     service.cancel(job, "A")
     assert job.done_event.wait(10) and job.state == CANCELLED
@@ -181,7 +175,7 @@ def test_cancelling_a_running_job_stops_its_worker(service):
 def test_a_worker_killed_mid_job_fails_that_job_clearly_and_the_next_one_runs(service):
     worker_pid = service.run("T", "hold", _fresh_hold(0.05))["pid"]
     job = service.submit("A", "hold", _fresh_hold(20))
-    _wait_until(lambda: job.progress.endswith("s left"))
+    wait_until(lambda: job.progress.endswith("s left"))
     restarts = service.stats()["restarts"]
     os.kill(worker_pid, signal.SIGKILL)
     assert job.done_event.wait(30) and job.state == FAILED

@@ -4,7 +4,6 @@ are refused."""
 import math
 
 import pytest
-import torch
 
 from explorer import models
 from explorer.blocks import describe
