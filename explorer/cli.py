@@ -396,9 +396,10 @@ def cmd_tour(args) -> Any:
 
 
 def cmd_measure_catalog(args) -> Any:
+    from explorer.backend import BACKEND
     from explorer.measured import load_measured, measure_catalog, write_measured
 
-    data = measure_catalog(args.ids or None)
+    data = measure_catalog(args.ids or None, cost=BACKEND.cost)
     if args.write:
         # Measuring a few ids updates their entries and keeps the others.
         write_measured({**load_measured(), **data} if args.ids else data)

@@ -18,16 +18,23 @@ MEASURED_PATH = Path(__file__).parent / "data" / "measured_costs.json"
 FIELDS = ("input_shape", "params", "macs", "memory_access_bytes", "activations", "elementwise_ops")
 
 
-def measure_catalog(ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    from explorer.cost import analyse
+def measure_catalog(ids: list[str] | None = None, cost=None) -> dict[str, dict[str, Any]]:
+    """Costs every buildable catalog variant (or those in `ids`) at its native input. `cost(spec_dict,
+    with_layers)` is the backend's cost call (the CLI passes its backend's); the engine's own by default."""
     from explorer.spec import ModelSpec
+
+    if cost is None:
+        from explorer.cost import analyse
+
+        def cost(spec, with_layers):
+            return analyse(ModelSpec.from_dict(spec), with_layers=with_layers)
 
     out = {}
     for variant in load_catalog().variants.values():
         if not variant.implemented or (ids and variant.id not in ids):
             continue
         try:
-            result = analyse(ModelSpec(variant.id), with_layers=False)
+            result = cost(ModelSpec(variant.id).to_dict(), False)
         except ExplorerError as exc:
             out[variant.id] = {"error": str(exc)}
             continue

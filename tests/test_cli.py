@@ -118,3 +118,16 @@ def test_cost_second_opinion_bench_roofline_and_tour():
     tour = run_cli("tour", "swin", "--json")
     assert tour.returncode == 0 and json.loads(tour.stdout)["family"] == "swin"
     assert run_cli("tour", "no_such_family").returncode == 2
+
+
+def test_measure_catalog_through_the_backend_agrees_with_the_shipped_table():
+    from explorer.measured import load_measured
+
+    proc = run_cli("measure-catalog", "lenet5", "alexnet")
+    assert proc.returncode == 0, proc.stderr
+    fresh = json.loads(proc.stdout)
+    assert set(fresh) == {"lenet5", "alexnet"}
+    shipped = load_measured()
+    assert fresh["lenet5"] == shipped["lenet5"]
+    assert fresh["alexnet"]["params"] == 61_100_840  # torchvision's num_params
+    assert fresh["alexnet"] == shipped["alexnet"]
