@@ -100,9 +100,15 @@ class _JobActor:
     """A warm worker process: `run` takes one job at a time (its own concurrency group of one), while
     `probe` answers from another thread with the running job's progress and this process's memory."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, threads: int = 1):
         self.kind = kind
         self.progress = ""
+        if kind == "cpu":
+            # Ray starts an actor with OMP_NUM_THREADS=1; a CPU worker times with the cores it reserved, as a
+            # local worker process times with the machine's, so CPU figures agree between the backends.
+            import torch
+
+            torch.set_num_threads(threads)
 
     @ray.method(concurrency_group="probe")
     def where(self) -> dict[str, Any]:
@@ -146,9 +152,10 @@ class RayWorker(Worker):
     when its node runs low, which fails the job like any other death of the actor.
     """
 
-    def __init__(self, kind: str, index: int):
+    def __init__(self, kind: str, index: int, threads: int = 1):
         self.kind = kind  # cuda or cpu
         self.index = index
+        self.threads = threads  # a CPU worker's torch threads; unused on a GPU
         self.name = f"ray-{'gpu' if kind == 'cuda' else 'cpu'}-{index}"
         self.job = None
         self.jobs_run = 0
@@ -159,8 +166,10 @@ class RayWorker(Worker):
         self._start()
 
     def _start(self):
+        # a CPU worker reserves one logical CPU (so several services can share a small cluster) and times with
+        # its share of the machine's cores (threads)
         resources = {"num_gpus": 1} if self.kind == "cuda" else {"num_cpus": 1}
-        self.actor = _JobActor.options(**resources, max_restarts=0).remote(self.kind)
+        self.actor = _JobActor.options(**resources, max_restarts=0).remote(self.kind, self.threads)
         self._where_ref = self.actor.where.remote()  # asked once per actor; read when it is needed
 
     def ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -266,6 +275,16 @@ def _death_reason(exc: BaseException) -> str:
     return _first_line(exc)[:200]
 
 
+def cpu_threads(cpu_workers: int) -> int:
+    """Torch threads of each CPU worker: the CPU workers share the cluster's CPUs evenly, never more than its
+    largest machine holds (an actor cannot span machines)."""
+    if cpu_workers <= 0:
+        return 1
+    per_node = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+    largest = max(per_node, default=1)
+    return max(1, min(largest, sum(per_node) // cpu_workers))
+
+
 def ray_workers(cpu_workers: int | None = None) -> list[Worker]:
     """One RayWorker per GPU of the cluster, plus `cpu_workers` CPU workers (default: EXPLORER_RAY_CPU_WORKERS,
     else one when the cluster has no GPU, none when it has). Connects (see `connect`) if not yet connected,
@@ -289,7 +308,9 @@ def ray_workers(cpu_workers: int | None = None) -> list[Worker]:
     if gpus + cpu_workers == 0:
         raise ExplorerError("the Ray cluster has no GPU and no CPU worker was asked for "
                             "(EXPLORER_RAY_CPU_WORKERS=0): there is nothing to run jobs on")
-    workers = [RayWorker("cuda", i) for i in range(gpus)] + [RayWorker("cpu", i) for i in range(cpu_workers)]
+    threads = cpu_threads(cpu_workers)
+    workers = ([RayWorker("cuda", i) for i in range(gpus)]
+               + [RayWorker("cpu", i, threads) for i in range(cpu_workers)])
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
         for worker in workers:

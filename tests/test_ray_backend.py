@@ -130,6 +130,8 @@ def test_a_bench_has_the_same_form_on_both_backends_and_names_where_it_ran(servi
     assert [set(r) for r in process["results"]] == [set(r) for r in on_ray["results"]]
     assert process["macs_per_sample"] == on_ray["macs_per_sample"]
     assert [r["batch"] for r in on_ray["results"]] == [1] and on_ray["results"][0]["median_ms"] > 0
+    # the one CPU worker times with the instance's 2 cores (Ray alone would give it 1 thread)
+    assert on_ray["settings"]["threads"] == 2
     assert process["settings"]["worker"] == "worker-0"
     assert on_ray["settings"]["worker"].startswith(("ray-cpu-0@", "ray-gpu-0@"))
     hostname = socket.gethostname()  # the local Ray instance runs on this machine
