@@ -40,15 +40,18 @@ def test_bf16_channels_last_path_runs_on_cpu():
     assert result["error"] is None and result["settings"]["autocast"] is True
 
 
-def test_per_layer_times_add_up_to_about_the_forward_time():
+def test_per_layer_times_cover_every_leaf_layer_with_its_cost():
     result = bench(ModelSpec("resnet18", input_size=(3, 96, 96)), BenchSettings(batches=(1,), per_layer=True, **QUICK))
     layers = result["layers"]
     conv1 = next(r for r in layers if r["name"] == "conv1")
     assert conv1["macs"] == 48 * 48 * 64 * 3 * 49
     assert conv1["arithmetic_intensity"] == pytest.approx(2 * conv1["macs"] / conv1["memory_access_bytes"])
-    total = sum(r["time_ms"] for r in layers)
-    # Profiler ranges add their own overhead per layer, so the sum only brackets the forward time.
-    assert 0.3 * result["results"][0]["median_ms"] < total < 3 * result["results"][0]["median_ms"]
+    # every leaf module that runs is timed once (no wall-clock bound here: that is the benchmarks' business)
+    import torchvision
+
+    leaves = {name for name, m in torchvision.models.resnet18().named_modules() if name and not list(m.children())}
+    assert {r["name"] for r in layers} == leaves and len(layers) == len(leaves)
+    assert all(r["time_ms"] >= 0 for r in layers)
     assert sum(r["share_time"] for r in layers) == pytest.approx(1.0)
 
 
