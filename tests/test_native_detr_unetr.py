@@ -1,12 +1,11 @@
 """Native DETR (R50) and UNETR, written from their papers.
 
-Both are costed through the engine at their catalog input sizes (on the meta device) with exact counts,
-so that a change in a model or in the engine shows up here, and checked against the published figures.
-DETR runs once for real on the CPU at 3×256×256 (its catalog size, 800×800, is slow); UNETR at its
-native 1×96³ (a few seconds).
+Both are costed through the engine at their catalog input sizes (on the meta device) and checked against
+the published figures (the exact counts are pinned in explorer/data/measured_costs.json and checked, with a
+real CPU forward at a small input, by tests/test_native_contract.py). DETR runs once for real on the CPU at
+3×128×128 for its attention maps (its catalog size, 800×800, is slow); UNETR on a 32³ volume.
 """
 import math
-import time
 
 import pytest
 import torch
@@ -22,30 +21,19 @@ from tests.native_support import CostReports, shapes
 
 cost = CostReports()
 
-# catalog id: (params, MACs) at the catalog input size.
-EXPECTED = {
-    # 800×800. Params with plain BatchNorm (the official model's 41,302,368 counts only its trainable
-    # parameters: no frozen-BN affine values, no frozen conv1 / layer1).
-    "detr_r50": (41_577_888, 60_169_600_000),
-    # 1×96³.
-    "unetr": (92_784_046, 73_224_290_304),
-}
+# DETR's params are counted with plain BatchNorm (the official model's 41,302,368 counts only its trainable
+# parameters: no frozen-BN affine values, no frozen conv1 / layer1; see test_detr_params_against_the_published_41m).
+VARIANTS = ("detr_r50", "unetr")  # catalog ids
 UNETR_PAPER_PARAMS = 92.58e6  # UNETR paper, model-complexity table (its 41.19 G FLOPs: see explorer/native/unetr.py)
 DETR_PAPER_GFLOPS = 86.0  # DETR paper Table 1: fvcore multiply-adds, mean over 100 COCO val images (~800×1066..1199)
 
 
 def test_both_catalog_variants_are_registered():
-    variants = {v.id: v for v in load_catalog().variants.values() if v.id in EXPECTED}
-    assert set(variants) == set(EXPECTED)
+    variants = {v.id: v for v in load_catalog().variants.values() if v.id in VARIANTS}
+    assert set(variants) == set(VARIANTS)
     assert all(v.implemented and v.name in NATIVE_BUILDERS for v in variants.values())
     assert tuple(variants["detr_r50"].input_size) == (3, 800, 800)
     assert tuple(variants["unetr"].input_size) == (1, 96, 96, 96)
-
-
-@pytest.mark.parametrize("arch", sorted(EXPECTED))
-def test_cost_at_the_catalog_size(arch):
-    r = cost(arch)  # asserts uncounted_ops == []
-    assert (r["params"], r["macs"]) == EXPECTED[arch]
 
 
 # --- DETR ------------------------------------------------------------------------------------
@@ -114,8 +102,8 @@ def test_detr_sine_encoding_matches_the_official_masked_cumsum_form():
     torch.testing.assert_close(ours, ref)
 
 
-def test_detr_forward_and_attention_maps_at_256():
-    spec = ModelSpec("detr_r50", input_size=(3, 256, 256))
+def test_detr_forward_and_attention_maps_at_128():
+    spec = ModelSpec("detr_r50", input_size=(3, 128, 128))
     model, x = build_model(spec), example_input(spec)
     with torch.no_grad():
         out = model(x)
@@ -126,8 +114,8 @@ def test_detr_forward_and_attention_maps_at_256():
     res = attention_maps(model, x, layers=["transformer.encoder.layers.5.self_attn",
                                            "transformer.decoder.layers.5.cross_attn"])
     enc, cross = (res["maps"][name] for name in res["layers"])
-    assert enc.shape == (1, 8, 64, 64)  # 8 × 8 stride-32 tokens
-    assert cross.shape == (1, 8, 100, 64)  # each object query over the encoder tokens
+    assert enc.shape == (1, 8, 16, 16)  # 4 × 4 stride-32 tokens
+    assert cross.shape == (1, 8, 100, 16)  # each object query over the encoder tokens
     assert res["info"][res["layers"][0]]["self_attention"] and not res["info"][res["layers"][1]]["self_attention"]
 
 
@@ -177,14 +165,3 @@ def test_unetr_uses_the_outputs_of_layers_3_6_9_12():
         torch.testing.assert_close(taken[name], seen[layer].transpose(1, 2).reshape(1, 768, 2, 2, 2))
     z12 = model.vit.norm(seen[12]).transpose(1, 2).reshape(1, 768, 2, 2, 2)
     torch.testing.assert_close(taken["decoder5"], z12)  # layer 12, after the final LayerNorm
-
-
-def test_unetr_forward_at_96():
-    spec = ModelSpec("unetr")
-    model, x = build_model(spec), example_input(spec)
-    start = time.perf_counter()
-    with torch.no_grad():
-        out = model(x)
-    assert out.shape == (1, 14, 96, 96, 96)
-    assert torch.isfinite(out).all()
-    assert time.perf_counter() - start < 60

@@ -1,11 +1,12 @@
 """HRNetV1 / V2 / V2p (TPAMI 2020) on timm's hrnet_w18 body.
 
-Costed through the engine on the meta device with exact counts at the catalog sizes. The paper lists no
+Costed through the engine on the meta device at the catalog sizes (the exact counts are pinned in
+explorer/data/measured_costs.json and checked, with a real CPU forward, by tests/test_native_contract.py).
+The paper lists no
 W18 figure for our three configurations, so the same constructions are checked at the widths and sizes
 it does list (Table I: V1-W32/W48 pose; Table III: V2-W40/W48 Cityscapes; Appendix D: V2-W18 face
 landmarks). The paper's GFLOPs are convolution multiply-adds / 2^30 (the official get_model_summary
-divides by 1024**3). Real CPU forwards: V1 at its native 256×192; V2 at 128×256 and V2p at 256×256
-(their catalog sizes take 37 G and 76 G multiply-adds, too slow here).
+divides by 1024**3).
 """
 import pytest
 import torch
@@ -16,17 +17,12 @@ from explorer.models import build_model, example_input
 from explorer.native import NATIVE_BUILDERS
 from explorer.native.hrnet_necks import hrnet_body
 from explorer.spec import ModelSpec
-from tests.native_support import CostReports, run_forward, shapes
+from tests.native_support import CostReports, shapes
 
 cost = CostReports()
 GIB = 2 ** 30
 
-# catalog id: (params, MACs) at the catalog input size.
-EXPECTED = {
-    "hrnet_w18_v1": (9_318_215, 3_188_385_792),  # 3×256×192
-    "hrnet_w18_v2": (9_641_119, 36_850_262_016),  # 3×512×1024
-    "hrnet_w18_v2p": (12_582_036, 76_046_164_656),  # 3×800×800
-}
+VARIANTS = ("hrnet_w18_v1", "hrnet_w18_v2", "hrnet_w18_v2p")  # catalog ids
 BODY_PARAMS = 9_562_260  # timm hrnet_w18, four branch outputs, no head
 
 
@@ -37,18 +33,12 @@ def paper_config(arch: str, size: tuple[int, ...], **options) -> dict:
 
 
 def test_catalog_variants_are_registered():
-    variants = {v.id: v for v in load_catalog().variants.values() if v.id in EXPECTED}
-    assert set(variants) == set(EXPECTED)
+    variants = {v.id: v for v in load_catalog().variants.values() if v.id in VARIANTS}
+    assert set(variants) == set(VARIANTS)
     assert all(v.implemented and v.name in NATIVE_BUILDERS for v in variants.values())
     assert tuple(variants["hrnet_w18_v1"].input_size) == (3, 256, 192)
     assert tuple(variants["hrnet_w18_v2"].input_size) == (3, 512, 1024)
     assert tuple(variants["hrnet_w18_v2p"].input_size) == (3, 800, 800)
-
-
-@pytest.mark.parametrize("arch", sorted(EXPECTED))
-def test_cost_at_the_catalog_size(arch):
-    r = cost(arch)  # asserts uncounted_ops == []
-    assert (r["params"], r["macs"]) == EXPECTED[arch]
 
 
 def test_body_gives_the_four_branches():
@@ -80,7 +70,6 @@ def test_v1_structure_shapes_and_forward():
     assert len(model.backbone.stage4[-1].fuse_layers) == 1  # the last fusion feeds the 1/4 output only
     # The dropped fuse layers: 1×1 convs + BN from lower branches, 3×3/2 chains from higher ones.
     assert BODY_PARAMS - sum(p.numel() for p in model.backbone.parameters()) == 244_368
-    assert run_forward("hrnet_w18_v1").shape == (1, 17, 64, 48)  # native 256×192
 
 
 def test_v1_trimmed_body_keeps_the_high_resolution_output():
@@ -107,7 +96,7 @@ def test_v2_w18_face_landmark_model_against_appendix_d():
     assert r["params"] == 9_662_528  # +3.9 % over 9.3 M ...
     assert r["macs"] / GIB == pytest.approx(4.3, rel=0.03)
     # ... whereas the 9.3 M matches the V1-W18 body + head: the paper's figure is not that of a V2 model.
-    assert EXPECTED["hrnet_w18_v1"][0] == pytest.approx(9.3e6, rel=0.003)
+    assert cost("hrnet_w18_v1")["params"] == pytest.approx(9.3e6, rel=0.003)
 
 
 def test_v2_neck_is_the_270_channel_concat_and_mix():
@@ -118,14 +107,7 @@ def test_v2_neck_is_the_270_channel_concat_and_mix():
     # Mix: 1×1 conv 270 → 270 with bias + BN (γ, β); classifier: 1×1 conv 270 → 19 with bias.
     assert sum(p.numel() for p in model.neck.parameters()) == 270 * 270 + 270 + 2 * 270
     assert sum(p.numel() for p in model.head.parameters()) == 270 * 19 + 19
-    assert EXPECTED["hrnet_w18_v2"][0] == BODY_PARAMS + 73_710 + 5_149
-
-
-def test_v2_forward_at_128x256():
-    spec = ModelSpec("hrnet_w18_v2", input_size=(3, 128, 256))
-    with torch.no_grad():
-        out = build_model(spec)(example_input(spec))
-    assert out.shape == (1, 19, 32, 64) and torch.isfinite(out).all()
+    assert cost("hrnet_w18_v2")["params"] == BODY_PARAMS + 73_710 + 5_149
 
 
 # --- V2p -------------------------------------------------------------------------------------
@@ -134,7 +116,7 @@ def test_v2p_pyramid_neck_count_and_shapes():
     model = build_model(ModelSpec("hrnet_w18_v2p"), "meta")
     neck = 270 * 256 + 256 + 5 * (256 * 256 * 9 + 256)  # 1×1 reduction + five 3×3 convs, all with bias
     assert sum(p.numel() for p in model.neck.parameters()) == neck == 3_019_776
-    assert EXPECTED["hrnet_w18_v2p"][0] == BODY_PARAMS + neck
+    assert cost("hrnet_w18_v2p")["params"] == BODY_PARAMS + neck
     assert not hasattr(model, "head")  # the detector's RPN / RoI heads are not modelled
     r = cost("hrnet_w18_v2p")
     s = shapes(r)
@@ -143,10 +125,10 @@ def test_v2p_pyramid_neck_count_and_shapes():
         [1, 256, 200, 200], [1, 256, 100, 100], [1, 256, 50, 50], [1, 256, 25, 25], [1, 256, 12, 12]]
 
 
-def test_v2p_forward_at_256():
+def test_v2p_outputs_five_pyramid_levels_at_256():
     spec = ModelSpec("hrnet_w18_v2p", input_size=(3, 256, 256))
-    with torch.no_grad():
-        out = build_model(spec)(example_input(spec))
+    with torch.no_grad():  # shapes only (on meta); the contract test runs it for real
+        out = build_model(spec, "meta")(example_input(spec, "meta"))
     assert list(out) == ["p2", "p3", "p4", "p5", "p6"]
     assert [tuple(v.shape[-2:]) for v in out.values()] == [(64, 64), (32, 32), (16, 16), (8, 8), (4, 4)]
-    assert all(v.shape[:2] == (1, 256) and torch.isfinite(v).all() for v in out.values())
+    assert all(v.shape[:2] == (1, 256) for v in out.values())

@@ -1,26 +1,18 @@
 """Native lightweight CNNs written from their papers: PeleeNet, ESPNet / ESPNetv2, IGCV1 / IGCV3 and
-CondenseNet. Each is costed through the engine (ModelSpec + analyse, on the meta device), checked
-against the published figures of its catalog entry (within 3 %), and run once for real on the CPU
-at its native input size. IGCV2 stays unregistered (see explorer/native/more_cnns.py).
+CondenseNet. Each is costed through the engine (ModelSpec + analyse, on the meta device) and checked
+against the published figures of its catalog entry (within 3 %); the exact counts and a real CPU forward
+are tests/test_native_contract.py's. IGCV2 stays unregistered (see explorer/native/igcv2.py).
 """
 import pytest
 import torch
 
 from explorer.catalog import load_catalog, published_figures, resolve
-from explorer.models import build_model
+from explorer.models import build_model, example_input
 from explorer.native import NATIVE_BUILDERS
 from explorer.spec import ModelSpec
-from tests.native_support import CostReports, run_forward, shapes
+from tests.native_support import CostReports, shapes
 
-# catalog id: (params, MACs) at the catalog's input size, as the engine counts them.
-EXPECTED = {
-    "peleenet": (2_802_248, 507_757_568),
-    "espnet": (365_109, 4_780_220_416),  # 1024×512
-    "espnetv2": (3_491_934, 286_086_228),
-    "igcv1": (8_637_900, 1_264_780_800),
-    "igcv3": (3_491_688, 312_970_176),
-    "condensenet": (4_773_944, 516_640_576),
-}
+BUILT = ("peleenet", "espnet", "espnetv2", "igcv1", "igcv3", "condensenet")  # catalog ids
 FAMILIES = ("peleenet", "espnet", "igcv", "condensenet")
 
 
@@ -31,15 +23,14 @@ def reports():
 
 def test_every_variant_of_these_families_is_built_except_igcv2():
     family = {v.id: v for v in load_catalog().variants.values() if v.family_id in FAMILIES}
-    assert set(family) == set(EXPECTED) | {"igcv2"}
-    assert all(family[arch].implemented and family[arch].name in NATIVE_BUILDERS for arch in EXPECTED)
+    assert set(family) == set(BUILT) | {"igcv2"}
+    assert all(family[arch].implemented and family[arch].name in NATIVE_BUILDERS for arch in BUILT)
     assert not family["igcv2"].implemented  # no configuration from the paper to build it from
 
 
-@pytest.mark.parametrize("arch", sorted(EXPECTED))
+@pytest.mark.parametrize("arch", BUILT)
 def test_cost_against_the_published_figures(arch, reports):
     r = reports(arch)
-    assert (r["params"], r["macs"]) == EXPECTED[arch]
     paper = published_figures(resolve(arch))
     assert r["params"] == pytest.approx(paper["params_m"] * 1e6, rel=0.03)
     if arch in ("espnet", "igcv3"):
@@ -65,7 +56,6 @@ def test_peleenet_table1_layout(reports):
     # Bottleneck width factors 1, 2, 4, 4 → 16, 32, 64, 64 channels.
     assert [getattr(model, f"stage{i}").dense1.branch1.reduce.conv.out_channels for i in range(1, 5)] == [16, 32, 64, 64]
     assert model.stage4.transition.conv.in_channels == model.stage4.transition.conv.out_channels == 704
-    assert run_forward("peleenet").shape == (1, 1000)
 
 
 # --- ESPNet / ESPNetv2 -------------------------------------------------------------------------
@@ -102,7 +92,8 @@ def test_espnet_cityscapes_layout_and_full_resolution_output(reports):
     model = build_model(ModelSpec("espnet"), "meta")
     assert (len(model.level2), len(model.level3)) == (2, 8)  # α2, α3
     assert not model.merge2.esp.residual  # 2C → C in the decoder
-    assert run_forward("espnet").shape == (1, 20, 512, 1024)
+    with torch.no_grad():  # full-resolution class maps (shapes only, on meta)
+        assert model(example_input(ModelSpec("espnet"), "meta")).shape == (1, 20, 512, 1024)
 
 
 def test_eesp_dilation_rates_per_level():
@@ -127,7 +118,6 @@ def test_espnetv2_imagenet_layout(reports):
     unit = model.level4[0]
     assert unit.reduce.conv.groups == 4 and unit.expand.conv.groups == 4
     assert [conv.groups for conv in unit.depthwise] == [128] * 4  # depthwise, d = 512 / 4
-    assert run_forward("espnetv2").shape == (1, 1000)
 
 
 # --- IGCV1 / IGCV3 -----------------------------------------------------------------------------
@@ -157,7 +147,6 @@ def test_igcv1_l100m2_layout(reports):
     assert (primaries, secondaries) == ([100, 200, 400, 800], [2, 2, 2, 2])  # L doubles, M = 2
     assert isinstance(model.stage1.block2.shortcut, torch.nn.Identity)
     assert model.stage2.block1.shortcut[0].groups == 200  # grouped 1×1/2 projection
-    assert run_forward("igcv1").shape == (1, 1000)
 
 
 def test_igcv3_d_layout(reports):
@@ -171,7 +160,6 @@ def test_igcv3_d_layout(reports):
     block = model.features.stage4.block2
     assert (block.expand[0].groups, block.project[0].groups, block.depthwise[0].groups) == (2, 2, 384)
     assert block.shortcut and not model.features.stage4.block1.shortcut
-    assert run_forward("igcv3").shape == (1, 1000)
 
 
 def test_igcv3_permutations_undo_each_other():
@@ -198,7 +186,6 @@ def test_condensenet74_layout_and_test_time_layers(reports):
     # The index is a buffer, not a parameter (the published count has no room for it).
     assert not any(name.endswith("index") for name, _ in model.named_parameters())
     assert sum(name.endswith("select.index") for name, _ in model.named_buffers()) == 4 + 6 + 8 + 10 + 8 + 1
-    assert run_forward("condensenet").shape == (1, 1000)
 
 
 def test_condensenet_default_index_interleaves_each_group_over_all_layers():

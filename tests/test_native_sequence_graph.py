@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from explorer.catalog import load_catalog
-from explorer.cost import analyse, trace_costs
+from explorer.cost import trace_costs
 from explorer.models import build_model
 from explorer.native import NATIVE_BUILDERS
 from explorer.native.gcn import CORA_EDGES, GCN
 from explorer.native.sequence import BOS_ID, Bert, Seq2SeqLSTM, Transformer, sinusoidal_positions
 from explorer.spec import ModelSpec
+from tests.native_support import cost_report
 
 catalog = load_catalog()
 
@@ -121,7 +122,7 @@ def test_bert_base_macs_by_hand_at_128_tokens():
 
 def test_gcn_through_analyse():
     # Node features are floats, the engine's default input: analyse works from the catalog entry as is.
-    report = analyse(ModelSpec("gcn"), with_layers=True)
+    report = cost_report("gcn")
     assert report["params"] == PARAMS["gcn"][0] and report["macs"] == MACS["gcn"]
     assert report["uncounted_ops"] == []
     rows = {r["name"]: r for r in report["layers"]}
@@ -146,13 +147,13 @@ def test_token_models_run_on_the_cpu_and_cost_the_same_as_on_meta(cpu_models, ar
         out = model(ids)
     if arch == "transformer_base":
         assert out.shape == (2, 16, 37000)
-        L, expected = 16, transformer_macs(16)
+        expected = transformer_macs(16)
     else:
         sequence, pooled = out
         assert sequence.shape == (2, 16, 768) and pooled.shape == (2, 768)
         assert torch.allclose(pooled, torch.tanh(model.pooler.dense(sequence[:, 0])))
         out = sequence
-        L, expected = 16, bert_macs(16, 12, 768)
+        expected = bert_macs(16, 12, 768)
     assert torch.isfinite(out).all()
     cpu = trace_costs(model, ids)  # eval + no grad on the CPU: nn.MultiheadAttention may take its fused path
     meta = trace_costs(build_model(ModelSpec(arch), device="meta"), ids.to("meta"))

@@ -21,6 +21,8 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from explorer.native.registry import register_model
+
 
 def _lrn() -> nn.LocalResponseNorm:
     return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
@@ -64,5 +66,6 @@ class AlexNetOriginal(nn.Module):
         return self.classifier(self.flatten(self.features(x)))
 
 
+@register_model
 def alexnet_original(num_classes: int = 1000, dropout: float = 0.5) -> AlexNetOriginal:
     return AlexNetOriginal(num_classes=num_classes, dropout=dropout)

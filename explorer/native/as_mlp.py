@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.native.registry import register_model
+
 CONFIGS = {
     # name: (embed dim C, depths)
     "t": (96, (2, 2, 6, 2)),
@@ -175,4 +177,5 @@ def _builder(variant: str):
     return build
 
 
-BUILDERS = {f"as_mlp_{variant}": _builder(variant) for variant in CONFIGS}
+for _variant in CONFIGS:  # as_mlp_t / s / b
+    register_model(f"as_mlp_{_variant}", _builder(_variant), small_input=(3, 32, 32))

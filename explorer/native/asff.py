@@ -57,21 +57,13 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from explorer.native.layers import ConvBNLeaky
+from explorer.native.registry import register_model
+
 NUM_ANCHORS = 3
 COMPRESS_C = 16  # the official code uses 8 when RFB is added (ASFF*), 16 otherwise
 LEVEL_CHANNELS = (512, 256, 128)  # ASFF levels 0, 1, 2 = strides 32, 16, 8
 OUTPUTS = ("stride32", "stride16", "stride8")
-
-
-class ConvBNLeaky(nn.Sequential):
-    """Darknet's convolutional layer: conv ('same' padding, no bias) → BatchNorm → LeakyReLU(0.1)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
-        super().__init__(OrderedDict([
-            ("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)),
-            ("bn", nn.BatchNorm2d(out_channels)),
-            ("act", nn.LeakyReLU(0.1, inplace=True)),
-        ]))
 
 
 class Residual(nn.Module):
@@ -201,8 +193,6 @@ class YOLOv3ASFF(nn.Module):
         return {name: fusion.resized_and_weights(levels)[1] for name, fusion in zip(OUTPUTS, self.neck.asff)}
 
 
+@register_model("asff", small_input=(3, 32, 32))
 def yolov3_asff(num_classes: int = 80) -> YOLOv3ASFF:
     return YOLOv3ASFF(num_classes=num_classes)
-
-
-BUILDERS = {"asff": yolov3_asff}

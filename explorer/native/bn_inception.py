@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 
 from explorer.native.layers import ConvBNReLU
+from explorer.native.registry import register_model
 
 
 class SeparableStem(nn.Sequential):
@@ -129,5 +130,6 @@ class BNInception(nn.Module):
         return self.fc(self.dropout(self.flatten(self.avgpool(x))))
 
 
+@register_model(small_input=(3, 64, 64))
 def bn_inception(num_classes: int = 1000, dropout: float = 0.2) -> BNInception:
     return BNInception(num_classes=num_classes, dropout=dropout)

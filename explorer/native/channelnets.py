@@ -30,6 +30,9 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from explorer.native.layers import ConvBNAct
+from explorer.native.registry import register_model
+
 LEAK = 0.2  # tf.nn.leaky_relu's default slope, used throughout the official code
 GROUPS = 2
 NUM_GCWM = 3
@@ -87,11 +90,7 @@ class GCWM(nn.Module):
 class ChannelNetV1(nn.Module):
     def __init__(self, num_classes: int = 1000, groups: int = GROUPS, num_gcwm: int = NUM_GCWM):
         super().__init__()
-        self.stem = nn.Sequential(OrderedDict([
-            ("conv", nn.Conv2d(3, 32, 3, 2, 1, bias=False)),
-            ("bn", nn.BatchNorm2d(32)),
-            ("act", nn.LeakyReLU(LEAK, inplace=True)),
-        ]))
+        self.stem = ConvBNAct(3, 32, 3, 2, act=nn.LeakyReLU(LEAK, inplace=True))
         self.stage1 = nn.Sequential(OrderedDict([("dws1", DWSConv(32, 64))]))                          # 112
         self.stage2 = nn.Sequential(OrderedDict([("dws1", DWSConv(64, 128, 2)), ("dws2", DWSConv(128, 128))]))  # 56
         self.stage3 = nn.Sequential(OrderedDict([("dws1", DWSConv(128, 256, 2)), ("dws2", DWSConv(256, 256))]))  # 28
@@ -110,5 +109,6 @@ class ChannelNetV1(nn.Module):
         return self.fc(self.flatten(self.avgpool(x)))
 
 
+@register_model(small_input=(3, 64, 64))
 def channelnets(num_classes: int = 1000) -> ChannelNetV1:
     return ChannelNetV1(num_classes=num_classes)

@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 
 from explorer.blocks.misc import ChannelShuffle
+from explorer.native.registry import register_model
 
 STAGES = (4, 6, 8, 10, 8)
 GROWTH = (8, 16, 32, 64, 128)
@@ -137,5 +138,6 @@ class CondenseNet(nn.Module):
         return self.classifier(self.flatten(self.avgpool(self.features(x))))
 
 
+@register_model(small_input=(3, 64, 64))
 def condensenet(num_classes: int = 1000) -> CondenseNet:
     return CondenseNet(num_classes=num_classes)

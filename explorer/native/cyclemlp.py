@@ -49,6 +49,8 @@ import torch
 import torch.nn as nn
 from torchvision.ops import DeformConv2d
 
+from explorer.native.registry import register_model
+
 CONFIGS = {
     # name: (embed dims, depths, MLP ratios)
     "b1": ((64, 128, 320, 512), (2, 2, 4, 2), (4, 4, 4, 4)),
@@ -180,4 +182,5 @@ def _builder(variant: str):
     return build
 
 
-BUILDERS = {f"cyclemlp_{variant}": _builder(variant) for variant in CONFIGS}
+for _variant in CONFIGS:  # cyclemlp_b1 .. b5
+    register_model(f"cyclemlp_{_variant}", _builder(_variant), small_input=(3, 32, 32))

@@ -24,6 +24,9 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from explorer.native.layers import ConvBNLeaky
+from explorer.native.registry import register_model
+
 # (filters, kernel) per conv; "M" is a 2×2/2 max-pool. The last 1000-way conv is added separately.
 DARKNET19_CFG = [
     (32, 3), "M",
@@ -33,15 +36,6 @@ DARKNET19_CFG = [
     (512, 3), (256, 1), (512, 3), (256, 1), (512, 3), "M",
     (1024, 3), (512, 1), (1024, 3), (512, 1), (1024, 3),
 ]
-
-
-class ConvBNLeaky(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
-        super().__init__(OrderedDict([
-            ("conv", nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)),
-            ("bn", nn.BatchNorm2d(out_channels)),
-            ("act", nn.LeakyReLU(0.1, inplace=True)),
-        ]))
 
 
 class Darknet19(nn.Module):
@@ -68,5 +62,6 @@ class Darknet19(nn.Module):
         return self.flatten(self.avgpool(self.classifier(self.features(x))))
 
 
+@register_model(small_input=(3, 64, 64))
 def darknet19(num_classes: int = 1000, in_channels: int = 3) -> Darknet19:
     return Darknet19(num_classes=num_classes, in_channels=in_channels)

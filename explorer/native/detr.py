@@ -40,6 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from explorer.native.registry import register_model
+
 D_MODEL = 256
 NUM_HEADS = 8
 FFN_DIM = 2048
@@ -213,8 +215,6 @@ class DETR(nn.Module):
         return {"pred_logits": self.class_embed(hs), "pred_boxes": self.bbox_embed(hs).sigmoid()}
 
 
+@register_model(small_input=(3, 64, 64))
 def detr_r50(num_classes: int = NUM_CLASSES, num_queries: int = NUM_QUERIES) -> DETR:
     return DETR(num_classes=num_classes, num_queries=num_queries)
-
-
-BUILDERS = {"detr_r50": detr_r50}

@@ -53,6 +53,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.native.layers import ConvBNAct
+from explorer.native.registry import register_model
+
 # --------------------------------------------------------------------------- ESPNet (v1)
 
 ESP_BRANCHES = 5  # dilation rates 1, 2, 4, 8, 16
@@ -70,14 +73,11 @@ class BNPReLU(nn.Sequential):
         super().__init__(OrderedDict([("bn", nn.BatchNorm2d(channels, eps=eps)), ("act", nn.PReLU(channels))]))
 
 
-class ConvBNPReLU(nn.Sequential):
+class ConvBNPReLU(ConvBNAct):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  groups: int = 1, eps: float = 1e-3):
-        super().__init__(OrderedDict([
-            ("conv", _conv(in_channels, out_channels, kernel_size, stride, groups=groups)),
-            ("bn", nn.BatchNorm2d(out_channels, eps=eps)),
-            ("act", nn.PReLU(out_channels)),
-        ]))
+        super().__init__(in_channels, out_channels, kernel_size, stride, groups=groups, eps=eps,
+                         act=nn.PReLU(out_channels))
 
 
 class ESPModule(nn.Module):
@@ -163,6 +163,7 @@ class ESPNet(nn.Module):
         return self.up1(out)  # → full resolution, C score maps
 
 
+@register_model(small_input=(3, 64, 64))
 def espnet(num_classes: int = 20, alpha2: int = 2, alpha3: int = 8) -> ESPNet:
     return ESPNet(num_classes=num_classes, alpha2=alpha2, alpha3=alpha3)
 
@@ -195,10 +196,7 @@ class EESP(nn.Module):
         self.dilations = eesp_dilations(branches, rf_limit)
         self.depthwise = nn.ModuleList([_conv(d, d, 3, stride, dilation=r, groups=d) for r in self.dilations])
         self.post_cat = BNPReLU(out_channels, eps=1e-5)
-        self.expand = nn.Sequential(OrderedDict([
-            ("conv", _conv(out_channels, out_channels, 1, groups=branches)),
-            ("bn", nn.BatchNorm2d(out_channels)),
-        ]))
+        self.expand = ConvBNAct(out_channels, out_channels, 1, groups=branches)  # no activation
         self.act = nn.PReLU(out_channels) if stride == 1 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -282,5 +280,6 @@ class ESPNetv2(nn.Module):
         return self.fc(self.dropout(self.flatten(self.avgpool(x))))
 
 
+@register_model(small_input=(3, 64, 64))
 def espnetv2(scale: float = 2.0, num_classes: int = 1000) -> ESPNetv2:
     return ESPNetv2(scale=scale, num_classes=num_classes)

@@ -41,6 +41,8 @@ import torch.nn as nn
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import DeformConv2d
 
+from explorer.native.registry import register_model
+
 LEVELS = ("p2", "p3", "p4", "p5", "p6")
 STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
 ANCHOR_SCALE = 8  # σ of the paper: the anchor side is σ·stride at dw = dh = 0
@@ -101,8 +103,6 @@ def anchor_wh(shape: torch.Tensor, stride: int, scale: float = ANCHOR_SCALE) -> 
     return scale * stride * torch.exp(shape)
 
 
+@register_model(small_input=(3, 32, 32))
 def ga_rpn() -> GARPN:
     return GARPN()
-
-
-BUILDERS = {"ga_rpn": ga_rpn}

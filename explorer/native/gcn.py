@@ -28,6 +28,8 @@ import random
 import torch
 import torch.nn as nn
 
+from explorer.native.registry import register_model
+
 CORA_NODES = 2708
 CORA_FEATURES = 1433
 CORA_CLASSES = 7
@@ -90,9 +92,7 @@ class GCN(nn.Module):
         return self.gc2(self.dropout2(h), self.adjacency)
 
 
+@register_model
 def gcn(**kwargs) -> GCN:
     """Kipf & Welling's 2-layer GCN at Cora's size (2708 nodes, 1433 features, 16 hidden, 7 classes), synthetic graph."""
     return GCN(**kwargs)
-
-
-BUILDERS = {"gcn": gcn}

@@ -52,6 +52,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.native.registry import register_model
+
 WIDTH = 18  # C: branch widths C, 2C, 4C, 8C
 NUM_KEYPOINTS = 17  # COCO
 NUM_CLASSES = 19  # Cityscapes evaluation classes
@@ -144,23 +146,19 @@ class HRNetV2p(nn.Module):
         return self.neck(self.backbone(x))
 
 
+@register_model(small_input=(3, 64, 64))
 def hrnet_w18_v1(width: int = WIDTH, num_keypoints: int = NUM_KEYPOINTS) -> HRNetV1:
     """HRNetV1: 1/4 branch → 1×1 conv to keypoint heatmaps (width: timm's hrnet_w{width} body)."""
     return HRNetV1(width, num_keypoints)
 
 
+@register_model(small_input=(3, 64, 64))
 def hrnet_w18_v2(width: int = WIDTH, num_classes: int = NUM_CLASSES) -> HRNetV2:
     """HRNetV2: all branches upsampled and concatenated → 1×1 mix (BN, ReLU) → 1×1 classifier at 1/4."""
     return HRNetV2(width, num_classes)
 
 
+@register_model(small_input=(3, 64, 64))
 def hrnet_w18_v2p(width: int = WIDTH, out_channels: int = PYRAMID_CHANNELS) -> HRNetV2p:
     """HRNetV2p: V2's concatenation → five pooled levels p2..p6 of 256 channels (no detector heads)."""
     return HRNetV2p(width, out_channels)
-
-
-BUILDERS = {
-    "hrnet_w18_v1": hrnet_w18_v1,
-    "hrnet_w18_v2": hrnet_w18_v2,
-    "hrnet_w18_v2p": hrnet_w18_v2p,
-}

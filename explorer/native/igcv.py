@@ -40,13 +40,13 @@ import torch
 import torch.nn as nn
 
 from explorer.blocks.misc import ChannelShuffle
+from explorer.native.layers import conv_bn_act
+from explorer.native.registry import register_model
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> list:
-    return [
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_channels),
-    ]
+    """[conv, BN] to unpack into an nn.Sequential whose children are numbered."""
+    return list(conv_bn_act(in_channels, out_channels, kernel_size, stride, groups=groups).values())
 
 
 # --------------------------------------------------------------------------- IGCV1
@@ -115,6 +115,7 @@ class IGCV1(nn.Module):
         return self.fc(self.flatten(self.avgpool(x)))
 
 
+@register_model(small_input=(3, 64, 64))
 def igcv1(primary: int = 100, secondary: int = 2, num_classes: int = 1000) -> IGCV1:
     return IGCV1(primary=primary, secondary=secondary, num_classes=num_classes)
 
@@ -176,5 +177,6 @@ class IGCV3(nn.Module):
         return self.fc(self.flatten(self.avgpool(x)))
 
 
+@register_model(small_input=(3, 64, 64))
 def igcv3(num_classes: int = 1000) -> IGCV3:
     return IGCV3(num_classes=num_classes)

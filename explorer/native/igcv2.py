@@ -1,5 +1,5 @@
 """IGCV2: Xie, Wang, Zhang, Lai, Hong & Qi, "IGCV2: Interleaved Structured Sparse Convolutional Neural
-Networks", CVPR 2018 (arXiv 1804.06202). Not built: BUILDERS stays empty.
+Networks", CVPR 2018 (arXiv 1804.06202). Not built: nothing is registered.
 
 The block is known: a channel-wise 3×3 conv followed by a chain of structured-sparse group 1×1 convs
 with permutations between them, meeting the complementary condition (the branch widths multiply to the
@@ -19,5 +19,3 @@ Table 8, quoting IGCV2): IGCV2-1.0 564 M multiply-adds, top-1 error 29.3 %; IGCV
 IGCV2-0.25 46 M, 45.1 %.
 """
 from __future__ import annotations
-
-BUILDERS: dict = {}

@@ -27,14 +27,13 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from explorer.native.layers import ConvBNReLU
+from explorer.native.registry import register_model
 
-class ConvBNReLU(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1, padding=0):
-        super().__init__(OrderedDict([
-            ("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)),
-            ("bn", nn.BatchNorm2d(out_channels)),
-            ("relu", nn.ReLU(inplace=True)),
-        ]))
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size, stride: int = 1, padding=0) -> ConvBNReLU:
+    """Unpadded ("V" in Figure 14) unless a padding is given."""
+    return ConvBNReLU(in_channels, out_channels, kernel_size, stride, padding)
 
 
 class Stem(nn.Sequential):
@@ -42,13 +41,13 @@ class Stem(nn.Sequential):
 
     def __init__(self, in_channels: int = 3):
         super().__init__(OrderedDict([
-            ("conv1a", ConvBNReLU(in_channels, 32, 3, stride=2)),  # 149 V
-            ("conv2a", ConvBNReLU(32, 32, 3)),  # 147 V
-            ("conv2b", ConvBNReLU(32, 64, 3, padding=1)),  # 147
+            ("conv1a", conv_bn_relu(in_channels, 32, 3, stride=2)),  # 149 V
+            ("conv2a", conv_bn_relu(32, 32, 3)),  # 147 V
+            ("conv2b", conv_bn_relu(32, 64, 3, padding=1)),  # 147
             ("pool3a", nn.MaxPool2d(3, stride=2)),  # 73 V
-            ("conv3b", ConvBNReLU(64, 80, 1)),  # 73
-            ("conv4a", ConvBNReLU(80, 192, 3)),  # 71 V
-            ("conv4b", ConvBNReLU(192, 256, 3, stride=2)),  # 35 V
+            ("conv3b", conv_bn_relu(64, 80, 1)),  # 73
+            ("conv4a", conv_bn_relu(80, 192, 3)),  # 71 V
+            ("conv4b", conv_bn_relu(192, 256, 3, stride=2)),  # 35 V
         ]))
 
 
@@ -73,27 +72,28 @@ class ResidualInception(nn.Module):
 def block_a(channels: int = 256, scale: float = 0.17) -> ResidualInception:
     """Figure 10 (35×35): 1×1 32 | 1×1 32 → 3×3 32 | 1×1 32 → 3×3 32 → 3×3 32 → 1×1 256."""
     return ResidualInception(channels, [
-        ConvBNReLU(channels, 32, 1),
-        nn.Sequential(ConvBNReLU(channels, 32, 1), ConvBNReLU(32, 32, 3, padding=1)),
-        nn.Sequential(ConvBNReLU(channels, 32, 1), ConvBNReLU(32, 32, 3, padding=1), ConvBNReLU(32, 32, 3, padding=1)),
+        conv_bn_relu(channels, 32, 1),
+        nn.Sequential(conv_bn_relu(channels, 32, 1), conv_bn_relu(32, 32, 3, padding=1)),
+        nn.Sequential(conv_bn_relu(channels, 32, 1), conv_bn_relu(32, 32, 3, padding=1),
+                      conv_bn_relu(32, 32, 3, padding=1)),
     ], 96, scale)
 
 
 def block_b(channels: int = 896, scale: float = 0.10) -> ResidualInception:
     """Figure 11 (17×17): 1×1 128 | 1×1 128 → 1×7 128 → 7×1 128 → 1×1 896."""
     return ResidualInception(channels, [
-        ConvBNReLU(channels, 128, 1),
-        nn.Sequential(ConvBNReLU(channels, 128, 1), ConvBNReLU(128, 128, (1, 7), padding=(0, 3)),
-                      ConvBNReLU(128, 128, (7, 1), padding=(3, 0))),
+        conv_bn_relu(channels, 128, 1),
+        nn.Sequential(conv_bn_relu(channels, 128, 1), conv_bn_relu(128, 128, (1, 7), padding=(0, 3)),
+                      conv_bn_relu(128, 128, (7, 1), padding=(3, 0))),
     ], 256, scale)
 
 
 def block_c(channels: int = 1792, scale: float = 0.20) -> ResidualInception:
     """Figure 13 (8×8): 1×1 192 | 1×1 192 → 1×3 192 → 3×1 192 → 1×1 1792."""
     return ResidualInception(channels, [
-        ConvBNReLU(channels, 192, 1),
-        nn.Sequential(ConvBNReLU(channels, 192, 1), ConvBNReLU(192, 192, (1, 3), padding=(0, 1)),
-                      ConvBNReLU(192, 192, (3, 1), padding=(1, 0))),
+        conv_bn_relu(channels, 192, 1),
+        nn.Sequential(conv_bn_relu(channels, 192, 1), conv_bn_relu(192, 192, (1, 3), padding=(0, 1)),
+                      conv_bn_relu(192, 192, (3, 1), padding=(1, 0))),
     ], 384, scale)
 
 
@@ -110,8 +110,9 @@ def reduction_a(in_channels: int = 256, k: int = 192, l: int = 192, m: int = 256
     """Figure 7 (35 → 17): max-pool 3×3/2 V | 3×3/2 V n | 1×1 k → 3×3 l → 3×3/2 V m."""
     return Concat([
         nn.MaxPool2d(3, stride=2),
-        ConvBNReLU(in_channels, n, 3, stride=2),
-        nn.Sequential(ConvBNReLU(in_channels, k, 1), ConvBNReLU(k, l, 3, padding=1), ConvBNReLU(l, m, 3, stride=2)),
+        conv_bn_relu(in_channels, n, 3, stride=2),
+        nn.Sequential(conv_bn_relu(in_channels, k, 1), conv_bn_relu(k, l, 3, padding=1),
+                      conv_bn_relu(l, m, 3, stride=2)),
     ])
 
 
@@ -120,10 +121,10 @@ def reduction_b(in_channels: int = 896) -> Concat:
     | 1×1 256 → 3×3 256 → 3×3/2 V 256. Output 896 + 384 + 256 + 256 = 1792."""
     return Concat([
         nn.MaxPool2d(3, stride=2),
-        nn.Sequential(ConvBNReLU(in_channels, 256, 1), ConvBNReLU(256, 384, 3, stride=2)),
-        nn.Sequential(ConvBNReLU(in_channels, 256, 1), ConvBNReLU(256, 256, 3, stride=2)),
-        nn.Sequential(ConvBNReLU(in_channels, 256, 1), ConvBNReLU(256, 256, 3, padding=1),
-                      ConvBNReLU(256, 256, 3, stride=2)),
+        nn.Sequential(conv_bn_relu(in_channels, 256, 1), conv_bn_relu(256, 384, 3, stride=2)),
+        nn.Sequential(conv_bn_relu(in_channels, 256, 1), conv_bn_relu(256, 256, 3, stride=2)),
+        nn.Sequential(conv_bn_relu(in_channels, 256, 1), conv_bn_relu(256, 256, 3, padding=1),
+                      conv_bn_relu(256, 256, 3, stride=2)),
     ])
 
 
@@ -152,6 +153,7 @@ class InceptionResNetV1(nn.Module):
         return self.fc(self.dropout(x))
 
 
+@register_model(small_input=(3, 96, 96))
 def inception_resnet_v1(num_classes: int = 1000, dropout: float = 0.2, scale_a: float = 0.17,
                         scale_b: float = 0.10, scale_c: float = 0.20) -> InceptionResNetV1:
     return InceptionResNetV1(num_classes=num_classes, dropout=dropout, scale_a=scale_a, scale_b=scale_b, scale_c=scale_c)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from explorer.native.registry import register_model
+
 
 class LeNet5(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 1):
@@ -41,5 +43,6 @@ class LeNet5(nn.Module):
         return self.output(self.act6(self.f6(x)))
 
 
+@register_model
 def lenet5(num_classes: int = 10, in_channels: int = 1) -> LeNet5:
     return LeNet5(num_classes=num_classes, in_channels=in_channels)

@@ -51,7 +51,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from explorer.native.registry import register_model
+
 REFINE_LEVEL = 2  # index of P4 in (P2, P3, P4, P5, P6): the level all others are gathered to
+# torchvision's own RPN / RoI post-processing (top-k, NMS, ...): data-dependent, with no cost formula.
+TORCHVISION_POSTPROCESSING = frozenset({"aten.topk.default", "aten.nonzero.default", "torchvision.nms.default",
+                                        "aten.sort.default"})
 
 
 class NonLocalBlock(nn.Module):
@@ -131,12 +136,11 @@ class LibraRCNN(nn.Module):
         return self.model(list(images))
 
 
+@register_model(small_input=(3, 128, 128), small_options={"min_size": 128, "max_size": 128},
+                uncosted_ops=TORCHVISION_POSTPROCESSING)
 def libra_rcnn(**kwargs) -> LibraRCNN:
     """Faster R-CNN R50-FPN with a balanced feature pyramid; keyword options go to torchvision's
     fasterrcnn_resnet50_fpn (num_classes, min_size, max_size, ...). No weights are downloaded."""
     model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **kwargs)
     model.backbone = BackboneWithBFP(model.backbone)
     return LibraRCNN(model)
-
-
-BUILDERS = {"libra_rcnn": libra_rcnn}

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 
 from explorer.native.layers import ConvBNReLU
 from explorer.native.refinedet import VGG16Trunk, flatten_predictions
+from explorer.native.registry import register_model
 
 PLANES = 256  # channels of each TUM output
 NUM_LEVELS = 8  # TUMs
@@ -186,8 +187,6 @@ class M2Det(nn.Module):
         return [self.neck.sfam.attention(x).flatten(1) for x in self.neck.multi_level_features(conv4_3, fc7)]
 
 
+@register_model(small_input=(3, 288, 288))  # the TUMs' unpadded last conv needs 288
 def m2det320(num_classes: int = 81) -> M2Det:
     return M2Det(num_classes)
-
-
-BUILDERS = {"m2det320": m2det320}

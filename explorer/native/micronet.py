@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 
 from explorer.blocks.misc import ChannelShuffle
+from explorer.native.layers import ConvBNAct
+from explorer.native.registry import register_model
 
 ACT_MAX = 2.0
 REDUCTION = 8
@@ -156,12 +158,9 @@ def _dynamic(channels, reduction, groups, relu_like, init_a, init_b, enabled: bo
     return DynamicShiftMax(channels, reduction, groups, relu_like, init_a, init_b)
 
 
-class GroupPointwise(nn.Sequential):
+class GroupPointwise(ConvBNAct):
     def __init__(self, in_channels: int, out_channels: int, groups: int):
-        super().__init__(OrderedDict([
-            ("conv", nn.Conv2d(in_channels, out_channels, 1, bias=False, groups=groups)),
-            ("bn", nn.BatchNorm2d(out_channels)),
-        ]))
+        super().__init__(in_channels, out_channels, 1, groups=groups)
 
 
 class FactorisedDepthwise(nn.Sequential):
@@ -286,17 +285,21 @@ class MicroNet(nn.Module):
         return self.classifier(self.pool(self.features(self.stem(x))))
 
 
+@register_model(small_input=(3, 64, 64))
 def micronet_m0(num_classes: int = 1000) -> MicroNet:
     return MicroNet("m0", num_classes)
 
 
+@register_model(small_input=(3, 64, 64))
 def micronet_m1(num_classes: int = 1000) -> MicroNet:
     return MicroNet("m1", num_classes)
 
 
+@register_model(small_input=(3, 64, 64))
 def micronet_m2(num_classes: int = 1000) -> MicroNet:
     return MicroNet("m2", num_classes)
 
 
+@register_model(small_input=(3, 64, 64))
 def micronet_m3(num_classes: int = 1000) -> MicroNet:
     return MicroNet("m3", num_classes)

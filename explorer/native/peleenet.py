@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from explorer.native.layers import ConvBNReLU
+from explorer.native.registry import register_model
 
 GROWTH_RATE = 32
 STEM_CHANNELS = 32
@@ -118,5 +119,6 @@ class PeleeNet(nn.Module):
         return self.fc(self.flatten(self.avgpool(x)))
 
 
+@register_model(small_input=(3, 64, 64))
 def peleenet(num_classes: int = 1000) -> PeleeNet:
     return PeleeNet(num_classes=num_classes)

@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.native.registry import register_model
+
 EMBED_DIMS = (64, 128, 320, 512)
 NUM_HEADS = (1, 2, 5, 8)
 MLP_RATIOS = (8, 8, 4, 4)
@@ -198,4 +200,5 @@ def _builder(size: str):
     return build
 
 
-BUILDERS = {f"pvt_v1_{size}": _builder(size) for size in DEPTHS}
+for _size in DEPTHS:  # pvt_v1_tiny / small / medium / large
+    register_model(f"pvt_v1_{_size}", _builder(_size), small_input=(3, 32, 32))

@@ -46,6 +46,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.native.registry import register_model
+
 # torchvision's vgg16 `features` up to relu5_3 (its cfg "D"; "M" = 2×2 max-pool, stride 2).
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 CONV4_3 = 22  # index of relu4_3 in that layout
@@ -206,8 +208,6 @@ class RefineDet(nn.Module):
         return self.head(sources, self.neck(sources))
 
 
+@register_model(small_input=(3, 64, 64))
 def refinedet320(num_classes: int = 21) -> RefineDet:
     return RefineDet(num_classes)
-
-
-BUILDERS = {"refinedet320": refinedet320}

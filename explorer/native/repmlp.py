@@ -40,6 +40,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.native.layers import conv_bn_act
+from explorer.native.registry import register_model
+
 
 def _fuse_bn(weight: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm, bias: torch.Tensor | None = None):
     """(W, b) with the eval-mode BN after it folded in: per output channel W·γ/σ, (b - μ)·γ/σ + β."""
@@ -119,10 +122,8 @@ class RepMLP(nn.Module):
         self.local = nn.ModuleDict()
         if not deploy:
             for k in self.reparam_conv_k:
-                self.local[f"conv{k}"] = nn.Sequential(
-                    nn.Conv2d(in_channels, out_channels, k, padding=k // 2, groups=fc3_groups, bias=False),
-                    nn.BatchNorm2d(out_channels),
-                )
+                self.local[f"conv{k}"] = nn.Sequential(*conv_bn_act(in_channels, out_channels, k,
+                                                                    groups=fc3_groups).values())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -194,11 +195,8 @@ class RepMLP(nn.Module):
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
-    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),
-              nn.BatchNorm2d(out_channels)]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+    layers = conv_bn_act(in_channels, out_channels, kernel_size, stride, act=nn.ReLU(inplace=True) if relu else None)
+    return nn.Sequential(*layers.values())  # children 0, 1, 2
 
 
 class Bottleneck(nn.Module):
@@ -274,9 +272,7 @@ def fold_model(model: nn.Module) -> nn.Module:
     return model
 
 
+@register_model("repmlp")
 def repmlp_res50_light_224(deploy: bool = False, num_classes: int = 1000) -> RepMLPResNet:
     return RepMLPResNet((3, 4, 6, 3), num_classes=num_classes, image_size=224, h=7, w=7, reparam_conv_k=(1, 3, 5),
                         fc3_groups=4, deploy=deploy)
-
-
-BUILDERS = {"repmlp": repmlp_res50_light_224}

@@ -49,6 +49,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.native.registry import register_model
+
 BOS_ID = 0  # the id fed to a decoder as its first (start-of-sentence) token under teacher forcing
 
 
@@ -143,6 +145,7 @@ class Transformer(nn.Module):
         return self.decode(self.encode(src_ids), shift_right(src_ids))
 
 
+@register_model(small_input=(16,))
 def transformer_base(**kwargs) -> Transformer:
     """Vaswani et al. base model: N=6, d_model=512, h=8, d_ff=2048, dropout 0.1, shared 37000 vocabulary."""
     return Transformer(**kwargs)
@@ -221,11 +224,13 @@ class Bert(nn.Module):
         return sequence_output, self.pooler(sequence_output)
 
 
+@register_model(small_input=(16,))
 def bert_base(**kwargs) -> Bert:
     """BERT-Base: L=12, H=768, A=12 (109.48M parameters with the pooler)."""
     return Bert(**{"num_layers": 12, "hidden": 768, "num_heads": 12, **kwargs})
 
 
+@register_model(small_input=(16,), small_options={"num_layers": 2})  # 24 layers take seconds just to build
 def bert_large(**kwargs) -> Bert:
     """BERT-Large: L=24, H=1024, A=16 (335.14M parameters with the pooler)."""
     return Bert(**{"num_layers": 24, "hidden": 1024, "num_heads": 16, **kwargs})
@@ -262,14 +267,8 @@ class Seq2SeqLSTM(nn.Module):
         return self.output(out)
 
 
+# The vocabularies hold 320M of the 384M parameters: the small forward keeps the LSTMs and shrinks them.
+@register_model(small_input=(16,), small_options={"src_vocab": 1000, "tgt_vocab": 1000})
 def seq2seq_lstm(**kwargs) -> Seq2SeqLSTM:
     """4-layer LSTMs of 1000 cells, 1000-d embeddings, vocabularies 160,000 in / 80,000 out (384.14M parameters)."""
     return Seq2SeqLSTM(**kwargs)
-
-
-BUILDERS = {
-    "transformer_base": transformer_base,
-    "bert_base": bert_base,
-    "bert_large": bert_large,
-    "seq2seq_lstm": seq2seq_lstm,
-}

@@ -34,12 +34,15 @@ Multiply-adds at 224 for g = 1 / 2 / 3 / 4 / 8 (paper in brackets):
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 import torch
 import torch.nn as nn
 
 from explorer.blocks.misc import ChannelShuffle
+from explorer.native.layers import conv_bn_act
+from explorer.native.registry import register_model
 
 STAGE2_CHANNELS = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
 STAGE_REPEATS = (3, 7, 3)  # stride-1 units after each stage's stride-2 unit
@@ -48,10 +51,8 @@ CONV1_CHANNELS = {0.25: 6, 0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> list:
-    return [
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_channels),
-    ]
+    """[conv, BN] to unpack into an nn.Sequential whose children are numbered."""
+    return list(conv_bn_act(in_channels, out_channels, kernel_size, stride, groups=groups).values())
 
 
 class ShuffleUnit(nn.Module):
@@ -126,3 +127,6 @@ for _g in STAGE2_CHANNELS:
     VARIANTS[f"shufflenet_v1_g{_g}"] = (_g, 1.0)
     for _s in (0.5, 0.25) + ((1.5, 2.0) if _g == 3 else ()):
         VARIANTS[f"shufflenet_v1_g{_g}_{str(_s).replace('.', '_')}x"] = (_g, _s)
+
+for _name, (_g, _s) in VARIANTS.items():
+    register_model(_name, functools.partial(shufflenet_v1, groups=_g, width=_s), small_input=(3, 64, 64))

@@ -81,6 +81,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.native.layers import conv_bn_act
+from explorer.native.registry import register_model
+
 MIN_LEVEL, MAX_LEVEL = 3, 7
 FILTER_SIZE = {1: 32, 2: 64, 3: 128, 4: 256, 5: 256, 6: 256, 7: 256}
 STEM_FILTERS = 64  # the 7×7 stem conv is not scaled by the filter multiplier
@@ -137,13 +140,7 @@ def _activation(name: str) -> nn.Module:
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, act: str | None = "relu") -> nn.Sequential:
     """Conv (no bias, 'same' padding) → BatchNorm → activation (none when act is None)."""
-    layers = OrderedDict([
-        ("conv", nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False)),
-        ("bn", nn.BatchNorm2d(c_out)),
-    ])
-    if act is not None:
-        layers["act"] = _activation(act)
-    return nn.Sequential(layers)
+    return nn.Sequential(conv_bn_act(c_in, c_out, kernel, stride, act=None if act is None else _activation(act)))
 
 
 def block_out_channels(block: str, filters: int) -> int:
@@ -371,4 +368,5 @@ def _builder(variant: str):
     return build
 
 
-BUILDERS = {f"spinenet{v.lower()}": _builder(v) for v in SCALING}
+for _variant in SCALING:  # spinenet49s, 49, 96, 143, 190 (P7 is 1×1 at 32×32: the cheapest real forward)
+    register_model(f"spinenet{_variant.lower()}", _builder(_variant), small_input=(3, 32, 32))

@@ -32,6 +32,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from explorer.native.registry import register_model
+
 HIDDEN = 768
 MLP_DIM = 3072
 NUM_HEADS = 12
@@ -179,8 +181,6 @@ class UNETR(nn.Module):
         return self.out(dec)
 
 
+@register_model(small_input=(1, 32, 32, 32), small_options={"image_size": 32})
 def unetr(in_channels: int = 1, num_classes: int = 14, image_size: int = 96, feature_size: int = FEATURE_SIZE) -> UNETR:
     return UNETR(in_channels, num_classes, image_size, feature_size)
-
-
-BUILDERS = {"unetr": unetr}

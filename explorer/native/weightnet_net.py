@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from explorer.blocks.convs import WeightNetConv
 from explorer.blocks.misc import ChannelShuffle
+from explorer.native.registry import register_model
 
 STAGE_REPEATS = (4, 8, 4)
 STAGE_CHANNELS = (24, 116, 232, 464, 1024)  # 1.0×: stem, stages 2–4, last conv
@@ -116,5 +117,6 @@ class WeightNetShuffleNetV2(nn.Module):
         return self.fc(self.flatten(self.avgpool(self.conv_last(x))))
 
 
+@register_model(small_input=(3, 64, 64))
 def weightnet(num_classes: int = 1000) -> WeightNetShuffleNetV2:
     return WeightNetShuffleNetV2(num_classes=num_classes)
