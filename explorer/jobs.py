@@ -32,16 +32,26 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from explorer.errors import ExplorerError
+# The worker protocol lives below this module (explorer.ray_workers implements it too); its names stay
+# importable from here.
+from explorer.workers import (  # noqa: F401
+    _POLL_S,
+    CANCELLED,
+    DONE,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    Worker,
+    rss_bytes,
+    run_job_kind,
+)
 
 DEFAULT_TIME_LIMIT_S = float(os.environ.get("EXPLORER_JOB_TIME_LIMIT_S", "600"))
 DEFAULT_MEMORY_LIMIT_BYTES = int(float(os.environ.get("EXPLORER_WORKER_MAX_GB", "8")) * 2**30)
 SESSION_TIMEOUT_S = 60.0  # a session not seen for this long has left: its queued jobs are cancelled
 CACHE_ENTRIES = 256
 CACHE_BYTES = int(float(os.environ.get("EXPLORER_RESULT_CACHE_MB", "1024")) * 2**20)  # attention maps run to 20+ MB
-_POLL_S = 0.05
-
-QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-FINISHED = (DONE, FAILED, CANCELLED)
 
 
 @functools.lru_cache(maxsize=1)
@@ -119,30 +129,6 @@ class Job:
         if self.state == CANCELLED:
             raise ExplorerError(self.error or "the job was cancelled")
         raise ExplorerError(self.error or "the job failed")
-
-
-class Worker:
-    """Runs one job at a time. `run(job, limits)` blocks until the job ends and returns (state, result or
-    message); it calls `limits(job, rss_bytes)`, which returns a reason to stop (cancelled, over time, over
-    memory) or None, often while the job runs. Implementations: a local process (ProcessWorker), this
-    process (InlineWorker, for tests), a Ray actor (explorer.ray_workers)."""
-
-    name: str = "worker"
-    kind: str = "cpu"  # the device kind it runs on: cpu, cuda, mps
-    job: "Job | None" = None
-    jobs_run: int = 0
-    restarts: int = 0
-
-    def run(self, job: "Job", limits: Callable[["Job", int], str | None]) -> tuple[str, Any]:
-        raise NotImplementedError
-
-    def stop(self):
-        """Ends whatever runs now; the next job starts afresh."""
-
-    def describe(self) -> dict[str, Any]:
-        import socket
-
-        return {"name": self.name, "kind": self.kind, "host": socket.gethostname()}
 
 
 class InlineWorker(Worker):
@@ -537,17 +523,6 @@ def approx_bytes(value, depth: int = 0) -> int:
     return 32
 
 
-def rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 # --- the worker process -------------------------------------------------------------------------------
 
 def _worker_entry(fd: int):
@@ -575,15 +550,6 @@ def _worker_main(conn):
             traceback.print_exc()
             detail = str(exc).splitlines()[0][:200] if str(exc) else ""
             conn.send(("error", f"{kind} job failed unexpectedly: {type(exc).__name__}: {detail}"))
-
-
-def run_job_kind(kind: str, payload: dict[str, Any], progress: Callable[[str], None]) -> Any:
-    """Runs one job of a registered kind (in a worker process, or inline)."""
-    from explorer.job_kinds import JOB_KINDS
-
-    if kind not in JOB_KINDS:
-        raise ExplorerError(f"unknown job kind {kind!r}")
-    return JOB_KINDS[kind](payload, progress)
 
 
 _SERVICE: JobService | None = None

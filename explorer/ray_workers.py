@@ -22,7 +22,7 @@ import ray
 import ray.exceptions
 
 from explorer.errors import ExplorerError
-from explorer.jobs import _POLL_S, CANCELLED, DONE, FAILED, Worker, rss_bytes
+from explorer.workers import _POLL_S, CANCELLED, DONE, FAILED, Worker, rss_bytes
 
 START_TIMEOUT_S = float(os.environ.get("EXPLORER_RAY_START_TIMEOUT_S", "300"))  # actors placed and answering
 MAX_CPU_WORKERS = 256
@@ -129,7 +129,7 @@ class _JobActor:
         """("done", the result pickled) or ("error", one line), as a ProcessWorker's child answers. The
         result travels pickled so its arrays arrive as the pipe delivers them: writable and owning their
         memory, where ray.get's zero-copy arrays would stay read-only and pin the object store while cached."""
-        from explorer.jobs import run_job_kind
+        from explorer.workers import run_job_kind
 
         self.progress = ""
         try:
