@@ -35,8 +35,8 @@ import torch.utils.flop_counter as flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from explorer.catalog import resolve
-from explorer.models import build_model, dtype_of, example_input, forward_errors, input_size_of
+from explorer.models import build_model, dtype_of, example_input, forward_errors, resolve_spec
+from explorer.reports import CostReport, LayerRow
 from explorer.spec import ModelSpec
 
 aten = torch.ops.aten
@@ -416,7 +416,7 @@ def _container_totals(model: nn.Module, recorder: _Recorder) -> dict[str, Totals
     return out
 
 
-def _layer_rows(model: nn.Module, recorder: _Recorder, total: Totals) -> list[dict[str, Any]]:
+def _layer_rows(model: nn.Module, recorder: _Recorder, total: Totals) -> list[LayerRow]:
     rows = []
     containers = _container_totals(model, recorder)
     for name, module in model.named_modules():
@@ -451,7 +451,7 @@ def _layer_rows(model: nn.Module, recorder: _Recorder, total: Totals) -> list[di
     return rows
 
 
-def analyse(spec: ModelSpec, *, with_layers: bool = True, grad_enabled: bool = False, dtype: str = "fp32") -> dict[str, Any]:
+def analyse(spec: ModelSpec, *, with_layers: bool = True, grad_enabled: bool = False, dtype: str = "fp32") -> CostReport:
     """Cost of the model a spec describes, as plain JSON-friendly data.
 
     `grad_enabled` runs the forward with autograd on (the counts must not change).
@@ -467,25 +467,25 @@ def analyse(spec: ModelSpec, *, with_layers: bool = True, grad_enabled: bool = F
 
 
 @functools.lru_cache(maxsize=256)
-def _analyse_totals(spec: ModelSpec, grad_enabled: bool, dtype: str) -> dict[str, Any]:
+def _analyse_totals(spec: ModelSpec, grad_enabled: bool, dtype: str) -> CostReport:
     return _analyse(spec, with_layers=False, grad_enabled=grad_enabled, dtype=dtype)
 
 
-def _analyse(spec: ModelSpec, *, with_layers: bool, grad_enabled: bool, dtype: str) -> dict[str, Any]:
-    variant = resolve(spec.arch)
-    size = input_size_of(spec, variant)
+def _analyse(spec: ModelSpec, *, with_layers: bool, grad_enabled: bool, dtype: str) -> CostReport:
+    resolved = resolve_spec(spec)  # once: the variant and input every step below reads
+    variant, size = resolved.variant, resolved.input_size
     device = "meta"
     torch_dtype = dtype_of(dtype)
-    with forward_errors(spec, size):
-        model = build_model(spec, device="meta").to(torch_dtype)
+    with forward_errors(resolved):
+        model = build_model(resolved, device="meta").to(torch_dtype)
         try:
-            recorder = trace_costs(model, example_input(spec, "meta", torch_dtype), grad_enabled)
+            recorder = trace_costs(model, example_input(resolved, "meta", torch_dtype), grad_enabled)
         except Exception as exc:
             if not _is_data_dependent(exc):
                 raise
             device = "cpu"
-            model = build_model(spec, device="cpu").to(torch_dtype)
-            recorder = trace_costs(model, example_input(spec, "cpu", torch_dtype), grad_enabled)
+            model = build_model(resolved, device="cpu").to(torch_dtype)
+            recorder = trace_costs(model, example_input(resolved, "cpu", torch_dtype), grad_enabled)
     total = recorder.total
     params, trainable = _count_params(model, recurse=True)
     uncounted = [
@@ -507,7 +507,7 @@ def _analyse(spec: ModelSpec, *, with_layers: bool, grad_enabled: bool, dtype: s
         ),
         key=lambda row: (-row["macs"], -row["memory_access_bytes"]),
     )
-    result = {
+    result: CostReport = {
         "spec": spec.to_dict(),
         "arch": spec.arch,
         "builder": variant.builder,

@@ -28,10 +28,11 @@ from explorer.devices import best_device
 from explorer.cost import analyse
 from explorer.device_queue import queue_for
 from explorer.errors import ExplorerError
-from explorer.models import build_model, dtype_of, example_input, forward_errors, input_size_of, is_out_of_memory, one_line
-from explorer.spec import ModelSpec
+from explorer.models import (build_model, dtype_of, example_input, forward_errors, is_out_of_memory, one_line,
+                             ResolvedSpec, resolve_spec)
+from explorer.reports import BenchResult, LayerTime, Timing
+from explorer.spec import MAX_BATCH, ModelSpec  # the one batch limit, shared with the spec's check
 
-MAX_BATCH = 1024
 MAX_BATCH_SIZES = 32  # batch sizes in one sweep
 MAX_MIN_RUNS = 10_000
 MAX_MIN_SECONDS = 60.0
@@ -191,7 +192,7 @@ def _autocast(device: str, dtype: str):
     return torch.autocast(device_type="cuda" if device == "cuda" else "cpu" if device == "cpu" else device, dtype=dtype_of(dtype))
 
 
-def time_forward(forward: Callable[[], Any], device: str, settings: BenchSettings) -> dict[str, Any]:
+def time_forward(forward: Callable[[], Any], device: str, settings: BenchSettings) -> Timing:
     """Warm up until stable, then time. Returns per-run seconds and the stats."""
     timer = _Timer(device)
     budget_end = time.perf_counter() + settings.max_seconds
@@ -237,11 +238,13 @@ def _settings_record(device: str, settings: BenchSettings) -> dict[str, Any]:
     return record
 
 
-def _prepare(spec: ModelSpec, device: str, settings: BenchSettings) -> tuple[str, nn.Module]:
+def _prepare(spec: ModelSpec | ResolvedSpec, device: str, settings: BenchSettings) -> tuple[str, nn.Module]:
+    resolved = resolve_spec(spec)
+    spec = resolved.spec
     key = f"{spec.with_(batch=1).key()}|{device}|{settings.channels_last}|{settings.compile}"
 
     def make():
-        model = build_model(spec, device=device)
+        model = build_model(resolved, device=device)
         if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if settings.compile:
@@ -251,11 +254,12 @@ def _prepare(spec: ModelSpec, device: str, settings: BenchSettings) -> tuple[str
     return key, MODEL_CACHE.get(key, make)
 
 
-def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], None] | None = None) -> dict[str, Any]:
+def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], None] | None = None) -> BenchResult:
     """Latency, throughput and achieved rates of `spec` for each batch size in `settings`."""
     settings.validate()
     device = settings.resolved_device()
-    size = input_size_of(spec)
+    resolved = resolve_spec(spec)  # once: the variant and input the build and every batch's input read
+    size = resolved.input_size
     rows: list[dict[str, Any]] = []
     error = None
     per_sample = analyse(spec.with_(batch=1), with_layers=settings.per_layer, dtype=settings.dtype)
@@ -267,9 +271,9 @@ def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], Non
         key, model = None, None
         try:
             with forward_errors(spec, size):
-                key, model = _prepare(spec, device, settings)
+                key, model = _prepare(resolved, device, settings)
                 for batch in settings.batches:
-                    x = example_input(spec.with_(batch=batch), device)
+                    x = example_input(resolved.with_batch(batch), device)
                     if settings.channels_last and x.dim() == 4:
                         x = x.contiguous(memory_format=torch.channels_last)
 
@@ -305,7 +309,7 @@ def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], Non
         per_layer = None
         if settings.per_layer and error is None:
             per_layer = layer_times(spec, settings, device, model, per_sample)
-    result = {
+    result: BenchResult = {
         "spec": spec.to_dict(),
         "arch": spec.arch,
         "input_shape_per_sample": list(size),
@@ -323,7 +327,7 @@ def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], Non
 # --- per-layer times ----------------------------------------------------------------------------
 
 def layer_times(spec: ModelSpec, settings: BenchSettings, device: str, model: nn.Module,
-                per_sample: dict[str, Any], runs: int = 5) -> list[dict[str, Any]]:
+                per_sample: dict[str, Any], runs: int = 5) -> list[LayerTime]:
     """Time per leaf module from torch.profiler, beside its MACs and memory access cost.
 
     Each leaf module's forward is wrapped in a profiler range; on a GPU its time is the

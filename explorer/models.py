@@ -6,6 +6,7 @@ import functools
 import inspect
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,7 +41,44 @@ class ListInputWrapper(nn.Module):
         return self.model(list(images))
 
 
-def input_size_of(spec: ModelSpec, variant: Variant | None = None) -> tuple[int, ...]:
+@dataclass(frozen=True, eq=False)
+class ResolvedSpec:
+    """A spec resolved against the catalog once, where it enters the engine: the catalog variant its arch
+    names and the input it takes per sample (the spec's own, else the variant's native size). The engine's
+    steps (input check, builder options, build, example input, forward errors) read these instead of each
+    resolving the arch again; each of them also still takes a plain ModelSpec."""
+    spec: ModelSpec
+    variant: Variant
+    input_size: tuple[int, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(batch, *input_size): the shape of the example input."""
+        return (self.spec.batch, *self.input_size)
+
+    def with_batch(self, batch: int) -> ResolvedSpec:
+        """The same model at another batch size (nothing to resolve again)."""
+        return ResolvedSpec(self.spec.with_(batch=batch), self.variant, self.input_size)
+
+    # One spec resolves to one variant and input: equal (and cached, e.g. by real_build_bytes) as its spec is.
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ResolvedSpec) and other.spec == self.spec
+
+    def __hash__(self) -> int:
+        return hash((ResolvedSpec, self.spec))
+
+
+def resolve_spec(spec: ModelSpec | ResolvedSpec) -> ResolvedSpec:
+    """The one place a spec is resolved against the catalog (an already resolved one is returned as is)."""
+    if isinstance(spec, ResolvedSpec):
+        return spec
+    variant = resolve(spec.arch)
+    return ResolvedSpec(spec, variant, tuple(spec.input_size or native_input_size(variant)))
+
+
+def input_size_of(spec: ModelSpec | ResolvedSpec, variant: Variant | None = None) -> tuple[int, ...]:
+    if isinstance(spec, ResolvedSpec):
+        return spec.input_size
     return spec.input_size or native_input_size(variant or resolve(spec.arch))
 
 
@@ -104,8 +142,10 @@ def allowed_options(variant: Variant) -> tuple[tuple[str, ...], str]:
     return native_options(variant.name), variant.id
 
 
-def check_options(spec: ModelSpec, variant: Variant | None = None):
+def check_options(spec: ModelSpec | ResolvedSpec, variant: Variant | None = None):
     """Refuse, before any builder runs, an option the model's library does not allow or a value out of range."""
+    if isinstance(spec, ResolvedSpec):
+        spec, variant = spec.spec, spec.variant
     variant = variant or resolve(spec.arch)
     allowed, who = allowed_options(variant)
     for name, value in spec.options:
@@ -121,8 +161,9 @@ def check_options(spec: ModelSpec, variant: Variant | None = None):
                                 f"it needs {rule.requirement(name)}")
 
 
-def _builder_kwargs(variant: Variant, spec: ModelSpec) -> dict[str, Any]:
-    kwargs = spec.options_dict
+def _builder_kwargs(resolved: ResolvedSpec) -> dict[str, Any]:
+    variant, spec = resolved.variant, resolved.spec
+    kwargs = {**dict(variant.default_options), **spec.options_dict}  # the catalog row's defaults, then the spec's
     if variant.library == "torchvision":
         task = torchvision_task(variant)
         if task in ("detection", "segmentation"):
@@ -130,12 +171,12 @@ def _builder_kwargs(variant: Variant, spec: ModelSpec) -> dict[str, Any]:
             kwargs.setdefault("weights_backbone", None)
         if task == "classification" and variant.name.startswith("vit_"):
             # torchvision builds ViT for one resolution (its 384/518 weights set image_size likewise).
-            size = input_size_of(spec, variant)
+            size = resolved.input_size
             if len(size) == 3 and size[1] == size[2]:
                 kwargs.setdefault("image_size", size[1])
     if variant.library == "timm":
         cfg = timm_pretrained_cfg(variant.name)
-        size = input_size_of(spec, variant)
+        size = resolved.input_size
         if cfg.get("fixed_input_size") and len(size) == 3 and tuple(size) != tuple(cfg.get("input_size", size)):
             # timm builds these (ViT, Swin, CoAtNet, ...) for one resolution: build for the one asked.
             kwargs.setdefault("img_size", tuple(size[1:]))
@@ -190,7 +231,7 @@ def _construct(variant: Variant, kwargs: dict[str, Any]) -> nn.Module:
     return NATIVE_BUILDERS[variant.name](**kwargs)
 
 
-def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Module:
+def build_model(spec: ModelSpec | ResolvedSpec, device: str | torch.device = "cpu") -> nn.Module:
     """The model in eval mode with random weights on `device`.
 
     On 'meta' the weights take no memory; builders that compute with tensors at
@@ -198,14 +239,14 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
     small bookkeeping (see _LargeTensorsOnMeta). On any other device the build is
     first sized on 'meta' and refused above the limit (check_build_size).
     """
-    variant = resolve(spec.arch)
-    check_input(spec, variant)
-    check_options(spec, variant)
-    kwargs = _builder_kwargs(variant, spec)
-    size = input_size_of(spec, variant)
+    resolved = resolve_spec(spec)
+    spec, variant, size = resolved.spec, resolved.variant, resolved.input_size
+    check_input(resolved)
+    check_options(resolved)
+    kwargs = _builder_kwargs(resolved)
     device = torch.device(device)
     if device.type != "meta":
-        check_build_size(spec)
+        check_build_size(resolved)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -224,15 +265,14 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
                     model = _construct_with_swaps(variant, kwargs, spec.swaps, size).to(device)
-        _check_patch_grid(model, spec, variant)
+        _check_patch_grid(model, resolved)
     except ExplorerError:
         raise
     except TypeError as exc:
         raise ExplorerError(f"cannot build {spec.arch} with options {spec.options_dict}: {one_line(exc)}") from None
     except Exception as exc:  # a library's own validation (bad option values, ...)
         if "image_size" in kwargs and "image_size" not in spec.options_dict:
-            size = format_shape(input_size_of(spec, variant))
-            raise ExplorerError(f"{spec.arch} cannot take input {size}: {one_line(exc)}") from None
+            raise ExplorerError(f"{spec.arch} cannot take input {format_shape(size)}: {one_line(exc)}") from None
         raise ExplorerError(f"cannot build {spec.arch}: {one_line(exc)}") from None
     return model.eval()
 
@@ -240,8 +280,10 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modul
 _INPUT_DIMS = {"image": ("C,H,W", "3,224,224"), "volume": ("C,D,H,W", "1,96,96,96")}
 
 
-def check_input(spec: ModelSpec, variant: Variant | None = None):
+def check_input(spec: ModelSpec | ResolvedSpec, variant: Variant | None = None):
     """An image model takes C,H,W and a volume model C,D,H,W: say so before a library says something obscure."""
+    if isinstance(spec, ResolvedSpec):
+        spec, variant = spec.spec, spec.variant
     variant = variant or resolve(spec.arch)
     form = _INPUT_DIMS.get(variant.input_kind)
     if form and spec.input_size is not None and len(spec.input_size) != len(form[0].split(",")):
@@ -250,11 +292,11 @@ def check_input(spec: ModelSpec, variant: Variant | None = None):
                             f"not {format_shape(spec.input_size)}")
 
 
-def _check_patch_grid(model: nn.Module, spec: ModelSpec, variant: Variant):
+def _check_patch_grid(model: nn.Module, resolved: ResolvedSpec):
     """timm's patch embeddings silently drop the pixels past the last whole patch: refuse such inputs."""
-    _check_torchvision_swin_grid(model, spec, variant)
+    _check_torchvision_swin_grid(model, resolved)
     proj = getattr(getattr(model, "patch_embed", None), "proj", None)
-    size = input_size_of(spec, variant)
+    spec, size = resolved.spec, resolved.input_size
     # Only non-overlapping patches (kernel = stride): PVT v2's overlapping 7×7/4 embedding takes any size.
     if not isinstance(proj, nn.Conv2d) or proj.stride != proj.kernel_size or len(size) != 3:
         return
@@ -264,13 +306,13 @@ def _check_patch_grid(model: nn.Module, spec: ModelSpec, variant: Variant):
                             f"{size[1]}×{size[2]} is not a whole number of its {patch[0]}×{patch[1]} patches")
 
 
-def _check_torchvision_swin_grid(model: nn.Module, spec: ModelSpec, variant: Variant):
+def _check_torchvision_swin_grid(model: nn.Module, resolved: ResolvedSpec):
     """torchvision's Swin (v1, v2) cuts the pixels past the last whole 4×4 patch without a word (225×225 is
     costed as 224×224) and pads odd maps before each patch merging: refuse sides that are not a multiple of
     patch × 2^(stages − 1) (32 for swin_t), as timm's Swin does."""
     from torchvision.models.swin_transformer import SwinTransformer
 
-    size = input_size_of(spec, variant)
+    spec, size = resolved.spec, resolved.input_size
     if not isinstance(model, SwinTransformer) or len(size) != 3:
         return
     patch = model.features[0][0].stride[0]
@@ -313,7 +355,7 @@ def max_build_bytes() -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def real_build_bytes(spec: ModelSpec) -> tuple[int, int]:
+def real_build_bytes(spec: ModelSpec | ResolvedSpec) -> tuple[int, int]:
     """(bytes of the parameters and buffers, bytes of one input) that building `spec` for real takes, from a
     meta build: numel × element size of every tensor (fp32 weights: 4 bytes each)."""
     model = build_model(spec, "meta")
@@ -323,10 +365,11 @@ def real_build_bytes(spec: ModelSpec) -> tuple[int, int]:
     return weights, inputs.numel() * inputs.element_size()
 
 
-def check_build_size(spec: ModelSpec):
+def check_build_size(spec: ModelSpec | ResolvedSpec):
     """Refuse a real (CPU or GPU) build whose weights, buffers and input would take more than the limit.
     Every non-meta build_model goes through here, so no request can make the server allocate unchecked."""
     weights, inputs = real_build_bytes(spec)
+    spec = spec.spec if isinstance(spec, ResolvedSpec) else spec
     limit = max_build_bytes()
     if weights + inputs > limit:
         raise ExplorerError(
@@ -339,11 +382,10 @@ def _gb(size: int) -> str:
     return f"{size / 1e9:.3g} GB"
 
 
-def example_input(spec: ModelSpec, device: str | torch.device = "cpu", dtype=torch.float32) -> torch.Tensor:
+def example_input(spec: ModelSpec | ResolvedSpec, device: str | torch.device = "cpu", dtype=torch.float32) -> torch.Tensor:
     """The model's own kind of input: images / volumes / node features as floats, token ids as integers."""
-    variant = resolve(spec.arch)
-    size = input_size_of(spec, variant)
-    shape = (spec.batch, *size)
+    resolved = resolve_spec(spec)
+    variant, shape = resolved.variant, resolved.input_shape
     meta = torch.device(device).type == "meta"
     generator = torch.Generator().manual_seed(0)
     if variant.input_kind == "tokens":
@@ -361,8 +403,12 @@ def one_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def forward_errors(spec: ModelSpec, size: tuple[int, ...]):
-    """Turn a model's refusal of an input into a one-line ExplorerError."""
+def forward_errors(spec: ModelSpec | ResolvedSpec, size: tuple[int, ...] | None = None):
+    """Turn a model's refusal of an input into a one-line ExplorerError (`size`: the resolved spec's, unless given)."""
+    if size is None:
+        size = input_size_of(spec)
+    if isinstance(spec, ResolvedSpec):
+        spec = spec.spec
     try:
         yield
     except ExplorerError:
