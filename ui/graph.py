@@ -1,0 +1,434 @@
+"""The interactive architecture graph: Cytoscape.js in a Streamlit component, everything in the browser.
+
+The whole graph (every level of the module hierarchy, explorer.graph.build_graph) travels once as JSON inside
+the component's HTML; collapsing and expanding groups, search, colouring by a measure, the node panel and the
+SVG/PNG export run in the browser with no server round trip. The JavaScript is vendored under assets/vendor/
+(Cytoscape.js and cytoscape-dagre, MIT) and inlined: the page fetches nothing from the internet.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import streamlit.components.v1 as components
+
+from explorer.spec import ModelSpec
+
+VENDOR = Path(__file__).resolve().parents[1] / "assets" / "vendor"
+SCRIPTS = (VENDOR / "cytoscape" / "cytoscape.min.js", VENDOR / "cytoscape-dagre" / "cytoscape-dagre.min.js")
+NODE_FIELDS = ("id", "type", "parent", "depth", "group", "kind", "params", "macs", "memory_access_bytes", "activations",
+               "output_shape", "calls", "changed", "delta", "new", "base_type", "order", "call", "module", "all_calls")
+
+
+@functools.lru_cache(maxsize=1)
+def vendored_scripts() -> str:
+    """The vendored libraries, checked to be safe to inline in a <script> element."""
+    parts = []
+    for path in SCRIPTS:
+        text = path.read_text(encoding="utf-8")
+        if "</script" in text.lower() or "<!--" in text:
+            raise RuntimeError(f"{path.name} cannot be inlined in a <script> element")
+        parts.append(text)
+    return "\n;\n".join(parts)
+
+
+def embed_json(data: Any) -> str:
+    """JSON that is safe inside a <script type="application/json"> element: no '<', '>' or '&' survives
+    (a module name like '</script><script>…' stays text), nor the JavaScript line separators."""
+    text = json.dumps(data, separators=(",", ":"), default=str)
+    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                         ("\u2029", "\\u2029")):
+        text = text.replace(raw, escaped)
+    return text
+
+
+def graph_payload(graph: dict[str, Any], open_depth: int = 1, measure: str = "macs",
+                  reveal_changed: bool = False) -> dict[str, Any]:
+    nodes = [{key: node[key] for key in NODE_FIELDS if key in node} for node in graph["nodes"]]
+    return {"arch": graph["arch"], "input_shape": graph["input_shape"], "totals": graph["totals"],
+            "base_totals": graph.get("base_totals"), "changed": graph.get("changed", []), "nodes": nodes,
+            "edges": graph["edges"], "open_depth": int(open_depth), "measure": measure, "reveal_changed": reveal_changed,
+            "uncounted": [u["op"] for u in graph.get("uncounted_ops", [])]}
+
+
+def graph_html(graph: dict[str, Any], open_depth: int = 1, measure: str = "macs", height: int = 720,
+               reveal_changed: bool = False) -> str:
+    """A self-contained HTML document that draws `graph` (no network access); `reveal_changed` opens the groups
+    that hold a swap's changed blocks."""
+    return (_TEMPLATE.replace("__HEIGHT__", str(int(height)))
+            .replace("__SCRIPTS__", vendored_scripts())
+            .replace("__DATA__", embed_json(graph_payload(graph, open_depth, measure, reveal_changed))))
+
+
+def show_graph(graph: dict[str, Any], open_depth: int = 1, measure: str = "macs", height: int = 720,
+               reveal_changed: bool = False):
+    components.html(graph_html(graph, open_depth, measure, height, reveal_changed), height=height + 130, scrolling=False)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_graph(spec_key: str) -> dict[str, Any]:
+    """The spec's whole graph, built on the cost report the other pages cached (one extra meta-device pass
+    for the data flow); with swaps, marked against the model without them."""
+    from explorer.graph import build_graph, mark_diff
+    from ui.common import cached_swapped_modules, cost_of
+
+    spec = ModelSpec.from_dict(json.loads(spec_key))
+    graph = build_graph(spec, cost_of(spec))
+    if spec.swaps:
+        mark_diff(graph, cost_of(spec.with_(swaps=())), cached_swapped_modules(spec.key()))
+    return graph
+
+
+def swap_diff_graph(swapped: ModelSpec, height: int = 640):
+    """The Swap page's drawing: the swapped model, changed blocks marked with their deltas against the base."""
+    graph = cached_graph(swapped.key())
+    changed = graph.get("changed", [])
+    st.caption(f"{len(changed)} changed {'block' if len(changed) == 1 else 'blocks'} outlined in red (their groups "
+               "opened); click one for its figures and the change against the base (Δ). Groups whose figures moved "
+               "are outlined in orange; double-click a group to open or close it.")
+    show_graph(graph, open_depth=1, height=height, reveal_changed=True)
+
+
+_TEMPLATE = r"""<!DOCTYPE html>
+<html><head><meta charset="utf-8">
+<style>
+  body { margin: 0; font: 13px "Source Sans Pro", Helvetica, Arial, sans-serif; color: #222; }
+  #bar { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; padding: 4px 2px; }
+  #bar input, #bar select, #bar button { font: inherit; padding: 3px 7px; border: 1px solid #bbb; border-radius: 5px; background: #fff; }
+  #bar button { cursor: pointer; } #bar button:hover { background: #f0f2f6; }
+  #main { display: flex; gap: 8px; height: __HEIGHT__px; }
+  #cy { flex: 1 1 auto; min-width: 0; border: 1px solid #ddd; border-radius: 6px; }
+  #panel { flex: 0 0 270px; overflow: auto; border: 1px solid #ddd; border-radius: 6px; padding: 8px; }
+  #panel table { border-collapse: collapse; width: 100%; }
+  #panel td { padding: 2px 4px; border-bottom: 1px solid #eee; vertical-align: top; word-break: break-word; }
+  #panel td:first-child { color: #555; white-space: nowrap; }
+  #panel h4 { margin: 0 0 6px 0; word-break: break-all; }
+  #legend { display: flex; gap: 8px; align-items: center; padding: 4px 2px; font-size: 12px; flex-wrap: wrap; }
+  #ramp { width: 160px; height: 12px; border: 1px solid #999;
+          background: linear-gradient(to right, #fff7bc, #fec44f, #ec7014, #993404); }
+  .key { display: inline-block; width: 14px; height: 10px; border: 2px solid #c0392b; vertical-align: middle; }
+  @media (max-width: 700px) { #main { flex-direction: column; } #cy { min-height: 0; }
+                              #panel { flex: 0 0 230px; } }
+</style></head>
+<body>
+<div id="bar">
+  <label>Colour &amp; size by <select id="measure">
+    <option value="macs">MACs</option><option value="params">parameters</option>
+    <option value="memory_access_bytes">memory access cost</option><option value="activations">activations</option>
+  </select></label>
+  <input id="search" type="search" placeholder="Search by name or type" aria-label="Search nodes">
+  <button id="find">Find</button><span id="found"></span>
+  <button id="fit">Fit</button><button id="collapse">Collapse all</button><button id="expand">Expand a level</button>
+  <button id="svg">SVG</button><button id="png">PNG</button>
+</div>
+<div id="main"><div id="cy" role="img" aria-label="architecture graph"></div>
+  <div id="panel"><b>Click a node</b> for its row of the per-layer table. Double-click a group (a box marked ⊞)
+  to open it, or use the button in this panel.</div></div>
+<div id="legend"></div>
+<script type="application/json" id="graph-data">__DATA__</script>
+<script>__SCRIPTS__</script>
+<script>
+"use strict";
+const G = JSON.parse(document.getElementById("graph-data").textContent);
+const byId = new Map(G.nodes.map(n => [n.id, n]));
+const kids = new Map();
+for (const n of G.nodes) if (n.parent !== null && n.parent !== undefined) {
+  if (!kids.has(n.parent)) kids.set(n.parent, []);
+  kids.get(n.parent).push(n.id);
+}
+const UNITS = { macs: "MACs", params: "parameters", memory_access_bytes: "bytes of memory access (read + written)",
+                activations: "activation elements" };
+const expanded = new Set(G.nodes.filter(n => n.group && n.depth < G.open_depth).map(n => n.id));
+if (G.reveal_changed) for (const name of G.changed) { let p = byId.get(name) && byId.get(name).parent; while (p) { expanded.add(p); p = byId.get(p).parent; } }
+
+function count(v) {
+  const a = Math.abs(v);
+  for (const [f, p] of [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]]) if (a >= f) return (v / f).toFixed(2) + " " + p;
+  return String(Math.round(v));
+}
+function bytes(v) {
+  const a = Math.abs(v);
+  if (a >= 1e9) return (v / 1e9).toFixed(2) + " GB";
+  if (a >= 1e6) return (v / 1e6).toFixed(1) + " MB";
+  if (a >= 1e3) return (v / 1e3).toFixed(1) + " kB";
+  return Math.round(v) + " B";
+}
+function fmt(measure, v) {
+  if (measure === "memory_access_bytes") return bytes(v);
+  if (measure === "macs") return count(v) + " MACs";
+  if (measure === "params") return count(v) + " params";
+  return count(v) + " elements";
+}
+function shapeText(s) {
+  if (!s || !s.length) return "—";
+  if (Array.isArray(s[0])) return s.map(x => x.join("×")).join(", ");
+  return s.join("×");
+}
+function shortName(n) {
+  if (n.kind === "io") return n.id;
+  const tail = n.id.slice(n.parent ? n.parent.length + 1 : 0);
+  return tail || n.id;
+}
+function visible(id) {
+  let p = byId.get(id).parent;
+  while (p) { if (!expanded.has(p)) return false; p = byId.get(p).parent; }
+  return true;
+}
+function shown(id) { while (!visible(id)) id = byId.get(id).parent; return id; }
+
+const RAMP = [[255, 247, 188], [254, 196, 79], [236, 112, 20], [153, 52, 4]];
+function ramp(t) {
+  const pos = Math.min(Math.max(t, 0), 1) * (RAMP.length - 1), i = Math.min(Math.floor(pos), RAMP.length - 2), f = pos - i;
+  const c = RAMP[i].map((a, k) => Math.round(a + (RAMP[i + 1][k] - a) * f));
+  return "rgb(" + c.join(",") + ")";
+}
+
+cytoscape.use(cytoscapeDagre);
+const cy = cytoscape({
+  container: document.getElementById("cy"), wheelSensitivity: 0.3, minZoom: 0.02, maxZoom: 4,
+  style: [
+    { selector: "node", style: { "shape": "round-rectangle", "label": "data(label)", "text-wrap": "wrap",
+        "text-valign": "center", "text-halign": "center", "font-size": 10, "background-color": "data(colour)",
+        "border-width": 1, "border-color": "#555", "width": "data(w)", "height": "data(h)", "color": "data(ink)" } },
+    { selector: "node[?collapsedGroup]", style: { "border-width": 2, "border-style": "double", "border-color": "#333" } },
+    { selector: "node[?open]", style: { "background-color": "#f6f7fa", "background-opacity": 0.6, "text-valign": "top",
+        "text-halign": "center", "font-size": 11, "font-weight": "bold", "border-style": "dashed", "border-color": "#999",
+        "padding": 12 } },
+    { selector: "node[kind = 'op']", style: { "shape": "ellipse" } },
+    { selector: "node[kind = 'io']", style: { "shape": "tag", "background-color": "#dfe8f5" } },
+    { selector: "node[?moved]", style: { "border-color": "#e67e22", "border-width": 2 } },
+    { selector: "node[?changed]", style: { "border-color": "#c0392b", "border-width": 4, "border-style": "solid" } },
+    { selector: "node[?isnew]", style: { "border-color": "#c0392b", "border-width": 2, "border-style": "dotted" } },
+    { selector: "node.match", style: { "overlay-color": "#1f77b4", "overlay-opacity": 0.25, "overlay-padding": 4 } },
+    { selector: "node:selected", style: { "overlay-color": "#1f77b4", "overlay-opacity": 0.35, "overlay-padding": 6 } },
+    { selector: "edge", style: { "width": 1.3, "line-color": "#888", "target-arrow-color": "#888",
+        "target-arrow-shape": "triangle", "curve-style": "bezier", "label": "data(label)", "font-size": 8,
+        "color": "#444", "text-background-color": "#fff", "text-background-opacity": 0.8, "text-background-padding": 1 } },
+    { selector: "edge[?merge]", style: { "line-color": "#2c7fb8", "target-arrow-color": "#2c7fb8" } },
+    { selector: "edge[?back]", style: { "line-style": "dashed" } },
+  ],
+});
+
+function measureOf() { return document.getElementById("measure").value; }
+
+function render(keepView) {
+  const measure = measureOf();
+  const vis = G.nodes.filter(n => visible(n.id));
+  const leaves = vis.filter(n => !(n.group && expanded.has(n.id)));
+  const values = leaves.map(n => n[measure]).filter(v => v > 0);
+  const lo = values.length ? Math.log10(Math.min(...values)) : 0, hi = values.length ? Math.log10(Math.max(...values)) : 1;
+  const span = hi - lo || 1;
+  const order = new Map(G.nodes.map((n, i) => [n.id, n.order === undefined ? i : n.order]));
+  const els = [];
+  for (const n of vis) {
+    const open = n.group && expanded.has(n.id);
+    const v = n[measure] || 0, t = v > 0 ? (Math.log10(v) - lo) / span : -1;
+    let label = (n.group && !open ? "⊞ " : "") + shortName(n) + (n.kind === "io" ? "" : "\n" + n.type);
+    if (!open && v > 0) label += "\n" + fmt(measure, v);
+    if (n.delta && n.delta.macs) label += "\nΔ " + (n.delta.macs > 0 ? "+" : "") + count(n.delta.macs) + " MACs";
+    if (open) label = "⊟ " + shortName(n) + " (" + n.type + ")";
+    const lines = label.split("\n");
+    els.push({ group: "nodes", data: {
+      id: n.id, label: label, kind: n.kind, parent: n.parent && visible(n.parent) ? n.parent : undefined, open: open,
+      collapsedGroup: n.group && !open, changed: !!n.changed, isnew: !!n.new, moved: !!n.delta && !n.changed,
+      colour: t < 0 ? "#eeeeee" : ramp(t), ink: !open && t > 0.6 ? "#ffffff" : "#111111",
+      w: Math.max(70, 6.2 * Math.max(...lines.map(l => l.length))),
+      h: (14 * lines.length + 10) * (t < 0 ? 1 : 1 + 0.6 * t) } });
+  }
+  const seen = new Map();
+  for (const e of G.edges) {
+    const s = shown(e.src), d = shown(e.dst);
+    if (s === d || seen.has(s + "\u0000" + d)) continue;
+    seen.set(s + "\u0000" + d, true);
+    const dst = byId.get(d);
+    els.push({ group: "edges", data: { id: "e" + seen.size, source: s, target: d, label: shapeText(e.shape),
+      merge: dst.kind === "op", back: order.get(s) > order.get(d) } });
+  }
+  cy.elements().remove();
+  cy.add(els);
+  cy.edges().style("label", cy.edges().length > 160 ? "" : "data(label)");
+  // edges that point back in execution order (a recurrence) are drawn but left out of the layering
+  const layout = cy.elements().not("edge[?back]").layout({ name: "dagre", rankDir: "TB", nodeSep: 18, rankSep: 30, edgeSep: 8, animate: false,
+                             fit: !keepView, padding: 16 });
+  layout.run();
+  if (!keepView) readable();
+  legend(measure, lo, hi, values.length);
+}
+
+// A deep network fitted whole is too small to read: start at a readable zoom at the input (or the first changed
+// block) instead; Fit shows it all.
+function readable() {
+  if (cy.zoom() >= 0.5) return;
+  const z = 0.75, first = G.reveal_changed && G.changed.length ? cy.$id(G.changed[0]) : cy.collection();
+  cy.zoom(z);
+  if (first.length) { cy.center(first); return; }
+  const bb = cy.elements().boundingBox({});
+  cy.pan({ x: cy.width() / 2 - (bb.x1 + bb.x2) / 2 * z, y: 16 - bb.y1 * z });
+}
+
+function legend(measure, lo, hi, n) {
+  const el = document.getElementById("legend");
+  el.textContent = "";
+  const label = document.createElement("span");
+  label.textContent = "Colour and height: " + UNITS[measure] + " (log scale)";
+  const low = document.createElement("span"), high = document.createElement("span"), bar = document.createElement("span");
+  bar.id = "ramp";
+  low.textContent = n ? fmt(measure, Math.pow(10, lo)) : "—";
+  high.textContent = n ? fmt(measure, Math.pow(10, hi)) : "—";
+  const grey = document.createElement("span");
+  grey.textContent = "· grey: none · ⊞ a closed group, ⊟ an open one · ellipses: ops a block runs in its own forward (residual add, cat, attention product) · name@2: a module's second call · dashed edges point back (a recurrence)";
+  el.append(label, low, bar, high, grey);
+  if (G.changed.length) {
+    const k = document.createElement("span");
+    k.innerHTML = '<span class="key"></span>';
+    k.append(" changed by the swap (" + G.changed.length + ")");
+    el.append(k);
+  }
+  const tot = document.createElement("span");
+  tot.textContent = "· model: " + count(G.totals.params) + " params, " + count(G.totals.macs) + " MACs, " +
+                    bytes(G.totals.memory_access_bytes) + " memory access";
+  el.append(tot);
+}
+
+function row(table, name, value) {
+  const tr = document.createElement("tr"), a = document.createElement("td"), b = document.createElement("td");
+  a.textContent = name; b.textContent = value; tr.append(a, b); table.append(tr);
+}
+function signed(measure, v) { return (v > 0 ? "+" : v < 0 ? "−" : "±") + fmt(measure, Math.abs(v)); }
+
+function showPanel(id) {
+  const n = byId.get(id), panel = document.getElementById("panel");
+  panel.textContent = "";
+  const h = document.createElement("h4"); h.textContent = n.id; panel.append(h);
+  const table = document.createElement("table"); table.setAttribute("data-testid", "graph-node-row");
+  row(table, "type", n.type + (n.base_type ? " (base: " + n.base_type + ")" : ""));
+  row(table, "parameters", count(n.params) + " (" + n.params.toLocaleString("en-US") + ")");
+  row(table, "MACs", count(n.macs) + " (" + n.macs.toLocaleString("en-US") + ")");
+  row(table, "FLOPs (2 × MACs)", count(2 * n.macs));
+  row(table, "memory access cost", bytes(n.memory_access_bytes) + " (not MACs)");
+  row(table, "activations", count(n.activations || 0) + " elements");
+  row(table, "output shape", shapeText(n.output_shape));
+  if (n.all_calls) {
+    row(table, "call", (n.call || 1) + " of " + n.all_calls.calls + " (figures above: this call)");
+    row(table, "all calls", count(n.all_calls.macs) + " MACs, " + bytes(n.all_calls.memory_access_bytes) + ", " +
+        count(n.all_calls.params) + " params (the module's row)");
+  } else if (n.kind === "module") row(table, "calls", String(n.calls));
+  if (G.totals.macs) row(table, "share of MACs", (100 * n.macs / G.totals.macs).toFixed(1) + " %");
+  if (n.changed) row(table, "swap", "changed (replaced by the swap)");
+  if (n.new) row(table, "swap", "new: part of a swapped-in block");
+  if (n.delta) {
+    row(table, "Δ parameters", signed("params", n.delta.params));
+    row(table, "Δ MACs", signed("macs", n.delta.macs));
+    row(table, "Δ memory access", signed("memory_access_bytes", n.delta.memory_access_bytes));
+  }
+  panel.append(table);
+  if (n.kind === "op") {
+    const p = document.createElement("p"); p.textContent = "An op the block runs in its own forward (" + n.type + "), not a module.";
+    panel.append(p);
+  }
+  if (n.group) {
+    const b = document.createElement("button");
+    b.textContent = expanded.has(n.id) ? "Collapse this group" : "Expand this group (" + kids.get(n.id).length + " inside)";
+    b.onclick = () => toggle(n.id);
+    panel.append(b);
+  }
+}
+
+function within(node, group) {  // is `node` the group or inside it?
+  for (let p = node; p; p = byId.get(p).parent) if (p === group) return true;
+  return false;
+}
+
+function toggle(id) {
+  if (expanded.has(id)) { for (const k of [...expanded]) if (within(k, id)) expanded.delete(k); }
+  else expanded.add(id);
+  render(true);
+  cy.$id(id).select();
+  showPanel(id);
+}
+
+cy.on("tap", "node", ev => showPanel(ev.target.id()));
+cy.on("dbltap", "node", ev => { const n = byId.get(ev.target.id()); if (n.group) toggle(n.id); });
+
+let matches = [], current = -1;
+function find() {
+  const q = document.getElementById("search").value.trim().toLowerCase();
+  cy.nodes().removeClass("match");
+  if (!q) { document.getElementById("found").textContent = ""; return; }
+  const again = matches.length && matches.query === q;
+  if (!again) {
+    matches = G.nodes.filter(n => n.id.toLowerCase().includes(q) || n.type.toLowerCase() === q).map(n => n.id);
+    matches.query = q; current = -1;
+  }
+  document.getElementById("found").textContent = matches.length ? "" : "no match";
+  if (!matches.length) return;
+  current = (current + 1) % matches.length;
+  const id = matches[current];
+  let p = byId.get(id).parent;
+  let opened = false;
+  while (p) { if (!expanded.has(p)) { expanded.add(p); opened = true; } p = byId.get(p).parent; }
+  if (opened) render(true);
+  for (const m of matches) if (cy.$id(m).length) cy.$id(m).addClass("match");
+  cy.nodes().unselect(); cy.$id(id).select();
+  cy.animate({ center: { eles: cy.$id(id) }, zoom: Math.max(cy.zoom(), 0.8) }, { duration: 250 });
+  showPanel(id);
+  document.getElementById("found").textContent = (current + 1) + " of " + matches.length;
+}
+document.getElementById("find").onclick = find;
+document.getElementById("search").addEventListener("keydown", ev => { if (ev.key === "Enter") find(); });
+document.getElementById("measure").onchange = () => render(true);
+document.getElementById("fit").onclick = () => cy.fit(undefined, 16);
+document.getElementById("collapse").onclick = () => { expanded.clear(); render(false); };
+document.getElementById("expand").onclick = () => {
+  for (const n of G.nodes) if (n.group && visible(n.id)) expanded.add(n.id);
+  render(false);
+};
+
+function download(blob, name) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob); a.download = name; document.body.append(a); a.click();
+  setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+}
+const fileName = G.arch.replace(/[^A-Za-z0-9_.-]+/g, "_") + "-graph";
+document.getElementById("png").onclick = () =>
+  download(cy.png({ output: "blob", bg: "#ffffff", full: true, scale: 2 }), fileName + ".png");
+
+function esc(s) { return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;"); }
+function toSvg() {
+  const bb = cy.elements().boundingBox({}), pad = 10;
+  const out = ['<svg xmlns="http://www.w3.org/2000/svg" width="' + Math.ceil(bb.w + 2 * pad) + '" height="' +
+    Math.ceil(bb.h + 2 * pad) + '" viewBox="' + (bb.x1 - pad) + ' ' + (bb.y1 - pad) + ' ' + (bb.w + 2 * pad) + ' ' +
+    (bb.h + 2 * pad) + '" font-family="Helvetica, Arial, sans-serif">',
+    '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto">' +
+    '<path d="M0 0 L10 5 L0 10 z" fill="#888"/></marker></defs>',
+    '<rect x="' + (bb.x1 - pad) + '" y="' + (bb.y1 - pad) + '" width="' + (bb.w + 2 * pad) + '" height="' + (bb.h + 2 * pad) + '" fill="#fff"/>'];
+  const nodes = cy.nodes().toArray().sort((a, b) => byId.get(a.id()).depth - byId.get(b.id()).depth);
+  for (const node of nodes) {
+    const b = node.boundingBox({ includeLabels: false, includeOverlays: false }), d = node.data();
+    const stroke = d.changed ? "#c0392b" : d.moved ? "#e67e22" : "#555", sw = d.changed ? 4 : d.moved ? 2 : 1;
+    const fill = d.open ? "#f6f7fa" : node.style("background-color");
+    out.push('<rect x="' + b.x1 + '" y="' + b.y1 + '" width="' + b.w + '" height="' + b.h + '" rx="6" fill="' + fill +
+             '" stroke="' + stroke + '" stroke-width="' + sw + '"' + (d.open ? ' stroke-dasharray="5,3"' : "") + '/>');
+    const lines = d.label.split("\n"), cx = (b.x1 + b.x2) / 2;
+    const top = d.open ? b.y1 + 12 : (b.y1 + b.y2) / 2 - (lines.length - 1) * 6 + 3;
+    lines.forEach((l, i) => out.push('<text x="' + cx + '" y="' + (top + 12 * i) + '" font-size="10" text-anchor="middle">' + esc(l) + '</text>'));
+  }
+  for (const edge of cy.edges().toArray()) {
+    const s = edge.sourceEndpoint(), t = edge.targetEndpoint();
+    out.push('<line x1="' + s.x + '" y1="' + s.y + '" x2="' + t.x + '" y2="' + t.y + '" stroke="#888" stroke-width="1.2" marker-end="url(#arrow)"/>');
+    if (edge.data("label")) out.push('<text x="' + ((s.x + t.x) / 2 + 3) + '" y="' + ((s.y + t.y) / 2) + '" font-size="8" fill="#444">' + esc(edge.data("label")) + '</text>');
+  }
+  out.push("</svg>");
+  return out.join("\n");
+}
+document.getElementById("svg").onclick = () => download(new Blob([toSvg()], { type: "image/svg+xml" }), fileName + ".svg");
+
+document.getElementById("measure").value = G.measure;
+render(false);
+window.architectureGraph = { cy: cy, toSvg: toSvg, expanded: expanded, render: render };
+</script>
+</body></html>
+"""
