@@ -28,8 +28,26 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# Photographs first (assets/README.md credits them), the cat the default; then the drawn test patterns.
+PHOTOGRAPHS = ("cat", "coffee", "astronaut", "rocket")
+DEFAULT_SAMPLE = "cat"
+SAMPLE_CREDITS = {
+    "cat": "Chelsea the cat, photographed by Stefan van der Walt (CC0), from scikit-image's sample data",
+    "coffee": "A cup of coffee, photographed by Rachel Michetti (CC0), from scikit-image's sample data",
+    "astronaut": "Astronaut Eileen Collins, NASA (public domain), from scikit-image's sample data",
+    "rocket": "DSCOVR's launch on a Falcon 9, SpaceX (public domain), from scikit-image's sample data",
+}
+
+
 def sample_images() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(ASSETS.glob("*.png"))}
+    """The shipped sample images by name, the default first: photographs, then drawn patterns."""
+    files = {p.stem: p for p in sorted([*ASSETS.glob("*.jpg"), *ASSETS.glob("*.png")])}
+    order = [name for name in PHOTOGRAPHS if name in files] + sorted(name for name in files if name not in PHOTOGRAPHS)
+    return {name: files[name] for name in order}
+
+
+def default_sample() -> Path:
+    return sample_images()[DEFAULT_SAMPLE]
 
 
 def read_image_file(path: str | Path) -> bytes:
@@ -119,12 +137,56 @@ def to_input(image: Image.Image, input_size: tuple[int, ...], mean=IMAGENET_MEAN
     return tensor.unsqueeze(0)
 
 
-def heat_overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The heat map (H×W in [0, 1]) in a blue→red colour ramp over the image resized to it."""
-    h, w = heat.shape
-    base = np.asarray(image.convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
-    v = np.clip(heat, 0, 1)[..., None]
-    colour = np.concatenate([np.clip(1.5 - np.abs(4 * v - 3), 0, 1), np.clip(1.5 - np.abs(4 * v - 2), 0, 1),
-                             np.clip(1.5 - np.abs(4 * v - 1), 0, 1)], axis=2)  # jet-like
-    blended = (1 - alpha) * base + alpha * colour
-    return Image.fromarray((blended * 255).astype(np.uint8))
+OVERLAY_MAX_SIDE = 640  # pixels on the overlay's longer side: enough for a page column or a slide
+
+
+def overlay_size(image_size: tuple[int, int], max_side: int = OVERLAY_MAX_SIDE) -> tuple[int, int]:
+    """(width, height) of an overlay of an image of `image_size` (width, height): the image's own aspect
+    ratio, the longer side at most `max_side` (a small image is not enlarged)."""
+    width, height = image_size
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def heat_colours(values: np.ndarray) -> np.ndarray:
+    """The overlay's blue → cyan → yellow → red ramp (jet-like) for values in [0, 1]: RGB in [0, 1]."""
+    v = np.clip(np.asarray(values, dtype=np.float32), 0, 1)[..., None]
+    return np.concatenate([np.clip(1.5 - np.abs(4 * v - 3), 0, 1), np.clip(1.5 - np.abs(4 * v - 2), 0, 1),
+                           np.clip(1.5 - np.abs(4 * v - 1), 0, 1)], axis=-1)
+
+
+def heat_colourscale(steps: int = 11) -> list[list]:
+    """The same ramp as a Plotly colourscale, for a colour bar that matches the overlay."""
+    colours = (heat_colours(np.linspace(0, 1, steps)) * 255).round().astype(int)
+    return [[i / (steps - 1), f"rgb({r},{g},{b})"] for i, (r, g, b) in enumerate(colours)]
+
+
+def heat_overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5,
+                 max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
+    """The heat map (H×W in [0, 1], at the model's input size) stretched back over the image at the image's
+    own aspect ratio: the model saw the image resized to its input, so its map is resized the other way."""
+    width, height = overlay_size(image.size, max_side)
+    base = np.asarray(image.convert("RGB").resize((width, height), Image.BILINEAR), dtype=np.float32) / 255.0
+    resized = Image.fromarray(np.asarray(heat, dtype=np.float32)).resize((width, height), Image.BILINEAR)
+    blended = (1 - alpha) * base + alpha * heat_colours(np.asarray(resized))
+    return Image.fromarray((np.clip(blended, 0, 1) * 255).astype(np.uint8))
+
+
+def with_colour_bar(overlay: Image.Image, low: str = "0 (least)", high: str = "1 (most)") -> Image.Image:
+    """The overlay with the ramp as a vertical colour bar on its right and its two ends labelled: for a PNG
+    written outside the app (the app draws its own bar)."""
+    from PIL import ImageDraw, ImageFont
+
+    width, height = overlay.size
+    bar_w, margin = max(12, height // 24), 8
+    font = ImageFont.load_default(size=max(11, height // 30))
+    label_w = max(ImageDraw.Draw(overlay).textlength(text, font=font) for text in (low, high))
+    canvas = Image.new("RGB", (width + 3 * margin + bar_w + int(label_w), height), "white")
+    canvas.paste(overlay.convert("RGB"), (0, 0))
+    ramp = heat_colours(np.linspace(1, 0, height))[:, None, :].repeat(bar_w, axis=1)
+    canvas.paste(Image.fromarray((ramp * 255).astype(np.uint8)), (width + margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    x = width + 2 * margin + bar_w
+    draw.text((x, 0), high, fill="black", font=font)
+    draw.text((x, height), low, fill="black", font=font, anchor="ld")
+    return canvas

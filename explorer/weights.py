@@ -6,10 +6,12 @@ unpack to no more than the model can use; missing, unexpected and mismatched key
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
+import socket
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,47 +27,201 @@ from explorer.models import one_line
 from explorer.units import format_bytes
 
 
-def torchvision_cache_path(variant: Variant) -> Path:
-    import torchvision.models as tvm
+# --- the libraries' pretrained weights: where they come from, whether they are cached, fetching them ------
 
-    weights = tvm.get_model_weights(variant.name).DEFAULT
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+@dataclass(frozen=True)
+class PretrainedSource:
+    """Where a library model's default pretrained weights come from and where the library caches them."""
+
+    arch: str
+    library: str  # torchvision | timm
+    name: str  # the weights' name: torchvision's enum member, timm's model.tag
+    url: str | None  # a plain download (torchvision; some timm weights)
+    hf_repo: str | None  # a Hugging Face Hub repository (most timm weights)
+    hf_files: tuple[str, ...]  # the files tried in that repository, in timm's order
+    cache_path: Path | None  # the file a plain download lands in
+
+    @property
+    def host(self) -> str:
+        from urllib.parse import urlparse
+
+        return "huggingface.co" if self.hf_repo else (urlparse(self.url or "").hostname or "the weights' server")
+
+    def cached_file(self) -> Path | None:
+        """The cached weights file, or None: looks in the caches only, never on the network."""
+        if self.hf_repo:
+            from huggingface_hub import try_to_load_from_cache
+
+            for filename in self.hf_files:
+                found = try_to_load_from_cache(self.hf_repo, filename)
+                if isinstance(found, str):
+                    return Path(found)
+            return None
+        return self.cache_path if self.cache_path is not None and self.cache_path.is_file() else None
 
 
-def load_pretrained(model: nn.Module, variant: Variant, allow_download: bool = False) -> dict[str, Any]:
-    """Load the library's default pretrained weights into `model` (built by us, same architecture)."""
+CONNECT_TIMEOUT_S = 5.0
+
+
+def hub_checkpoints_dir() -> Path:
+    """torch.hub's download folder (torchvision's weights, timm's URL weights): $TORCH_HOME/hub/checkpoints."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def pretrained_source(variant: Variant) -> PretrainedSource:
+    """The library's default pretrained weights of `variant`; ExplorerError when the library has none."""
     if variant.library == "torchvision":
         import torchvision.models as tvm
 
         try:
             weights = tvm.get_model_weights(variant.name).DEFAULT
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, AttributeError):
             raise ExplorerError(f"torchvision ships no pretrained weights for {variant.name}") from None
-        path = torchvision_cache_path(variant)
-        if not path.exists() and not allow_download:
-            raise ExplorerError(f"pretrained weights for {variant.name} are not in the cache ({path}); "
-                                "allow the download to fetch them")
-        state = weights.get_state_dict(progress=False, check_hash=False) if not path.exists() else \
-            torch.load(path, map_location="cpu", weights_only=True)
-        return load_state(model, state, source=f"torchvision {weights}")
+        return PretrainedSource(variant.id, "torchvision", str(weights), weights.url, None, (),
+                                hub_checkpoints_dir() / os.path.basename(weights.url))
     if variant.library == "timm":
-        import timm
+        from timm.models import get_pretrained_cfg
 
-        previous = os.environ.get("HF_HUB_OFFLINE")
-        if not allow_download:
-            os.environ["HF_HUB_OFFLINE"] = "1"
-        try:
-            reference = timm.create_model(variant.name, pretrained=True)
-        except Exception as exc:  # offline and not cached, or no weights for this name
-            raise ExplorerError(f"timm pretrained weights for {variant.name} are not available here: "
-                                f"{str(exc).splitlines()[0][:160]}") from None
-        finally:
-            if previous is None:
-                os.environ.pop("HF_HUB_OFFLINE", None)
-            else:
-                os.environ["HF_HUB_OFFLINE"] = previous
-        return load_state(model, reference.state_dict(), source=f"timm {variant.name}")
+        cfg = get_pretrained_cfg(variant.name)
+        if cfg is None or not (cfg.hf_hub_id or cfg.url):
+            raise ExplorerError(f"timm has no pretrained weights for {variant.name}")
+        name = f"{variant.name}.{cfg.tag}" if cfg.tag else variant.name
+        if cfg.hf_hub_id:  # timm's own order: an override, else safetensors before the pickle
+            files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
+            return PretrainedSource(variant.id, "timm", name, None, cfg.hf_hub_id, files, None)
+        return PretrainedSource(variant.id, "timm", name, cfg.url, None, (), hub_checkpoints_dir() / os.path.basename(cfg.url))
     raise ExplorerError(f"{variant.id} has no library weights; load a checkpoint instead")
+
+
+def download_failure(source: PretrainedSource, exc: BaseException) -> ExplorerError:
+    """A failed download as one plain sentence: what could not be fetched, why in words, and what to do."""
+    import urllib.error
+
+    reason = None
+    status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(exc, "code", None)
+    if isinstance(exc, urllib.error.HTTPError) or isinstance(status, int):
+        reason = f"{source.host} answered HTTP {status}"
+    elif isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError, OSError)) or _is_offline_error(exc):
+        reason = f"{source.host} cannot be reached (this machine seems to have no network connection)"
+    if reason is None:
+        reason = f"the download failed ({type(exc).__name__})"
+    where = (f"the Hugging Face cache ({source.hf_repo})" if source.hf_repo
+             else f"{source.cache_path}" if source.cache_path else "the library's cache")
+    return ExplorerError(f"could not download the pretrained weights of {source.arch}: {reason}. Fetch them before "
+                         f"the class on a machine with a network (python -m explorer weights fetch {source.arch}), "
+                         f"or copy them into {where}")
+
+
+def _is_offline_error(exc: BaseException) -> bool:
+    """huggingface_hub's and httpx's ways of saying the Hub could not be reached."""
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return bool(names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError", "ConnectTimeout",
+                         "ReadTimeout", "NetworkError", "TransportError", "ProxyError"})
+
+
+def fetch_pretrained(source: PretrainedSource) -> Path:
+    """Download the weights into the library's cache (the only function here that uses the network); the
+    cached file, or ExplorerError with a plain sentence."""
+    cached = source.cached_file()
+    if cached is not None:
+        return cached
+    try:
+        if source.hf_repo:
+            from huggingface_hub import hf_hub_download
+            from huggingface_hub.errors import RemoteEntryNotFoundError
+
+            # huggingface_hub retries an unreachable host for half a minute per file, logging every try:
+            # one connection first says at once whether the Hub can be reached at all.
+            socket.create_connection((source.host, 443), timeout=CONNECT_TIMEOUT_S).close()
+            for filename in source.hf_files:
+                try:
+                    return Path(hf_hub_download(source.hf_repo, filename))
+                except RemoteEntryNotFoundError:  # the repository has the other format: try it
+                    continue
+            raise ExplorerError(f"{source.hf_repo} holds none of {', '.join(source.hf_files)}")
+        source.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(source.url, str(source.cache_path), progress=False)
+        return source.cache_path
+    except ExplorerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — every library's network error becomes one sentence
+        raise download_failure(source, exc) from None
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """huggingface_hub reads HF_HUB_OFFLINE once, when imported: set its constant itself while loading from
+    the cache, so that no request leaves the machine."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def load_pretrained(model: nn.Module, variant: Variant, allow_download: bool = False) -> dict[str, Any]:
+    """Load the library's default pretrained weights into `model` (built by us, same architecture): from the
+    library's cache; downloaded into it first only with `allow_download`."""
+    source = pretrained_source(variant)
+    if source.cached_file() is None:
+        if not allow_download:
+            raise ExplorerError(f"the pretrained weights of {variant.id} ({source.name}) are not in the cache "
+                                f"on this machine; allow the download, or fetch them before the class with "
+                                f"python -m explorer weights fetch {variant.id}")
+        fetch_pretrained(source)
+    if variant.library == "torchvision":
+        state = torch.load(source.cached_file(), map_location="cpu", weights_only=True)
+        return load_state(model, state, source=f"torchvision {source.name}")
+    import timm
+
+    try:
+        with _hub_offline():  # the file is cached: timm reads it (and applies its own key conversions) offline
+            reference = timm.create_model(variant.name, pretrained=True)
+    except Exception as exc:  # noqa: BLE001 — a damaged cache file, an unexpected format
+        raise ExplorerError(f"timm could not load its cached weights for {variant.name}: {one_line(exc)[:160]}") from None
+    return load_state(model, reference.state_dict(), source=f"timm {source.name}")
+
+
+def cached_pretrained() -> list[dict[str, Any]]:
+    """Every library weights file in this machine's caches: torchvision's in torch.hub's folder (named by
+    the models that use them), timm's in the Hugging Face cache."""
+    rows = []
+    folder = hub_checkpoints_dir()
+    if folder.is_dir():
+        users = _torchvision_files()
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                rows.append({"library": "torchvision" if path.name in users else "torch.hub", "file": str(path),
+                             "bytes": path.stat().st_size, "models": users.get(path.name, [])})
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        repos = scan_cache_dir().repos
+    except Exception:  # noqa: BLE001 — no cache folder yet
+        repos = ()
+    for repo in sorted(repos, key=lambda r: r.repo_id):
+        if repo.repo_id.startswith("timm/"):
+            rows.append({"library": "timm", "file": str(repo.repo_path), "bytes": repo.size_on_disk,
+                         "models": [f"timm:{repo.repo_id.removeprefix('timm/').split('.')[0]}"]})
+    return rows
+
+
+def _torchvision_files() -> dict[str, list[str]]:
+    """torchvision's weight file names → the models whose weights they are (every weight, not only DEFAULT)."""
+    import torchvision.models as tvm
+
+    users: dict[str, list[str]] = {}
+    for name in tvm.list_models():
+        try:
+            members = list(tvm.get_model_weights(name))
+        except (ValueError, KeyError):
+            continue
+        for weights in members:
+            users.setdefault(os.path.basename(weights.url), []).append(f"{name} ({weights.name})")
+    return users
 
 
 # --- checkpoint files: sizes checked before any tensor data is read -----------------------------

@@ -5,13 +5,15 @@ import hashlib
 import json
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from explorer.models import input_size_of
 from explorer.spec import ModelSpec
 from explorer.text import escape_markdown
-from ui.common import cached_rf, plot_config
+from explorer.units import format_count
+from ui.common import cached_device_info, cached_rf, cost_of, plot_config
+from ui.components import rf_frame
 from ui.jobs import run_job
 
 
@@ -81,8 +83,7 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
             st.plotly_chart(heat, width="stretch", config=plot_config())
             st.caption("Random weights: the effective field of a trained network is typically smaller and Gaussian-like.")
     with st.expander("All layers"):
-        st.dataframe(pd.DataFrame(rows)[["name", "type", "rf", "jump", "start", "output_hw", "global", "approximate"]],
-                     hide_index=True, width="stretch")
+        st.dataframe(rf_frame(rows), hide_index=True, width="stretch")
 
 
 def swin_mask_view(spec: ModelSpec, stage: int = 1, block: int = 1, key: str = "swin", controls: bool = False):
@@ -126,14 +127,15 @@ def swin_mask_view(spec: ModelSpec, stage: int = 1, block: int = 1, key: str = "
 # --- image, weights and CAMs --------------------------------------------------------------------------
 
 def choose_image(key: str):
-    """A sample image or an upload: (PIL image, notes) or None, with a message for bad files."""
-    from explorer.images import load_image, sample_images
+    """A sample image (a photograph by default) or an upload: (PIL image, notes) or None, with a message for bad files."""
+    from explorer.images import SAMPLE_CREDITS, load_image, sample_images
 
-    samples = sample_images()
+    samples = sample_images()  # the default (the cat) first
     c1, c2 = st.columns([1, 2])
     source = c1.radio("Image", ["sample", "upload"], horizontal=True, key=f"{key}_source")
     if source == "sample":
         name = c2.selectbox("Sample", list(samples), key=f"{key}_sample")
+        c2.caption(SAMPLE_CREDITS.get(name, "Drawn by this project (CC0)") + " · credits in assets/README.md")
         return load_image(samples[name])
     upload = c2.file_uploader("Upload an image", type=None, key=f"{key}_upload")
     if upload is None:
@@ -142,20 +144,67 @@ def choose_image(key: str):
     return load_image(upload.getvalue())
 
 
-def choose_weights(key: str) -> dict:
+CHECKPOINTS_KEPT = 3  # models per session whose uploaded checkpoint is kept (one checkpoint each)
+
+
+def _kept_checkpoints() -> dict:
+    """model arch → {"name", "data"}: the checkpoint uploaded for it this session (the newest model last)."""
+    return st.session_state.setdefault("inside_checkpoints", {})
+
+
+def keep_checkpoint(arch: str, name: str, data: bytes) -> None:
+    """One checkpoint per model, for the session: a new upload replaces the model's old one, and only the
+    CHECKPOINTS_KEPT most recent models keep theirs."""
+    kept = _kept_checkpoints()
+    kept.pop(arch, None)
+    kept[arch] = {"name": name, "data": data}
+    while len(kept) > CHECKPOINTS_KEPT:
+        kept.pop(next(iter(kept)))
+
+
+def pretrained_status(spec: ModelSpec) -> tuple[bool, str]:
+    """(cached, a sentence): whether this model's library weights are in this machine's cache (no network)."""
+    from explorer.catalog import resolve
+    from explorer.errors import ExplorerError
+    from explorer.weights import pretrained_source
+
+    try:
+        source = pretrained_source(resolve(spec.arch))
+    except ExplorerError as exc:
+        return False, escape_markdown(str(exc)).capitalize() + "."
+    if source.cached_file() is not None:
+        return True, f"Cached on this machine: {escape_markdown(source.name)}; nothing is downloaded."
+    return False, (f"Not cached on this machine ({escape_markdown(source.name)}). Before a class, run "
+                   f"`python -m explorer weights fetch {escape_markdown(spec.arch)}` on the server with a network; "
+                   "or allow the download here (it needs a network too).")
+
+
+def choose_weights(key: str, spec: ModelSpec | None = None) -> dict:
+    """Random, the library's pretrained weights, or an uploaded checkpoint, kept for the session per model
+    (`spec` names the model: its pretrained weights' cache status, and the checkpoint it keeps)."""
     c1, c2 = st.columns([1, 2])
     kind = c1.radio("Weights", ["random", "pretrained", "checkpoint"], horizontal=True, key=f"{key}_weights",
                     help="pretrained: the library's own weights, from its cache; checkpoint: a file you upload")
     if kind == "pretrained":
+        if spec is not None:
+            c2.caption(pretrained_status(spec)[1])
         allow = c2.checkbox("Allow downloading them if they are not cached", key=f"{key}_allow_download")
         return {"kind": "pretrained", "allow_download": allow}
     if kind == "checkpoint":
+        owner = spec.arch if spec is not None else key
         upload = c2.file_uploader(f"Checkpoint (.safetensors, .pt, .pth; loaded weights-only; at most "
-                                  f"{_upload_limit_mb()} MB)", key=f"{key}_ckpt")
-        if upload is None:  # none chosen yet, or the uploader refused the file (over its size limit)
+                                  f"{_upload_limit_mb()} MB; kept for this session)", key=f"{key}_ckpt")
+        if upload is not None:
+            keep_checkpoint(owner, upload.name, upload.getvalue())
+        kept = _kept_checkpoints().get(owner)
+        if kept is None:  # none chosen yet, or the uploader refused the file (over its size limit)
             return {"kind": "checkpoint", "data": None}
-        return {"kind": "checkpoint", "name": upload.name, "data": upload.getvalue()}
-    st.caption("Random weights: CAMs and attention maps of an untrained network look like noise.")
+        if upload is None:
+            from explorer.units import format_bytes
+
+            c2.caption(f"Using {escape_markdown(kept['name'], limit=80)} ({format_bytes(len(kept['data']))}), "
+                       "uploaded earlier in this session; upload another to replace it.")
+        return {"kind": "checkpoint", "name": kept["name"], "data": kept["data"]}
     return {"kind": "random"}
 
 
@@ -165,13 +214,31 @@ def _upload_limit_mb() -> int:
 
 USE_RANDOM = "Pick “random” under Weights to draw with random weights instead."
 DERIVED_LAYER = "(derived from the model)"
+# What random weights mean for each view that depends on weights (shown wherever such a view is drawn).
+RANDOM_WEIGHTS_MEANS = {
+    "cam": "The network is untrained, so its top class is meaningless (no label is printed) and the map shows what an "
+           "untrained network happens to respond to, not where an object is.",
+    "attention": "The network is untrained, so its attention is close to uniform and says nothing about the image.",
+    "offsets": "The offset convs start at zero (as in the papers), so every deformed point sits on the undeformed "
+               "regular grid; a trained DCN's points move towards the object.",
+    "fusion": "The fusion weights are those of an untrained network: close to equal, not learned.",
+}
 
 
-def view_job(kind: str, spec: ModelSpec, weights: dict, image, label: str, model_label: str = "", **settings):
+def random_weights_notice(kind: str) -> None:
+    """Say that the weights are random, and what that means for this view, wherever it depends on them."""
+    means = RANDOM_WEIGHTS_MEANS.get(kind, "The figures are those of an untrained network.")
+    st.info(f"**Weights are random.** {means} Pick “pretrained” or upload a checkpoint to see a trained network.",
+            icon=":material/casino:")
+
+
+def view_job(kind: str, spec: ModelSpec, weights: dict, image, label: str, model_label: str = "",
+             with_job: bool = False, **settings):
     """Runs one view's job in the job service with the weights the person chose (and their image, if any):
     its result, with the weights report shown; or None, with a message that says why, when those weights
     cannot be used. Nothing is then drawn: a map from random weights would pass for the checkpoint's (random
-    weights are drawn only when the person picks them)."""
+    weights are drawn only when the person picks them, and then said to be random). With `with_job`:
+    (result, job), the job saying how long it ran."""
     if weights["kind"] == "checkpoint" and weights.get("data") is None:
         st.info(f"Nothing is drawn until a checkpoint loads: upload one above (at most {_upload_limit_mb()} MB; the "
                 f"uploader refuses larger files). {USE_RANDOM}")
@@ -179,7 +246,7 @@ def view_job(kind: str, spec: ModelSpec, weights: dict, image, label: str, model
     payload = {"spec": spec.to_dict(), "weights": weights, **settings}
     if image is not None:
         payload["image"] = np.asarray(image.convert("RGB"))
-    result = run_job(kind, payload, label)
+    result, job = run_job(kind, payload, label, with_job=True)
     what = "the checkpoint was refused" if weights["kind"] == "checkpoint" else "the pretrained weights could not be loaded"
     if result.get("weights_error"):
         st.error(f"Nothing is drawn: {what}: {escape_markdown(result['weights_error'].rstrip('.'))}. {USE_RANDOM}")
@@ -192,8 +259,15 @@ def view_job(kind: str, spec: ModelSpec, weights: dict, image, label: str, model
                f"(first: {escape_markdown(', '.join(names[:5]), limit=300)})" if names else f"{source} holds no tensors")
         st.error(f"Nothing is drawn: {what}: {why}. {USE_RANDOM}")
         return None
+    if weights["kind"] == "random" and not model_label:
+        random_weights_notice(kind)
     weights_report(report, model_label)
-    return result
+    return (result, job) if with_job else result
+
+
+def labels_meaningful(weights: dict, report: dict | None) -> bool:
+    """Class labels mean something only from trained weights: not from random ones."""
+    return weights["kind"] != "random" and report is not None and report["loaded"] > 0
 
 
 def weights_report(report: dict | None, label: str = ""):
@@ -228,10 +302,10 @@ def class_names(spec: ModelSpec) -> list[str] | None:
     return torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"]  # ImageNet-1k, for timm models too
 
 
-def image_and_weights(key: str):
+def image_and_weights(key: str, spec: ModelSpec | None = None):
     """The person's image and weights choice: (image, notes, weights), or None while there is no image."""
     loaded = choose_image(key)
-    weights = choose_weights(key)
+    weights = choose_weights(key, spec)
     if loaded is None:
         return None
     image, notes = loaded
@@ -240,17 +314,101 @@ def image_and_weights(key: str):
     return image, notes, weights
 
 
-def cam_view(spec: ModelSpec, key: str = "cam"):
-    from explorer.images import heat_overlay
-    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS
+def overlay_figure(image, heat: np.ndarray, title: str, colour_bar: str = "relevance, 0 = least, 1 = most",
+                   marker_yx: tuple[float, float] | None = None, height: int = 460) -> go.Figure:
+    """The heat map over the image at the image's own aspect ratio, with a colour bar that matches its ramp;
+    `marker_yx` (in the heat map's pixels) marks a point with ×."""
+    import base64
+    import io
 
-    chosen = image_and_weights(key)
+    from explorer.images import heat_colourscale, heat_overlay
+
+    overlay = heat_overlay(image, heat)
+    buffer = io.BytesIO()
+    overlay.save(buffer, format="JPEG", quality=90)  # a data URI: a few hundred kB less than the pixel array
+    width, height_px = overlay.size
+    fig = go.Figure(go.Image(source="data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode(),
+                             hoverinfo="skip"))
+    # The colour bar lies under the image: beside it, it would take a third of a narrow column's width.
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+                             marker=dict(colorscale=heat_colourscale(), cmin=0, cmax=1, color=[0], showscale=True,
+                                         colorbar=dict(title=dict(text=colour_bar, side="bottom"), thickness=12,
+                                                       orientation="h", y=-0.02, yanchor="top", len=1.0))))
+    if marker_yx is not None:
+        sy, sx = height_px / heat.shape[0], width / heat.shape[1]
+        fig.add_trace(go.Scatter(x=[marker_yx[1] * sx], y=[marker_yx[0] * sy], mode="markers", showlegend=False,
+                                 marker=dict(symbol="x", size=14, color="white", line=dict(width=2))))
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, range=[-0.5, width - 0.5])
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, range=[height_px - 0.5, -0.5],
+                     scaleanchor="x")
+    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height,
+                      margin=dict(l=10, r=10, b=80, t=70 if "<br>" in title else 45))
+    return fig
+
+
+CPU_GMACS_PER_S = 15.0  # image forwards on a CPU, about: Score-CAM on resnet50 (8.4 TMACs) took 10 min on 2 cores
+CUDA_GMACS_PER_S = 2000.0
+LONG_JOB_S = 20.0  # longer than this: the estimate first, and a button to start
+MEASURABLE_S = 0.2  # a method's own time below this says little about the machine's speed
+
+
+def _target_channels(spec: ModelSpec, layer: str | None, layers_seen: dict) -> int | None:
+    """Channels of the CAM's target layer, for the estimate: the chosen layer's, else the default layer's from
+    an earlier result, else the last spatial output of the cost report (where CNNs' default layer is)."""
+    from explorer.views.cam import layout_of
+
+    if layer is None and layers_seen.get("default_channels"):
+        return layers_seen["default_channels"]
+    rows = cost_of(spec)["layers"]
+    hw = tuple(input_size_of(spec)[-2:])
+    for row in reversed(rows):
+        shape = tuple(row.get("output_shape") or ())
+        if (layer is None or row["name"] == layer) and shape and layout_of(shape, hw):
+            return int(shape[1] if layout_of(shape, hw) == "nchw" else shape[-1])
+    return None
+
+
+def job_estimate(spec: ModelSpec, method: str, layer: str | None, layers_seen: dict) -> dict:
+    """Before a CAM job: its image forwards, MACs and a time, from the cost report's MACs and the speed
+    measured by this session's earlier CAM jobs (else an approximate figure for the device)."""
+    from explorer.views.cam import forward_passes
+
+    gmacs = cost_of(spec)["macs"] / spec.batch / 1e9
+    forwards = forward_passes(method, tuple(input_size_of(spec)[-2:]), _target_channels(spec, layer, layers_seen))
+    device = cached_device_info()["device"]
+    measured = st.session_state.get("inside_gmacs_per_s", {}).get(method)  # batched methods run faster per image
+    rate = measured or (CUDA_GMACS_PER_S if device == "cuda" else CPU_GMACS_PER_S)
+    return {"forwards": forwards, "gmacs": gmacs, "seconds": forwards * gmacs / rate, "rate": rate,
+            "measured": measured is not None, "device": device}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _estimate_text(estimate: dict) -> str:
+    basis = (f"at the {estimate['rate']:,.3g} GMAC/s this method ran at in this session" if estimate["measured"]
+             else f"at about {estimate['rate']:,.3g} GMAC/s, a typical {estimate['device'].upper()} figure")
+    return (f"about {estimate['forwards']:,} image forwards (a backward counted as two) × "
+            f"{estimate['gmacs']:.2f} GMACs = {format_count(estimate['forwards'] * estimate['gmacs'] * 1e9)}MACs: "
+            f"about {_duration(estimate['seconds'])} {basis}")
+
+
+def cam_view(spec: ModelSpec, key: str = "cam"):
+    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS, JOB_OVERHEAD_FORWARDS, SCORECAM_BATCH
+
+    chosen = image_and_weights(key, spec)
     if chosen is None:
         return
     image, _, weights = chosen
-    c1, c2, c3 = st.columns([1, 2, 1])
+    c1, c2, c3 = st.columns([3, 4, 2])
     method = c1.selectbox("Method", list(CAM_METHODS) + list(ATTRIBUTION_METHODS), key=f"{key}_method",
-                          help="scorecam runs one forward pass per channel: slow on a CPU")
+                          help="scorecam runs one forward pass per channel of the target layer and occlusion one per "
+                               "window: minutes on a CPU (the estimate shows before it starts)")
     class_text = c3.text_input("Class index", placeholder="top class", key=f"{key}_class")
     class_index = int(class_text) if class_text.strip().lstrip("-").isdigit() else None
     if class_text.strip() and class_index is None:
@@ -261,33 +419,68 @@ def cam_view(spec: ModelSpec, key: str = "cam"):
     layer_key = f"{key}_layer_{hashlib.sha256(spec.key().encode()).hexdigest()[:12]}"
     choice = st.session_state.get(layer_key, DERIVED_LAYER)
     layer = None if method not in CAM_METHODS or choice == DERIVED_LAYER else choice
-    result = view_job("cam", spec, weights, image, f"{method} on {spec.arch}", method=method, layer=layer,
-                      class_index=class_index)
-    if result is None:
+    layers_seen = st.session_state.setdefault(f"{layer_key}_seen", {})
+    settings = {"method": method, "layer": layer, "class_index": class_index}
+    estimate = job_estimate(spec, method, layer, layers_seen)
+    if method == "scorecam":
+        device_default = SCORECAM_BATCH["cuda" if estimate["device"] == "cuda" else "cpu"]
+        settings["scorecam_batch"] = int(st.number_input(
+            "Score-CAM batch (images per forward)", 1, 64, device_default, key=f"{key}_scorecam_batch",
+            help="Smaller batches use less memory and report progress more often; the total work is the same"))
+    long_job = estimate["seconds"] > LONG_JOB_S
+    if long_job:
+        confirmed_key = f"{key}_confirmed"
+        signature = json.dumps([spec.key(), weights["kind"], settings], sort_keys=True, default=str)
+        cpu = " on a CPU" if estimate["device"] != "cuda" else ""
+        st.warning(f"**{method}{cpu} is slow:** {_estimate_text(estimate)}. It runs in the worker with its progress "
+                   "shown and a Cancel button; other sessions' jobs wait behind it."
+                   + (" Grad-CAM++, Grad-CAM, EigenCAM and Layer-CAM take about one forward and backward." if
+                      method in ("scorecam", "occlusion") else ""), icon=":material/timer:")
+        if st.session_state.get(confirmed_key) != signature:
+            if not st.button(f"Run {method} (about {_duration(estimate['seconds'])})", key=f"{key}_run", type="primary"):
+                return
+            st.session_state[confirmed_key] = signature  # later reruns show the result (from the job cache)
+    else:
+        st.caption(f"Estimate: {_estimate_text(estimate)}.")
+    outcome = view_job("cam", spec, weights, image, f"{method} on {spec.arch}", with_job=True, **settings)
+    if outcome is None:
         return
+    result, job = outcome
+    if not job.cached and result.get("method_s", 0) >= MEASURABLE_S:  # the speed the next estimate uses
+        own = estimate["forwards"] - JOB_OVERHEAD_FORWARDS  # the passes the job timed: the method's own
+        st.session_state.setdefault("inside_gmacs_per_s", {})[method] = own * estimate["gmacs"] / result["method_s"]
     if method in CAM_METHODS:
         c2.selectbox("Target layer", [DERIVED_LAYER] + result["layers"][::-1], key=layer_key)
-    names = class_names(spec)
+        if layer is None and result.get("layer_channels"):
+            layers_seen["default_channels"] = result["layer_channels"]
+    trained = labels_meaningful(weights, result.get("weights_report"))
+    names = class_names(spec) if trained else None
     if names and len(names) != result["classes"]:
         names = None  # the head is not the ImageNet (or the weights') class list: show indices
     unit = "class map" if result.get("output") == "dense" else "class"
     label = names[result["class_index"]] if names else f"{unit} {result['class_index']}"
-    o1, o2 = st.columns(2)
-    o1.image(image, caption="input", width="stretch")
-    o2.image(heat_overlay(image, result["heat"]), width="stretch",
-             caption=f"{method} for {label}" + (f" at {result['layer']}" if result.get("layer") else " (input pixels)"))
+    where = f" at {result['layer']}" if result.get("layer") else " (input pixels)"
+    o1, o2 = st.columns([1, 2])  # the overlay is the figure to read: the wider column
+    o1.image(image, caption=f"input, {image.size[0]}×{image.size[1]} pixels (the model sees it resized to "
+                            f"{'×'.join(map(str, input_size_of(spec)[-2:]))})", width="stretch")
+    explained = escape_markdown(label) if trained else f"{unit} {result['class_index']} (random weights: meaningless)"
+    o2.plotly_chart(overlay_figure(image, result["heat"], f"{method} for {escape_markdown(label)}<br>{where.strip()}"),
+                    width="stretch", config=plot_config())
+    o2.caption(f"{method} for {explained}{where}; stretched back to the image's {image.size[0]}×{image.size[1]} "
+               "pixels.")
     if result.get("note"):
         st.warning(result["note"])
-    if result.get("top5"):
+    if trained and result.get("top5"):
         st.caption("Top classes: " + ", ".join(
-            f"{names[t['class']] if names else t['class']} ({t['probability']:.1%})" for t in result["top5"])
+            f"{escape_markdown(names[t['class']]) if names else t['class']} ({t['probability']:.1%})"
+            for t in result["top5"])
             + (" — for a dense output, the softmax of each class map's mean" if result.get("output") == "dense" else ""))
 
 
 # --- attention, deformable offsets, STN ---------------------------------------------------------------
 
 def _grid_heatmap(grid, title: str, colourbar: str, rows: str = "patch row", cols: str = "patch column"):
-    fig = go.Figure(go.Heatmap(z=grid, colorscale="Viridis", colorbar=dict(title=colourbar),
+    fig = go.Figure(go.Heatmap(z=grid, colorscale="Viridis", colorbar=dict(title=dict(text=colourbar, side="right")),
                                hovertemplate=f"{rows} %{{y}}, {cols} %{{x}}: %{{z:.4f}}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", scaleanchor="x", title=rows)
     fig.update_xaxes(title=cols, constrain="domain")
@@ -310,7 +503,7 @@ def attention_view(spec: ModelSpec, key: str = "attn"):
         st.caption(f"Tokens: {length} random ids (seed 0) from the {variant.vocab_size}-entry vocabulary, so the "
                    "axes are token positions, not words. Set the sequence length in the Input box (e.g. 32).")
     else:
-        chosen = image_and_weights(key)
+        chosen = image_and_weights(key, spec)
         if chosen is None:
             return
         image, _, weights = chosen
@@ -350,23 +543,52 @@ def attention_view(spec: ModelSpec, key: str = "attn"):
         return
     grid = data["patch_grid"]
     query = c3.selectbox("Query", ["CLS token", "a patch"], key=f"{key}_query")
-    o1, o2 = st.columns(2)
+    short = _short_layer(layer)
+    marker = None
     if query == "CLS token" and data["num_prefix_tokens"]:
         values = cls_attention_grid(data, layer, head_arg)
-        o1.plotly_chart(_grid_heatmap(values, f"{layer}, head {head}: CLS attention over patches", "attention weight"),
-                        width="stretch", config=plot_config())
+        what = "CLS attention"
     else:
-        py = o1.number_input("Patch row", 0, grid[0] - 1, grid[0] // 2, key=f"{key}_py")
-        px = o1.number_input("Patch column", 0, grid[1] - 1, grid[1] // 2, key=f"{key}_px")
-        values = patch_query_grid(data, layer, head_arg, (int(py), int(px)))
-        o1.plotly_chart(_grid_heatmap(values, f"{layer}, head {head}: patch ({py}, {px}) attends to", "attention weight"),
-                        width="stretch", config=plot_config())
+        p1, p2, _ = st.columns([1, 1, 2])
+        py = int(p1.number_input(f"Patch row (0–{grid[0] - 1})", 0, grid[0] - 1, grid[0] // 2, key=f"{key}_py"))
+        px = int(p2.number_input(f"Patch column (0–{grid[1] - 1})", 0, grid[1] - 1, grid[1] // 2, key=f"{key}_px"))
+        values = patch_query_grid(data, layer, head_arg, (py, px))
+        what, marker = f"Patch ({py}, {px})'s attention", (py + 0.5, px + 0.5)
+    o1, o2 = st.columns(2)
+    o1.plotly_chart(overlay_figure(image, _stretched(values), f"{what} over the image<br>{short}, head {head}",
+                                   "attention, stretched to 0–1", marker_yx=marker),
+                    width="stretch", config=plot_config())
+    o2.plotly_chart(_grid_heatmap(values, f"The same weights per patch<br>{grid[0]}×{grid[1]} patches",
+                                  "attention weight"), width="stretch", config=plot_config())
+    st.caption(f"Layer {escape_markdown(layer)}, head {head}. Over the image, the {grid[0]}×{grid[1]} patch weights "
+               "are stretched to the image's own size and to the map's range (only their ranking shows); the grid "
+               "on the right has the weights themselves." + (" × marks the query patch." if marker else ""))
     if data["num_prefix_tokens"]:
         stacked = np.stack([data["maps"][n] for n in names])
-        rollout = attention_rollout(stacked, num_prefix_tokens=data["num_prefix_tokens"], grid=grid, as_grid=True)
-        o2.plotly_chart(_grid_heatmap(np.asarray(rollout)[0], "Attention rollout (Abnar & Zuidema 2020), all layers",
+        rollout = np.asarray(attention_rollout(stacked, num_prefix_tokens=data["num_prefix_tokens"], grid=grid,
+                                               as_grid=True))[0]
+        r1, r2 = st.columns(2)
+        r1.plotly_chart(overlay_figure(image, _stretched(rollout), "Attention rollout over the image<br>all layers "
+                                       "(Abnar & Zuidema 2020)", "rolled-out, stretched to 0–1"),
+                        width="stretch", config=plot_config())
+        r2.plotly_chart(_grid_heatmap(rollout, "Attention rollout per patch<br>CLS token, all layers",
                                       "rolled-out weight"), width="stretch", config=plot_config())
-    o2.image(image.resize((224, 224)), caption="input", width=224)
+
+
+def _stretched(values) -> np.ndarray:
+    """A map scaled to [0, 1] over its own range, for an overlay (only the ranking shows)."""
+    values = np.asarray(values, dtype=np.float32)
+    return (values - values.min()) / max(float(values.max() - values.min()), 1e-12)
+
+
+def _short_layer(name: str) -> str:
+    """A layer name short enough for a figure title: torchvision's 'encoder.layers.encoder_layer_11' → 'layer 11'."""
+    import re
+
+    numbers = re.findall(r"(?:layers?|blocks?)[._](\d+)", name)
+    if len(numbers) == 1 and len(re.findall(r"\d+", name)) == 1:  # one index in the name: the layer's
+        return f"layer {numbers[0]}"
+    return name if len(name) <= 32 else "…" + name[-31:]
 
 
 def _attention_role(info: dict) -> str:
@@ -393,7 +615,6 @@ def _upsample(values: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def _grid_attention(data: dict, layer: str, head, image, column, key: str):
     """One query's map over a layer's key grid, and the same map upsampled over the image."""
-    from explorer.images import heat_overlay
     from explorer.views.attention import grid_query_map, query_centres
 
     info = data["info"][layer]
@@ -420,22 +641,14 @@ def _grid_attention(data: dict, layer: str, head, image, column, key: str):
     result = grid_query_map(data, layer, head_arg, query)
     cell_h, cell_w = height / kg[0], width / kg[1]
     o1, o2 = st.columns(2)
-    o1.plotly_chart(_grid_heatmap(result["map"], f"{layer}, head {head}:<br>{label} over {kg[0]}×{kg[1]} keys",
+    o1.plotly_chart(_grid_heatmap(result["map"], f"{_short_layer(layer)}, head {head}:<br>{label} over {kg[0]}×{kg[1]} keys",
                                   "attention weight", rows=f"key row ({cell_h:g} px each)",
                                   cols=f"key column ({cell_w:g} px each)"), width="stretch", config=plot_config())
-    heat = _upsample(result["map"], height, width)
-    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)  # stretched: only the ranking shows
-    overlay = go.Figure(go.Image(z=np.asarray(heat_overlay(image, heat))))
-    if query_yx is not None:
-        overlay.add_trace(go.Scatter(x=[query_yx[1]], y=[query_yx[0]], mode="markers", name="query",
-                                     marker=dict(symbol="x", size=14, color="white", line=dict(width=2))))
-    overlay.update_xaxes(title="x (pixels)")
-    overlay.update_yaxes(title="y (pixels)")
-    overlay.update_layout(title="The same map over the input, blue = least to red = most attention"
-                          + ("<br>(colours stretched over the map's range; × = the query)" if query_yx is not None
-                             else "<br>(colours stretched over the map's range)"),
-                          height=430, margin=dict(t=60), showlegend=False)
-    o2.plotly_chart(overlay, width="stretch", config=plot_config())
+    heat = _stretched(_upsample(result["map"], height, width))  # only the ranking shows
+    o2.plotly_chart(overlay_figure(image, heat, "The same map over the image" + ("<br>× = the query" if query_yx
+                                   is not None else "<br>stretched over the map's range"),
+                                   "attention, stretched to 0–1", marker_yx=query_yx, height=430),
+                    width="stretch", config=plot_config())
     st.caption(_grid_caption(info, height, width) + (
         f" {result['prefix_weight']:.1%} of this query's attention goes to the class token (not drawn)."
         if info["key_prefix"] else ""))
@@ -516,7 +729,7 @@ def deformable_view(spec: ModelSpec, key: str = "dcn"):
     """Sampling points of one output location through the deformable layers, over the input image."""
     from explorer.views.deformable import stack_sampling_points
 
-    chosen = image_and_weights(key)
+    chosen = image_and_weights(key, spec)
     if chosen is None:
         return
     image, _, weights = chosen
@@ -537,10 +750,15 @@ def deformable_view(spec: ModelSpec, key: str = "dcn"):
                       key=f"{key}_depth", help="Each level multiplies the points by k²; 3 levels at most")
     chain = layers[layers.index(layer) - depth + 1: layers.index(layer) + 1]
     stacked = stack_sampling_points(captures, chain, (int(oy), int(ox)))
+    from explorer.images import overlay_size
+
     h, w = stacked["image_hw"]
+    # The image at its own aspect ratio; the points, found at the model's h × w input, scaled onto it.
+    width, height = overlay_size(image.size)
+    scale = np.array([height / h, width / w])
     fig = go.Figure()
-    fig.add_trace(go.Image(z=np.asarray(image.resize((w, h)))))
-    reg, pts = stacked["image_regular"], stacked["image_points"]
+    fig.add_trace(go.Image(z=np.asarray(image.resize((width, height))), hoverinfo="skip"))
+    reg, pts = ((stacked[k] + 0.5) * scale - 0.5 for k in ("image_regular", "image_points"))  # pixel centres
     fig.add_trace(go.Scatter(x=reg[:, 1], y=reg[:, 0], mode="markers", name="regular grid",
                              marker=dict(symbol="circle-open", size=11, color="royalblue", line=dict(width=2))))
     weights_v2 = stacked.get("image_weights")
@@ -548,8 +766,9 @@ def deformable_view(spec: ModelSpec, key: str = "dcn"):
                              marker=dict(size=6, color=weights_v2 if weights_v2 is not None else "red",
                                          colorscale="Reds", showscale=weights_v2 is not None,
                                          colorbar=dict(title="modulation (v2)") if weights_v2 is not None else None)))
-    fig.update_layout(title=f"{layer}, output ({oy}, {ox}): {len(pts)} sampling points in the input image (pixels)",
-                      height=560, margin=dict(t=40), legend=dict(orientation="h", y=-0.08))
+    fig.update_layout(title=dict(text=f"{len(pts)} sampling points of output ({oy}, {ox}) over the image<br>{layer}",
+                                 font=dict(size=14)),
+                      height=560, margin=dict(t=70), legend=dict(orientation="h", y=-0.08))
     st.plotly_chart(fig, width="stretch", config=plot_config())
     st.caption("Offsets follow torchvision's layout: per kernel tap a (Δy, Δx) pair. With random or freshly swapped "
                "weights the offsets start at zero (as in the papers), so the deformed points sit on the regular grid "

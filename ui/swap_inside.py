@@ -64,18 +64,21 @@ def _receptive_fields(base: ModelSpec, swapped: ModelSpec):
 
 
 def _cams(base: ModelSpec, swapped: ModelSpec):
-    from explorer.images import heat_overlay
     from explorer.views.cam import CAM_METHODS
-    from ui.inside import choose_image, choose_weights, class_names, view_job
+    from ui.inside import (choose_image, choose_weights, class_names, labels_meaningful, overlay_figure,
+                           random_weights_notice, view_job)
 
     loaded = choose_image("swap_cam")
-    weights = choose_weights("swap_cam")
-    method = st.selectbox("Method", list(CAM_METHODS), key="swap_cam_method")
+    weights = choose_weights("swap_cam", base)  # a base checkpoint or pretrained weights load into both models
+    method = st.selectbox("Method", list(CAM_METHODS), key="swap_cam_method",
+                          help="scorecam runs one forward per channel of the target layer: minutes on a CPU, twice")
     if loaded is None:
         return
     image, notes = loaded
     for note in notes:
         st.caption(f"Image: {escape_markdown(note)}.")
+    if weights["kind"] == "random":
+        random_weights_notice("cam")
     # Both models' maps first: when their weights cannot be used, one message and no map at all.
     base_result = view_job("cam", base, weights, image, f"{method} on the base model", "base", method=method)
     if base_result is None:
@@ -89,14 +92,17 @@ def _cams(base: ModelSpec, swapped: ModelSpec):
     columns = st.columns(2)
     for column, result, label in zip(columns, (base_result, swapped_result), ("base", "swapped")):
         with column:
-            st.markdown(f"**{label}**")
-            known = names and len(names) == result["classes"]
-            title = names[result["class_index"]] if known else f"class {result['class_index']}"
-            st.image(heat_overlay(image, result["heat"]), width="stretch")
+            trained = labels_meaningful(weights, result.get("weights_report"))
+            known = trained and names and len(names) == result["classes"]
+            title = (escape_markdown(names[result["class_index"]]) if known else
+                     f"class {result['class_index']}" + ("" if trained else " (random weights: meaningless)"))
+            st.plotly_chart(overlay_figure(image, result["heat"], f"{label}: {method} for {title}<br>at {result['layer']}",
+                                           height=420), width="stretch", config=plot_config())
             st.caption(f"{method} for {title} at {result['layer']}")
-            if result.get("top5"):
+            if trained and result.get("top5"):
                 top = result["top5"][0]
-                st.caption(f"Top class: {names[top['class']] if known else top['class']} ({top['probability']:.1%})")
+                st.caption(f"Top class: {escape_markdown(names[top['class']]) if known else top['class']} "
+                           f"({top['probability']:.1%})")
     st.caption("Both maps explain the base model's top class. With pretrained weights the swapped model loads every "
                "layer the swap kept; the blocks it added or replaced start from their initialisation, as they would "
                "before fine-tuning.")

@@ -17,6 +17,62 @@ from explorer.errors import ExplorerError
 
 CAM_METHODS = ("gradcam++", "gradcam", "scorecam", "eigencam", "layercam")
 ATTRIBUTION_METHODS = ("integrated_gradients", "saliency", "occlusion")
+# Score-CAM runs one forward per channel of the target layer (2048 for ResNet-50's layer4), in batches: small
+# batches on a CPU keep memory low and let progress and Cancel come every few seconds.
+SCORECAM_BATCH = {"cpu": 8, "cuda": 32}
+MAX_SCORECAM_BATCH = 64
+IG_STEPS, IG_BATCH = 24, 8
+OCCLUSION_BATCH = 16
+# Besides the method's own passes, a CAM job runs the model for its scores and for its list of layers.
+JOB_OVERHEAD_FORWARDS = 3
+BACKWARD_AS_FORWARDS = 2  # a backward pass costs about two forwards
+
+
+def occlusion_window(input_hw: tuple[int, int]) -> tuple[int, int]:
+    """(side, stride) of the occluding square: about 1/14 of the width, moved half a side at a time."""
+    side = max(8, input_hw[1] // 14)
+    return side, max(1, side // 2)
+
+
+def method_passes(method: str, input_hw: tuple[int, int], channels: int | None = None) -> tuple[int, int]:
+    """(image forwards, image backwards) `method` itself runs on one image. `channels`: of the target layer
+    (Score-CAM runs one forward for each)."""
+    if method in ("gradcam", "gradcam++", "layercam", "saliency"):
+        return 1, 1
+    if method == "eigencam":
+        return 1, 0
+    if method == "scorecam":
+        return 1 + int(channels or 0), 0
+    if method == "integrated_gradients":
+        return IG_STEPS, IG_STEPS
+    if method == "occlusion":
+        side, stride = occlusion_window(input_hw)
+        return 1 + ((input_hw[0] - side) // stride + 1) * ((input_hw[1] - side) // stride + 1), 0
+    raise ExplorerError(f"method must be one of {', '.join(CAM_METHODS + ATTRIBUTION_METHODS)}, got {method!r}")
+
+
+def forward_passes(method: str, input_hw: tuple[int, int], channels: int | None = None) -> int:
+    """Image forwards (a backward counted as two) one CAM job runs for `method` on one image, its own
+    bookkeeping included: the estimate a page shows before a long job starts."""
+    forwards, backwards = method_passes(method, input_hw, channels)
+    return JOB_OVERHEAD_FORWARDS + forwards + BACKWARD_AS_FORWARDS * backwards
+
+
+class _ForwardCounter:
+    """Reports every forward of the explained model (images so far, of the expected total) while it is attached."""
+
+    def __init__(self, model: nn.Module, total: int, progress: Callable[[str], None] | None):
+        self.images, self.total, self.progress = 0, total, progress
+        self.handle = model.register_forward_pre_hook(self) if progress else None
+
+    def __call__(self, module, args):
+        if args and isinstance(args[0], torch.Tensor):
+            self.images += int(args[0].shape[0])
+            self.progress(f"{min(self.images, self.total):,} of about {self.total:,} image forwards")
+
+    def remove(self):
+        if self.handle is not None:
+            self.handle.remove()
 
 
 def _cam_class(method: str):
@@ -161,7 +217,7 @@ def default_target_layer(model: nn.Module, x: torch.Tensor, dense_classes: int |
         for n, m, shape in reversed(order[:first_inner]):
             if isinstance(m, nn.LayerNorm) and shape and layout_of(shape, input_hw):
                 return n
-    for n, m, shape in reversed(order):
+    for n, _m, shape in reversed(order):
         if shape and layout_of(shape, input_hw):
             return n
     raise ExplorerError("this model has no layer with a spatial or token output to draw a CAM from")
@@ -188,8 +244,10 @@ def hook_count(model: nn.Module) -> int:
 
 
 def compute_cam(model: nn.Module, x: torch.Tensor, method: str = "gradcam++", layer: str | None = None,
-                class_index: int | None = None) -> dict[str, Any]:
-    """Heat map (H×W, 0..1) of `method` at `layer` for `class_index` (default: the top class)."""
+                class_index: int | None = None, progress: Callable[[str], None] | None = None,
+                scorecam_batch: int | None = None) -> dict[str, Any]:
+    """Heat map (H×W, 0..1) of `method` at `layer` for `class_index` (default: the top class); `progress`
+    hears of every forward (Score-CAM's batches of `scorecam_batch` images, by default 8 on a CPU)."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     cam_class = _cam_class(method)
@@ -209,10 +267,16 @@ def compute_cam(model: nn.Module, x: torch.Tensor, method: str = "gradcam++", la
     if not 0 <= target < class_scores.shape[0]:
         raise ExplorerError(f"class index must be between 0 and {class_scores.shape[0] - 1}")
     cam_target = ClassifierOutputTarget(target) if kind == "logits" else _DenseClassTarget(target)
-    with cam_class(model=explained, target_layers=[module], reshape_transform=transform) as cam:
-        if method == "scorecam":
-            cam.batch_size = 32
-        heat = cam(input_tensor=x, targets=[cam_target])[0]
+    channels = _channels(shape, layout_of(shape, input_hw))
+    counter = _ForwardCounter(explained, method_passes(method, input_hw, channels)[0], progress)
+    try:
+        with cam_class(model=explained, target_layers=[module], reshape_transform=transform) as cam:
+            if method == "scorecam":
+                default = SCORECAM_BATCH["cuda" if x.is_cuda else "cpu"]
+                cam.batch_size = max(1, min(MAX_SCORECAM_BATCH, int(scorecam_batch or default)))
+            heat = cam(input_tensor=x, targets=[cam_target])[0]
+    finally:
+        counter.remove()
     note = None
     if float(np.max(heat)) == 0.0 and method != "eigencam":
         note = ("every gradient-weighted activation is zero here, as with random weights and a zero-initialised "
@@ -222,6 +286,7 @@ def compute_cam(model: nn.Module, x: torch.Tensor, method: str = "gradcam++", la
         "method": method,
         "layer": layer,
         "layer_layout": layout_of(shape, input_hw),
+        "layer_channels": channels,
         "class_index": target,
         "classes": int(class_scores.shape[0]),
         "output": kind,
@@ -230,8 +295,15 @@ def compute_cam(model: nn.Module, x: torch.Tensor, method: str = "gradcam++", la
     }
 
 
+def _channels(shape: tuple[int, ...] | None, layout: str | None) -> int | None:
+    """Channels of a layer's output in its layout (NCHW: dim 1; NHWC and tokens: the last)."""
+    if not shape or layout is None:
+        return None
+    return int(shape[1] if layout == "nchw" else shape[-1])
+
+
 def compute_attribution(model: nn.Module, x: torch.Tensor, method: str = "integrated_gradients",
-                        class_index: int | None = None) -> dict[str, Any]:
+                        class_index: int | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Captum attributions w.r.t. the input pixels, |·| summed over channels, scaled to 0..1."""
     from captum.attr import IntegratedGradients, Occlusion, Saliency
 
@@ -244,16 +316,23 @@ def compute_attribution(model: nn.Module, x: torch.Tensor, method: str = "integr
     if not 0 <= target < scores.shape[1]:
         raise ExplorerError(f"class index must be between 0 and {scores.shape[1] - 1}")
     x = x.clone().requires_grad_(True)
-    if method == "integrated_gradients":
-        attribution = IntegratedGradients(model).attribute(x, target=target, n_steps=24, internal_batch_size=8)
-    elif method == "saliency":
-        attribution = Saliency(model).attribute(x, target=target)
-    elif method == "occlusion":
-        side = max(8, x.shape[-1] // 14)
-        attribution = Occlusion(model).attribute(x, target=target, sliding_window_shapes=(x.shape[1], side, side),
-                                                 strides=(x.shape[1], side // 2, side // 2), perturbations_per_eval=16)
-    else:
+    if method not in ATTRIBUTION_METHODS:
         raise ExplorerError(f"attribution must be one of {', '.join(ATTRIBUTION_METHODS)}, got {method!r}")
+    input_hw = tuple(x.shape[-2:])
+    counter = _ForwardCounter(model, method_passes(method, input_hw)[0], progress)
+    try:
+        if method == "integrated_gradients":
+            attribution = IntegratedGradients(model).attribute(x, target=target, n_steps=IG_STEPS,
+                                                               internal_batch_size=IG_BATCH)
+        elif method == "saliency":
+            attribution = Saliency(model).attribute(x, target=target)
+        else:
+            side, stride = occlusion_window(input_hw)
+            attribution = Occlusion(model).attribute(x, target=target, sliding_window_shapes=(x.shape[1], side, side),
+                                                     strides=(x.shape[1], stride, stride),
+                                                     perturbations_per_eval=OCCLUSION_BATCH)
+    finally:
+        counter.remove()
     heat = attribution.detach().abs().sum(1)[0].numpy()
     heat = heat / heat.max() if heat.max() > 0 else heat
     return {"method": method, "class_index": target, "classes": int(scores.shape[1]), "output": kind,
