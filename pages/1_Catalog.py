@@ -35,7 +35,7 @@ def catalog_frame() -> pd.DataFrame:
                 "published GMACs": row["published_gmacs"],
                 "published source": row["published_source"],
                 "paper": row["paper"]["url"],
-                "open": f"/Model?arch={row['id']}" if row["implemented"] else None,
+                "open": "open →" if row["implemented"] else "",
             }
         )
     frame = pd.DataFrame(rows)
@@ -77,24 +77,40 @@ if ready_only:
     view = view[view["status"] == "ready"]
 
 st.caption(f"{len(view)} of {len(frame)} variants · costs are this app's own counts at each model's native input, "
-           "fp32; published figures come from torchvision's weight metadata or the paper named in the source column.")
-st.dataframe(
+           "fp32; published figures come from torchvision's weight metadata or the paper named in the source column. "
+           "Click a row's **open →** to open it in the Model page.")
+event = st.dataframe(
     view,
     hide_index=True,
     width="stretch",
     column_config={
-        "open": st.column_config.LinkColumn("open", display_text="open ↗", help="Open in the model page"),
-        "paper": st.column_config.LinkColumn("paper", display_text="paper ↗"),
-        "params (M)": st.column_config.NumberColumn(format="%.2f"),
-        "GMACs": st.column_config.NumberColumn(format="%.3f"),
-        "memory access (MB)": st.column_config.NumberColumn(format="%.1f"),
-        "published params (M)": st.column_config.NumberColumn(format="%.2f"),
-        "published GMACs": st.column_config.NumberColumn(format="%.3f"),
-        "published accuracy": st.column_config.NumberColumn(format="%.2f",
+        "open": st.column_config.TextColumn("Open", help="Click to open this model in the Model page (this tab)"),
+        "id": st.column_config.TextColumn("Model id"),
+        "family": st.column_config.TextColumn("Family"),
+        "section": st.column_config.TextColumn("Section"),
+        "year": st.column_config.NumberColumn("Year", format="%d"),
+        "source": st.column_config.TextColumn("Source"),
+        "status": st.column_config.TextColumn("Status"),
+        "paper": st.column_config.LinkColumn("Paper", display_text="paper ↗", help="Opens the paper in a new tab"),
+        "params (M)": st.column_config.NumberColumn("Parameters (M)", format="%,.2f"),
+        "GMACs": st.column_config.NumberColumn("GMACs", format="%,.3f"),
+        "memory access (MB)": st.column_config.NumberColumn("Memory access (MB)", format="%,.1f"),
+        "input": st.column_config.TextColumn("Input (C×H×W)"),
+        "published params (M)": st.column_config.NumberColumn("Published parameters (M)", format="%,.2f"),
+        "published GMACs": st.column_config.NumberColumn("Published GMACs", format="%,.3f"),
+        "published accuracy": st.column_config.NumberColumn("Published accuracy", format="%.2f",
                                                             help="In the unit the metric column names"),
+        "metric": st.column_config.TextColumn("Metric"),
+        "published source": st.column_config.TextColumn("Published source"),
     },
     key="catalog_table",
+    on_select="rerun",
+    selection_mode="single-cell",
 )
+# One click on "open →" opens the model in this tab (a link column would open a new tab and a new session).
+for position, column in event.selection.get("cells", []):
+    if column == "open" and 0 <= position < len(view) and view.iloc[position]["status"] == "ready":
+        st.switch_page("pages/2_Model.py", query_params={"arch": view.iloc[position]["id"]})
 
 st.subheader("Families")
 catalog = load_catalog()

@@ -7,7 +7,8 @@ from explorer.errors import ExplorerError
 from explorer.roofline import ridge_point
 from explorer.spec import ModelSpec, format_size, parse_size
 from explorer.text import escape_markdown
-from ui.common import QUOTED_LINK_TEXT, drop_unused_link_params, guard, page_setup, plot_config
+from ui.common import QUOTED_LINK_TEXT, drop_unused_link_params, guard, page_setup, plot_config, start_from_link
+from ui.components import parse_batch_list
 from ui.figures import roofline_plot, sweep_plot
 from ui.jobs import JobCancelled, job_service, run_job
 
@@ -21,32 +22,39 @@ ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 workers = job_service().workers()  # the devices are the workers' (a cluster's GPUs need none in this server)
 kinds = {w["kind"] for w in workers} | {"cpu"}
 devices = [k for k in ("cuda", "mps", "cpu") if k in kinds]
-batch_choices = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 on_gpu = "cuda" in kinds
+WIDE_SPREAD = 1.2  # p90 / p10 above this: the runs disagree too much for the median to be trusted alone
+FEW_RUNS = 10  # fewer timed runs than this: p10 and p90 rest on a handful of samples
 
 drop_unused_link_params(("arch", "batch", "input"))
-default_batches = [1, 8, 64] if on_gpu else [1, 2]
-# A link may name the models, batch sizes and input: ?arch=resnet50,mobilenet_v2&batch=1,8&input=3,160,160
-if "lat_models" not in st.session_state:
+default_batches = "1, 8, 64" if on_gpu else "1, 2"
+
+
+def widgets_from_link() -> dict:
+    """The models, batch sizes and input the URL names, as the form's values (each checked)."""
     wanted = [a for a in st.query_params.get("arch", "").split(",") if a]
     unknown = [a for a in wanted if a not in ids]
-    st.session_state.lat_models = [a for a in wanted if a in ids] or ["resnet18"]
     if unknown:
         named = escape_markdown(", ".join(unknown), limit=QUOTED_LINK_TEXT)
         st.warning(f"The link names models this page does not list: {named}. Library models can be timed by name in "
                    "'Also time'.")
-    batch_text = st.query_params.get("batch", "")
-    asked = [b.strip() for b in batch_text.split(",") if b.strip()]
-    offered = [int(b) for b in asked if b.isdigit() and int(b) in batch_choices]
-    st.session_state.lat_batches = sorted(set(offered)) or default_batches
-    if len(offered) < len(asked):
-        refused = [b for b in asked if not (b.isdigit() and int(b) in batch_choices)]
+    offered, refused = [], []
+    for part in [b.strip() for b in st.query_params.get("batch", "").split(",") if b.strip()][:64]:
+        try:  # each size on its own: the good ones are kept, the rest named
+            offered += parse_batch_list(part)
+        except ExplorerError:
+            refused.append(part)
+    batches = ", ".join(map(str, sorted(set(offered)))) or default_batches
+    if refused:
         named = escape_markdown(", ".join(refused), limit=QUOTED_LINK_TEXT)
-        st.warning(f"The link's batch sizes {named} are not offered here (choose from "
-                   f"{', '.join(map(str, batch_choices))}): ignored, timing "
-                   f"{', '.join(map(str, st.session_state.lat_batches))}.")
-    st.session_state.lat_input = st.query_params.get("input", "")  # checked by Run, with a message if it is wrong
-st.session_state.setdefault("lat_batches", default_batches)  # the widget takes its value from here, not default=
+        st.warning(f"The link's batch sizes {named} are not whole numbers from 1 to 1,024: ignored, timing {batches}.")
+    return {"lat_models": [a for a in wanted if a in ids] or ["resnet18"], "lat_batch_text": batches,
+            "lat_input": st.query_params.get("input", "")}  # the input is checked by Run, with a message if wrong
+
+
+# A link may name the models, batch sizes and input: ?arch=resnet50,mobilenet_v2&batch=1,8&input=3,160,160
+start_from_link("lat_models", widgets_from_link)
+st.session_state.setdefault("lat_batch_text", default_batches)  # the widget takes its value from here
 
 with st.form("latency_form"):
     c1, c2, c3 = st.columns([3, 1, 1])
@@ -55,7 +63,9 @@ with st.form("latency_form"):
     dtype = c3.selectbox("dtype", ["fp32", "bf16", "fp16"], key="lat_dtype",
                          help="bf16/fp16 run under autocast")
     c4, c5, c6 = st.columns([3, 1, 1])
-    batches = c4.multiselect("Batch sizes", batch_choices, key="lat_batches")
+    batch_text = c4.text_input("Batch sizes", key="lat_batch_text", placeholder="1, 8, 64",
+                               help="Whole numbers from 1 to 1,024, separated by commas or spaces; each is timed in "
+                                    "turn, smallest first")
     size_text = c5.text_input("Input (C,H,W)", placeholder="native", key="lat_input")
     extra = c6.text_input("Also time (library name)", placeholder="timm:convnext_tiny", key="lat_extra")
     c7, c8, c9 = st.columns(3)
@@ -78,8 +88,7 @@ if run:
         names = list(models) + ([extra.strip()] if extra.strip() else [])
         if not names:
             raise ExplorerError("pick at least one model")
-        if not batches:
-            raise ExplorerError("pick at least one batch size")
+        batches = parse_batch_list(batch_text)
         size = parse_size(size_text) if size_text.strip() else None
         st.query_params.from_dict({"arch": ",".join(models), "batch": ",".join(map(str, sorted(batches))),
                                    **({"input": format_size(size)} if size is not None else {})})
@@ -94,24 +103,57 @@ if run:
             for name in names for w in targets]
         st.session_state.latency_runs = []
 
+
+
+def time_batch_by_batch(item: dict, done: int, total: int, progress) -> dict | None:
+    """Times one model one batch size at a time (a job each, so the page shows how far the sweep has got and a
+    repeated batch comes from the cache); the per-layer profile runs with the first, smallest batch. Returns
+    the model's result with every batch's row, or None when it was cancelled."""
+    spec, worker, settings = item["spec"], item["worker"], item["settings"]
+    shown = escape_markdown(spec["arch"]) + (f" on {worker}" if worker else "")
+    merged, timing = None, {"waited_s": 0.0, "ran_s": 0.0, "cached": True}
+    for index, batch in enumerate(settings["batches"]):
+        step = done + index + 1
+        payload = {"spec": spec, "settings": {**settings, "batches": [batch],
+                                              "per_layer": settings["per_layer"] and index == 0},
+                   **({"worker": worker} if worker else {})}
+        result, job = run_job("bench", payload, f"Timing {shown} at batch {batch} ({step} of {total})",
+                              with_job=True)
+        progress.progress(step / total, text=f"Timed {shown} at batch {batch} ({step} of {total})")
+        timing = {"waited_s": timing["waited_s"] + job.waited_s, "ran_s": timing["ran_s"] + job.ran_s,
+                  "cached": timing["cached"] and job.cached}
+        if merged is None:
+            merged = {**result, "results": [], "overlapping_jobs": []}
+        merged["results"] += result["results"]
+        merged["overlapping_jobs"] = sorted(set(merged["overlapping_jobs"]) | set(result.get("overlapping_jobs") or []))
+        others = [c for c in (merged.get("contention", {}).get("other_processes_cpu_cores"),
+                              (result.get("contention") or {}).get("other_processes_cpu_cores")) if c is not None]
+        merged["contention"] = {**(result.get("contention") or {}), "other_processes_cpu_cores": max(others, default=None)}
+        if result["error"]:  # out of memory at this batch: the larger ones would be too
+            merged["error"] = result["error"]
+            break
+    merged["settings"] = {**merged["settings"], "batches": settings["batches"]}
+    where = f"{merged['settings']['device_name']} ({merged['settings'].get('worker')})" if worker else None
+    return {**merged, "label": merged["arch"] + (f" · {where}" if where else ""),
+            "job": {key: round(value, 1) if isinstance(value, float) else value for key, value in timing.items()}}
+
+
 pending = st.session_state.get("latency_pending")
 if pending:
     runs = []
+    total = sum(len(item["settings"]["batches"]) for item in pending)
+    progress = st.progress(0.0, text=f"Timing {total} batch size{'s' if total != 1 else ''}…")
+    done = 0
     for item in pending:
-        spec, worker = item["spec"], item["worker"]
-        shown = escape_markdown(spec["arch"]) + (f" on {worker}" if worker else "")
-        payload = {"spec": spec, "settings": item["settings"], **({"worker": worker} if worker else {})}
         try:
-            result, job = run_job("bench", payload, f"Timing {shown}", with_job=True)
+            runs.append(time_batch_by_batch(item, done, total, progress))
         except JobCancelled as exc:
-            st.warning(escape_markdown(str(exc)) + "; the models after it were not timed either.")
+            st.warning(escape_markdown(str(exc)) + "; the batches and models after it were not timed either.")
             break
         except ExplorerError as exc:
-            st.error(escape_markdown(f"{spec['arch']}: {exc}"))
-            continue
-        where = f"{result['settings']['device_name']} ({result['settings'].get('worker')})" if worker else None
-        runs.append({**result, "label": result["arch"] + (f" · {where}" if where else ""),
-                     "job": {"waited_s": round(job.waited_s, 1), "ran_s": round(job.ran_s, 1), "cached": job.cached}})
+            st.error(escape_markdown(f"{item['spec']['arch']}: {exc}"))
+        done += len(item["settings"]["batches"])
+    progress.empty()
     st.session_state.latency_runs = runs
     st.session_state.latency_pending = None
 
@@ -137,6 +179,16 @@ for result in runs:
             parts.append("other jobs ran on another worker: " + ", ".join(result["overlapping_jobs"]))
         st.warning(f"{escape_markdown(result['label'])}: while it was timed, {'; '.join(parts)}. "
                    "Its timings may be slower and noisier than on a quiet machine.")
+    noisy = [f"batch {row['batch']}: p90 is {row['p90_ms'] / row['p10_ms']:.2f}× p10" for row in result["results"]
+             if row["p10_ms"] > 0 and row["p90_ms"] / row["p10_ms"] > WIDE_SPREAD]
+    few = [f"batch {row['batch']}: {row['runs']} runs" for row in result["results"] if row["runs"] < FEW_RUNS]
+    if noisy:
+        st.warning(f"{escape_markdown(result['label'])}: the runs spread widely ({'; '.join(noisy)}; with p90 above "
+                   f"{WIDE_SPREAD}× p10 the median is not a stable figure). Run again on a quieter machine, or "
+                   "compare the p10 column, which interruptions affect least.", icon=":material/warning:")
+    if few:
+        st.warning(f"{escape_markdown(result['label'])}: few timed runs ({'; '.join(few)}; p10 and p90 rest on "
+                   f"fewer than {FEW_RUNS} samples).", icon=":material/warning:")
 
 rows = [
     {"model": r["label"], **row, "dtype": r["settings"]["dtype"], "device": r["settings"]["device_name"],
@@ -151,15 +203,28 @@ st.markdown(f"**Device** {first['device_name']} · **dtype** {first['dtype']} ·
             f"channels-last {first['channels_last']} · compile {first['compile']} · torch {first['torch']}"
             + (f" · cudnn.benchmark {first.get('cudnn_benchmark')} · TF32 matmul {first.get('tf32_matmul')}" if first["device"] == "cuda" else ""))
 c1, c2 = st.columns(2)
-c1.plotly_chart(sweep_plot(rows, "median_ms", "Latency (median, ms)", "ms per batch"), width="stretch", config=plot_config())
-c2.plotly_chart(sweep_plot(rows, "throughput_per_s", "Throughput (images/s)", "images per second"), width="stretch", config=plot_config())
+# Throughput's band: the batch over the p90 time (slow runs) up to the batch over the p10 time (fast ones)
+chart_rows = [{**row, "throughput_low": row["batch"] / row["p90_ms"] * 1e3,
+               "throughput_high": row["batch"] / row["p10_ms"] * 1e3} for row in rows]
+c1.plotly_chart(sweep_plot(chart_rows, "median_ms", "Latency (median, ms)", "ms per batch",
+                           band=("p10_ms", "p90_ms")), width="stretch", config=plot_config())
+c2.plotly_chart(sweep_plot(chart_rows, "throughput_per_s", "Throughput (images/s)", "images per second",
+                           band=("throughput_low", "throughput_high")), width="stretch", config=plot_config())
 st.dataframe(frame, hide_index=True, width="stretch", column_config={
-    "median_ms": st.column_config.NumberColumn("median (ms)", format="%.3f"),
-    "p10_ms": st.column_config.NumberColumn("p10 (ms)", format="%.3f"),
-    "p90_ms": st.column_config.NumberColumn("p90 (ms)", format="%.3f"),
-    "throughput_per_s": st.column_config.NumberColumn("throughput (img/s)", format="%.1f"),
-    "achieved_tflops": st.column_config.NumberColumn("achieved TFLOP/s", format="%.4f"),
-    "achieved_gb_per_s": st.column_config.NumberColumn("achieved GB/s", format="%.2f"),
+    "model": st.column_config.TextColumn("Model"),
+    "batch": st.column_config.NumberColumn("Batch", format="%,d"),
+    "median_ms": st.column_config.NumberColumn("Median (ms)", format="%,.3f"),
+    "p10_ms": st.column_config.NumberColumn("p10 (ms)", format="%,.3f"),
+    "p90_ms": st.column_config.NumberColumn("p90 (ms)", format="%,.3f"),
+    "runs": st.column_config.NumberColumn("Timed runs", format="%,d"),
+    "warmup_runs": st.column_config.NumberColumn("Warm-up runs", format="%,d"),
+    "throughput_per_s": st.column_config.NumberColumn("Throughput (images/s)", format="%,.1f"),
+    "achieved_tflops": st.column_config.NumberColumn("Achieved TFLOP/s", format="%.4f"),
+    "achieved_gb_per_s": st.column_config.NumberColumn("Achieved GB/s", format="%,.2f"),
+    "dtype": st.column_config.TextColumn("dtype"),
+    "device": st.column_config.TextColumn("Device"),
+    "worker": st.column_config.TextColumn("Worker"),
+    "host": st.column_config.TextColumn("Host"),
 })
 st.download_button("Download the sweep (CSV)", frame.to_csv(index=False), "latency_sweep.csv", "text/csv")
 
@@ -188,9 +253,9 @@ with guard("The roofline"):
             for r in group for row in r["results"]
         ]
         layer_points = [
-            {"label": f"{l['name']} ({l['type']})", "intensity": l["arithmetic_intensity"], "tflops": l["achieved_tflops"],
-             "share": l["share_time"]}
-            for l in layer_rows if l["arithmetic_intensity"] and l["achieved_tflops"]
+            {"label": f"{layer['name']} ({layer['type']})", "intensity": layer["arithmetic_intensity"],
+             "tflops": layer["achieved_tflops"], "share": layer["share_time"]}
+            for layer in layer_rows if layer["arithmetic_intensity"] and layer["achieved_tflops"]
         ] if picked in group else []
         if picked in group:
             ridge = ridge_point(peaks)
@@ -210,12 +275,15 @@ with guard("The roofline"):
         table["memory access (MB)"] = table.pop("memory_access_bytes") / 1e6
         table = table.sort_values("time_ms", ascending=False)
         st.dataframe(table, hide_index=True, width="stretch", column_config={
-            "time_ms": st.column_config.NumberColumn("time (ms)", format="%.3f"),
-            "share_time": st.column_config.ProgressColumn("share of time", format="%.2f", min_value=0, max_value=1),
-            "arithmetic_intensity": st.column_config.NumberColumn("FLOPs/byte", format="%.2f"),
-            "achieved_tflops": st.column_config.NumberColumn("TFLOP/s", format="%.4f"),
-            "achieved_gb_per_s": st.column_config.NumberColumn("GB/s", format="%.2f"),
-            "MACs (M)": st.column_config.NumberColumn(format="%.2f"),
-            "memory access (MB)": st.column_config.NumberColumn(format="%.2f"),
+            "name": st.column_config.TextColumn("Layer"),
+            "type": st.column_config.TextColumn("Type"),
+            "bound": st.column_config.TextColumn("Bound by", help="Left of the ridge point: memory; right: compute"),
+            "time_ms": st.column_config.NumberColumn("Time (ms)", format="%,.3f"),
+            "share_time": st.column_config.ProgressColumn("Share of time", format="percent", min_value=0, max_value=1),
+            "arithmetic_intensity": st.column_config.NumberColumn("Intensity (FLOPs/byte)", format="%,.2f"),
+            "achieved_tflops": st.column_config.NumberColumn("Achieved TFLOP/s", format="%.4f"),
+            "achieved_gb_per_s": st.column_config.NumberColumn("Achieved GB/s", format="%,.2f"),
+            "MACs (M)": st.column_config.NumberColumn("MACs (M)", format="%,.2f"),
+            "memory access (MB)": st.column_config.NumberColumn("Memory access (MB)", format="%,.2f"),
         })
         st.download_button("Download per-layer times (CSV)", table.to_csv(index=False), f"{picked['arch']}_layers.csv", "text/csv")

@@ -5,6 +5,13 @@ import streamlit as st
 
 from explorer.losses import class_weights, focal_weight, long_tail_counts, regression_curves, sample_negatives
 from ui.common import drop_unused_link_params, guard, page_setup, plot_config
+from ui.figures import class_weight_plot
+
+# Checked against the figure it describes by tests/test_teaching_figures.py
+WEIGHTS_CAPTION = ("Cost-sensitive CE weighs each class by n_min/n_c: the rarest class gets the largest "
+                   "weight, the most frequent the smallest. EQL suppresses the negative gradients of the "
+                   "classes whose frequency is below λ (the grey band; none when every class is above λ). "
+                   "Balanced Softmax adds log n_c to the logits: shown as the prior n_c it multiplies in.")
 
 page_setup("Losses", ":material/show_chart:")
 st.title("Losses and training techniques")
@@ -35,23 +42,9 @@ with tab_weights, guard("The class weights"):
     counts = long_tail_counts(classes, 5000, imbalance)
     weights = class_weights(counts, cb_beta, eql)
     kept = weights.pop("EQL negatives kept")  # 0/1 per class: a band, not a line on a log axis
-    fig = go.Figure([go.Scatter(x=counts.tolist(), y=w, mode="lines+markers", name=name) for name, w in weights.items()])
-    suppressed = [int(n) for n, k in zip(counts, kept) if k == 0]
-    if suppressed:  # a filled trace, in data coordinates on both log axes
-        low = min(min(w) for w in weights.values())
-        high = max(max(w) for w in weights.values())
-        lo, hi = min(suppressed) / 1.05, max(suppressed) * 1.05  # some width even when all sizes are equal
-        fig.add_trace(go.Scatter(x=[lo, hi, hi, lo, lo], y=[low, low, high, high, low], fill="toself", mode="lines",
-                                 line=dict(width=0), fillcolor="rgba(128,128,128,0.2)", hoverinfo="skip",
-                                 name=f"EQL: negatives suppressed ({len(suppressed)} classes)"))
-    fig.update_xaxes(type="log", title="class size n_c (training images, log scale)")
-    fig.update_yaxes(type="log", title="relative weight (mean over classes = 1)")
-    fig.update_layout(title="How each method weighs a class, by its size", height=430)
+    fig = class_weight_plot(counts.tolist(), weights, kept)
     st.plotly_chart(fig, width="stretch", config=plot_config())
-    st.caption("Cost-sensitive CE weighs by n_min/n_c (the document writes n_c/n_min, which would favour frequent classes). "
-               "EQL suppresses the negative gradients of the classes rarer than λ (the grey band; none when every "
-               "class is above λ). "
-               "Balanced Softmax adds log n_c to the logits: shown as the prior n_c it multiplies in.")
+    st.caption(WEIGHTS_CAPTION)
     gamma_f = st.slider("Focal γ", 0.0, 5.0, 2.0, 0.5, key="loss_focal")
     p = np.linspace(0.01, 0.99, 99)
     focal = go.Figure(go.Scatter(x=p, y=focal_weight(p, gamma_f), mode="lines"))

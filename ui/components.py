@@ -1,6 +1,8 @@
 """Page pieces shared by the model, swap and tour pages."""
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 
@@ -47,16 +49,146 @@ def layer_frame(rows: list[dict], indent: bool = False) -> pd.DataFrame:
     )
 
 
+# Shown names with units and thousands separators; the frame keeps its short keys (tests and CSV read them).
 LAYER_COLUMNS = {
-    "params": st.column_config.NumberColumn(format="%d"),
-    "MACs (M)": st.column_config.NumberColumn(format="%.2f"),
-    "share of MACs (%)": st.column_config.ProgressColumn(format="%.1f%%", min_value=0, max_value=100),
-    "memory access (MB)": st.column_config.NumberColumn(format="%.2f"),
-    "memory access (M elements)": st.column_config.NumberColumn(format="%.3f"),
-    "share of memory access (%)": st.column_config.NumberColumn(format="%.1f"),
-    "output (k elements)": st.column_config.NumberColumn(format="%.1f"),
+    "layer": st.column_config.TextColumn("Layer"),
+    "type": st.column_config.TextColumn("Type"),
+    "output shape": st.column_config.TextColumn("Output shape"),
+    "params": st.column_config.NumberColumn("Parameters", format="%,d"),
+    "MACs (M)": st.column_config.NumberColumn("MACs (millions)", format="%,.2f"),
+    "share of MACs (%)": st.column_config.ProgressColumn("Share of MACs", format="%.1f%%", min_value=0, max_value=100),
+    "memory access (MB)": st.column_config.NumberColumn("Memory access (MB)", format="%,.2f"),
+    "memory access (M elements)": st.column_config.NumberColumn("Memory access (M elements)", format="%,.3f"),
+    "share of memory access (%)": st.column_config.NumberColumn("Share of memory access (%)", format="%.1f"),
+    "output (k elements)": st.column_config.NumberColumn("Output (k elements)", format="%,.1f"),
 }
+
+
+def structural_depth(layers: list[dict], largest_share: float = 0.5) -> int:
+    """The shallowest roll-up depth at which no single row holds more than `largest_share` of the MACs: the
+    depth whose table shows the network's structure (ConvNeXt's depth 1 is one row with 99.7 %)."""
+    deepest = max((row["depth"] for row in layers), default=1)
+    for depth in range(1, deepest + 1):
+        if max((row["share_macs"] for row in rolled_up(layers, depth)), default=0.0) <= largest_share:
+            return depth
+    return max(deepest, 1)
+
+
+def rf_frame(rows: list[dict]) -> pd.DataFrame:
+    """The receptive-field rows as a table a student reads: pixel sizes as "11 × 11", grids as "56×56"."""
+    def pair(values, sep=" × "):
+        return sep.join(f"{v:.4g}" for v in values) if values else "—"
+
+    return pd.DataFrame({
+        "Layer": [r["name"] for r in rows],
+        "Type": [r["type"] for r in rows],
+        "Receptive field (px)": ["whole input" if r["global"] else pair(r["rf"]) for r in rows],
+        "Jump (px)": [pair(r["jump"]) for r in rows],
+        "First unit's centre (px)": [f"({pair(r['start'], ', ')})" for r in rows],
+        "Output (H×W)": [pair(r.get("output_hw"), "×") for r in rows],
+        "Approximate": ["yes" if r.get("approximate") else "" for r in rows],
+    })
 
 
 def layer_table(layers: list[dict], depth: int, indent: bool = False):
     st.dataframe(layer_frame(rolled_up(layers, depth), indent), hide_index=True, width="stretch", column_config=LAYER_COLUMNS)
+
+
+MAX_BATCH_LIST_TEXT = 200  # characters of a typed batch list: more is not a list a person typed
+
+
+def parse_batch_list(text: str) -> list[int]:
+    """'1, 8, 64' → [1, 8, 64]: whole numbers from 1 to the largest batch, commas or spaces between, at most
+    the sweep's number of sizes; anything else is an ExplorerError that quotes what was wrong."""
+    from explorer.errors import ExplorerError
+    from explorer.latency import MAX_BATCH_SIZES
+    from explorer.spec import MAX_BATCH
+
+    if len(text) > MAX_BATCH_LIST_TEXT:
+        raise ExplorerError(f"the batch list is {len(text):,} characters long; type at most {MAX_BATCH_SIZES} "
+                            "sizes, e.g. 1, 8, 64")
+    parts = [part for part in re.split(r"[\s,;]+", text.strip()) if part]
+    if not parts:
+        raise ExplorerError("type at least one batch size, e.g. 1, 8, 64")
+    wrong = [part for part in parts if not re.fullmatch(r"[0-9]{1,5}", part) or not 1 <= int(part) <= MAX_BATCH]
+    if wrong:
+        named = ", ".join(wrong[:5])[:80]  # raw: every message that shows it escapes it (ui.common.guard)
+        raise ExplorerError(f"batch sizes are whole numbers from 1 to {MAX_BATCH:,}: not {named}")
+    sizes = sorted({int(part) for part in parts})
+    if len(sizes) > MAX_BATCH_SIZES:
+        raise ExplorerError(f"at most {MAX_BATCH_SIZES} batch sizes in one sweep, got {len(sizes)}")
+    return sizes
+
+
+def changed_place(name: str, base_rows: dict[str, dict], swapped_rows: dict[str, dict]) -> dict:
+    """How a swap changed the module `name`, in words: an attention block added after a layer is named as
+    that block ("SE added after layer1.0.bn3"), not as the Sequential that holds the pair. Returns the label,
+    the type before and after, and the base row its figures compare with (None for a module that is new)."""
+    after = swapped_rows.get(name)
+    parent = name.rsplit(".", 1)[0] if "." in name else None
+    if after is None:
+        return {"label": name, "before": base_rows.get(name), "type": base_rows.get(name, {}).get("type", "—")}
+    if _is_addition(name, base_rows, swapped_rows):
+        added = swapped_rows[f"{name}.1"]["type"]
+        return {"label": f"{added} added after {name}", "before": base_rows[name], "kind": f"{added} added after",
+                "type": f"{base_rows[name]['type']} → {base_rows[name]['type']} + {added}"}
+    if parent and _is_addition(parent, base_rows, swapped_rows):
+        if name == f"{parent}.0":  # the original layer, now the pair's first half
+            return {"label": f"{name} (the original {parent})", "before": base_rows[parent], "type": after["type"]}
+        if name.startswith(f"{parent}.1"):
+            return {"label": f"{name} (added)", "before": None, "type": f"— → {after['type']}"}
+    before = base_rows.get(name)
+    if before is None:
+        return {"label": f"{name} (added)", "before": None, "type": f"— → {after['type']}"}
+    same = before["type"] == after["type"]
+    return {"label": name, "before": before, "kind": None if same else "replaced",
+            "type": after["type"] if same else f"{before['type']} → {after['type']}"}
+
+
+def _is_addition(name: str, base_rows: dict[str, dict], swapped_rows: dict[str, dict]) -> bool:
+    """A layer the swap wrapped as Sequential(layer, block): attention added after it (explorer.swaps)."""
+    before, after = base_rows.get(name), swapped_rows.get(name)
+    return (before is not None and after is not None and after["type"] == "Sequential" and before["type"] != "Sequential"
+            and f"{name}.0" in swapped_rows and f"{name}.1" in swapped_rows)
+
+
+def before_after(before: float | None, after: float, fmt) -> str:
+    """'512 → 8,976' (or '— → 8,464' for a new module); one figure when it did not change."""
+    if before is None:
+        return f"— → {fmt(after)}"
+    return fmt(after) if before == after else f"{fmt(before)} → {fmt(after)}"
+
+
+def changed_places_text(names: list[str], base_rows: dict[str, dict], swapped_rows: dict[str, dict],
+                        shown: int = 20) -> str:
+    """'SE added after `layer1.0.bn3`, `layer1.1.bn3`; replaced: `layer4.0.conv2`' for the places a swap changed."""
+    groups: dict[str, list[str]] = {}
+    for name in names[:shown]:
+        kind = changed_place(name, base_rows, swapped_rows).get("kind") or "changed"
+        groups.setdefault(kind, []).append(f"`{name}`")
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return "; ".join(f"{kind}: {', '.join(places)}" if not kind.endswith("after") else f"{kind} {', '.join(places)}"
+                     for kind, places in groups.items()) + more
+
+
+# The comparison rows (explorer.compare.compare_row) as a table: shown names with units.
+COMPARE_COLUMNS = {
+    "label": st.column_config.TextColumn("Model"),
+    "input": st.column_config.TextColumn("Input (C×H×W)"),
+    "params_m": st.column_config.NumberColumn("Parameters (M)", format="%,.2f"),
+    "gmacs": st.column_config.NumberColumn("GMACs", format="%,.3f"),
+    "memory_access_mb": st.column_config.NumberColumn("Memory access (MB)", format="%,.1f"),
+    "activations_m": st.column_config.NumberColumn("Activations (M elements)", format="%,.2f"),
+    "intensity_flops_per_byte": st.column_config.NumberColumn("FLOPs per byte", format="%,.1f"),
+    "published_top1": st.column_config.NumberColumn("Published accuracy", format="%.2f",
+                                                    help="In the metric of the next column"),
+    "published_metric": st.column_config.TextColumn("Metric"),
+    "published_source": st.column_config.TextColumn("Published source"),
+}
+
+
+def compare_table(rows: list[dict]):
+    """The comparison rows with the columns COMPARE_COLUMNS names, in its order (nested fields left out)."""
+    frame = pd.DataFrame(rows)
+    st.dataframe(frame[[c for c in COMPARE_COLUMNS if c in frame]], hide_index=True, width="stretch",
+                 column_config=COMPARE_COLUMNS)

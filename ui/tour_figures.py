@@ -1,7 +1,6 @@
 """Live figures for tour steps, one renderer per figure kind (see explorer/tours.py)."""
 from __future__ import annotations
 
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -9,9 +8,10 @@ from explorer.compare import label_of, spec_from_item
 from explorer.errors import ExplorerError
 from explorer.spec import ModelSpec
 from explorer.units import format_bytes, format_count
-from ui.common import cached_compare_row, cached_fold, cached_sweep, cost_of, plot_config
-from ui.components import layer_table, totals
+from ui.common import cached_compare_row, cached_fold, cached_sweep, cost_of
+from ui.components import compare_table, layer_table, structural_depth, totals
 from ui.figures import cost_treemap
+from ui.presenter import show_chart
 
 
 def side_by_side(base: dict, swapped: dict, base_label: str, swapped_label: str):
@@ -28,20 +28,20 @@ def side_by_side(base: dict, swapped: dict, base_label: str, swapped_label: str)
 def _model_totals(fig):
     result = cost_of(ModelSpec(fig["arch"]))
     totals(result)
-    st.plotly_chart(cost_treemap(result["layers"], "MACs", 2), width="stretch", config=plot_config())
+    show_chart(cost_treemap(result["layers"], "MACs", 2))
 
 
 def _layer_table(fig):
     result = cost_of(ModelSpec(fig["arch"]))
-    layer_table(result["layers"], int(fig.get("depth", 1)))
+    # a step may name its depth; otherwise the one that shows the structure (no row above half the MACs)
+    layer_table(result["layers"], int(fig.get("depth") or structural_depth(result["layers"])))
 
 
 def _compare(fig):
     rows = [cached_compare_row(spec_from_item(item).key()) for item in fig["specs"]]
     x = fig.get("x", "gmacs")
     names = {"gmacs": "GMACs", "params_m": "parameters (M)", "memory_access_mb": "memory access (MB)"}
-    frame = pd.DataFrame(rows).drop(columns=["spec"])
-    st.dataframe(frame, hide_index=True, width="stretch")
+    compare_table(rows)
     # One accuracy metric per plot (ImageNet top-1 and COCO AP are not one scale): the most common one.
     metrics = [r["published_metric"] for r in rows if r["published_metric"]]
     metric = max(metrics, key=metrics.count) if metrics else None
@@ -50,11 +50,11 @@ def _compare(fig):
         plot = go.Figure(go.Scatter(x=[r[x] for r in with_acc], y=[r["published_top1"] for r in with_acc],
                                     mode="markers+text", text=[r["label"] for r in with_acc], textposition="top center"))
         plot.update_layout(xaxis_title=names.get(x, x), yaxis_title=f"published {metric}", height=400)
-        st.plotly_chart(plot, width="stretch", config=plot_config())
+        show_chart(plot)
     else:
         plot = go.Figure(go.Bar(x=[r["label"] for r in rows], y=[r[x] for r in rows]))
         plot.update_layout(yaxis_title=names.get(x, x), height=380)
-        st.plotly_chart(plot, width="stretch", config=plot_config())
+        show_chart(plot)
 
 
 def _swap(fig):
@@ -70,6 +70,14 @@ def _fold(fig):
     c1.metric("Parameters, train-time", format_count(report["train"]["params"]))
     c2.metric("Parameters, folded", format_count(report["folded_cost"]["params"]))
     c3.metric("Max |output difference|", f"{report['max_abs_diff']:.1e}")
+    base = cost_of(ModelSpec(fig["arch"]))
+    folded = report["folded_cost"]
+    if folded["params"] == base["params"] and folded["macs"] == base["macs"]:
+        st.caption(f"Folded, {fig['arch']} costs exactly what the base model does ({format_count(base['params'])} "
+                   f"parameters, {format_count(base['macs'])} MACs): the training-time branches are free at inference.")
+    else:
+        st.caption(f"Folded: {format_count(folded['params'])} parameters and {format_count(folded['macs'])} MACs, "
+                   f"against the base model's {format_count(base['params'])} and {format_count(base['macs'])}.")
 
 
 def _resolution_sweep(fig):
@@ -81,7 +89,7 @@ def _resolution_sweep(fig):
         plot.add_trace(go.Scatter(x=[r["side"] for r in rows], y=[r["gmacs"] for r in rows], mode="lines+markers",
                                   name=label_of(spec)))
     plot.update_layout(xaxis_title="input side (pixels)", yaxis_title="GMACs", height=400)
-    st.plotly_chart(plot, width="stretch", config=plot_config())
+    show_chart(plot)
 
 
 def _swin_mask(fig):
