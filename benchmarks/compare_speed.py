@@ -11,7 +11,7 @@ QUICK = quick_settings("cpu")  # what the Compare page uses on a CPU server
 
 def main():
     rows = []
-    for key, entry in READY_MADE.items():
+    for entry in READY_MADE.values():
         start = time.perf_counter()
         for item in entry["specs"]:
             spec = spec_from_item(item)

@@ -12,7 +12,7 @@ def main():
     analyse(ModelSpec("resnet50"))  # imports and the base model, as on a page already open
     rows = []
     for swap in SWAPS:
-        first, median = timed(lambda: analyse(ModelSpec("resnet50", swaps=(swap,))), repeats=3)
+        first, median = timed(lambda: analyse(ModelSpec("resnet50", swaps=(swap,))), repeats=3)  # noqa: B023 - called at once
         rows.append([swap, f"{first:.2f}", f"{median:.2f}", "1.5"])
     print_table("resnet50: full cost report of a swapped model, per-layer rows included (seconds; such reports are never cached)",
                 ["swap", "first", "median of 3", "target"], rows)

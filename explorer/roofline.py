@@ -60,7 +60,7 @@ def _measure(device: str, dtype: str) -> dict:
         n = 256
         while n < 2048:
             probe = _square(n, torch_dtype, device)
-            if _once(lambda: probe @ probe) > 0.02:
+            if _once(lambda: probe @ probe) > 0.02:  # noqa: B023 - called at once, in this iteration
                 break
             n *= 2
     a, b = _square(n, torch_dtype, device), _square(n, torch_dtype, device)
@@ -93,7 +93,7 @@ def _conv_tflops(torch_dtype) -> float:
     with torch.inference_mode():
         for batch, side in ((1, 7), (1, 14), (1, 28), (1, 56), (2, 56), (4, 56), (8, 56)):
             x = torch.randn(batch, 256, side, side).to(torch_dtype).contiguous(memory_format=torch.channels_last)
-            if _once(lambda: conv(x)) > 0.05:
+            if _once(lambda: conv(x)) > 0.05:  # noqa: B023 - called at once, in this iteration
                 break
         seconds = _best_of(lambda: conv(x), "cpu", repeats=3)
     return 2 * batch * 256 * 256 * 9 * side * side / seconds / 1e12

@@ -277,7 +277,7 @@ def apply_swap(model: nn.Module, swap: Swap, input_size: tuple[int, ...] | None 
     elif swap.action == "attn":
         own = _attention_modules(model)
         if own:  # the model has attention modules (MobileNetV3, SE-ResNet, ...): replace them
-            for name, module, channels in own:
+            for name, _module, channels in own:
                 if _matches(name, swap.where):
                     _set_submodule(model, name, _build(factory, channels, options, swap))
                     changed.append(name)

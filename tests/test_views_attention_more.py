@@ -240,7 +240,7 @@ def test_sequence_maps_keep_the_fused_encoder_and_match_multihead_attention(monk
         assert res["info"]["decoder.layers.0.self_attn"]["causal"]
         assert not np.triu(self_map, 1).any() and (np.diag(self_map) > 0).all()  # position t sees 0..t only
         mods = [layer.multihead_attn for layer in model.decoder.layers]
-        for i, (mod, (args, kwargs)) in enumerate(zip(mods, capture_inputs(model, ids, mods))):
+        for i, (mod, (args, _kwargs)) in enumerate(zip(mods, capture_inputs(model, ids, mods))):
             with torch.no_grad():
                 _, ref = mod(*args[:3], need_weights=True, average_attn_weights=False)
             np.testing.assert_allclose(res["maps"][f"decoder.layers.{i}.multihead_attn"], ref.numpy(),

@@ -143,14 +143,14 @@ def receptive_field_report(model: nn.Module, input_size, method: str = "auto",
                 raise
             except Exception as exc:
                 if method == "fx":
-                    raise ExplorerError(f"torch.fx could not trace {type(model).__name__}: {_first_line(exc)}")
+                    raise ExplorerError(f"torch.fx could not trace {type(model).__name__}: {_first_line(exc)}") from None
                 reason = _first_line(exc)
         try:
             rows, prop = _run_trace(_trace_hooks, model, model, chw, global_context, try_meta=False)
         except ExplorerError:
             raise
         except Exception as exc:
-            raise ExplorerError(f"could not run {type(model).__name__} on {chw}: {_first_line(exc)}")
+            raise ExplorerError(f"could not run {type(model).__name__} on {chw}: {_first_line(exc)}") from None
     return {"rows": rows, "method": "hooks", "fallback_reason": reason, "input_hw": list(chw[1:]),
             "errors": prop.errors}
 

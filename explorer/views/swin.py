@@ -179,7 +179,7 @@ def _timm_config(model: nn.Module, input_hw: tuple[int, int]) -> dict[str, Any]:
         embed_dim = int(conv.out_channels)
     else:
         res = tuple(n // patch[i] for i, n in enumerate(input_hw))
-        embed_dim = int(getattr(model, "embed_dim"))
+        embed_dim = int(model.embed_dim)
     built_input = tuple(getattr(pe, "img_size", None) or ()) or None
     stages = []
     for stage in model.layers:
