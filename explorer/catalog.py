@@ -36,6 +36,9 @@ class Variant:
     published: dict[str, Any] | None = None
     input_kind: str = "image"  # "image" | "tokens" (integer ids below vocab_size) | "graph" | "volume"
     vocab_size: int | None = None
+    # Builder options the catalog row builds with unless a spec sets them: the network its published figures
+    # describe (GoogLeNet without its training-time auxiliary heads).
+    default_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def library(self) -> str:
@@ -101,6 +104,7 @@ def load_catalog() -> Catalog:
                 published=v.get("published"),
                 input_kind=v.get("input_kind", "image"),
                 vocab_size=v.get("vocab_size"),
+                default_options=tuple(sorted(v.get("options", {}).items())),
             )
             for v in f["variants"]
         )
@@ -155,20 +159,32 @@ def resolve(arch: str) -> Variant:
         library, name = arch.split(":", 1)
         if library == "torchvision":
             if name not in torchvision_names():
-                raise ExplorerError(f"torchvision has no model named {name!r}{_suggest(name, torchvision_names())}")
+                raise ExplorerError(f"torchvision has no model named {name!r}{_suggest(name, torchvision_names(), LISTED_BY['torchvision'])}")
             return _catalog_twin(arch) or Variant(id=arch, builder=arch)
         if library == "timm":
             if not _timm_exists(name):
                 import timm
 
-                raise ExplorerError(f"timm has no model named {name!r}{_suggest(name, timm.list_models())}")
+                raise ExplorerError(f"timm has no model named {name!r}{_suggest(name, timm.list_models(), LISTED_BY['timm'])}")
             return _catalog_twin(arch) or Variant(id=arch, builder=arch)
         if library == "native":
             for variant in catalog.variants.values():
                 if variant.builder == arch:
                     return variant
         raise ExplorerError(f"unknown library {library!r}: use torchvision:NAME, timm:NAME or a catalog id")
-    raise ExplorerError(f"unknown architecture {arch!r}{_suggest(arch, catalog.variants)}")
+    # A bare library name: torchvision's model of that name, else timm's ('convnext_tiny' is torchvision's).
+    if arch in torchvision_names():
+        return _catalog_twin(f"torchvision:{arch}") or Variant(id=f"torchvision:{arch}", builder=f"torchvision:{arch}")
+    if _timm_exists(arch):
+        return _catalog_twin(f"timm:{arch}") or Variant(id=f"timm:{arch}", builder=f"timm:{arch}")
+    raise ExplorerError(f"unknown architecture {arch!r}{_suggest(arch, _every_name()) if len(arch) <= 100 else ''}")
+
+
+def _every_name() -> list[str]:
+    """Catalog ids and every torchvision and timm model name: what an unknown name is matched against."""
+    import timm
+
+    return [*load_catalog().variants, *torchvision_names(), *timm.list_models()]
 
 
 def _catalog_twin(builder: str) -> Variant | None:
@@ -179,9 +195,17 @@ def _catalog_twin(builder: str) -> Variant | None:
     return None
 
 
-def _suggest(name: str, candidates) -> str:
+# Where a person finds every name of each source. The Catalog lists the roster only, not every library model.
+LISTED_BY = {
+    "catalog": "the Catalog page and `python -m explorer list` name them all",
+    "torchvision": "torchvision.models.list_models() names them all; the Catalog lists only the roster",
+    "timm": "timm.list_models() names them all; the Catalog lists only the roster",
+}
+
+
+def _suggest(name: str, candidates, listed_by: str = LISTED_BY["catalog"]) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(close)}?)" if close else " (the Catalog page and `python -m explorer list` name them all)"
+    return f" (did you mean {', '.join(close)}?)" if close else f" ({listed_by})"
 
 
 def torchvision_task(variant: Variant) -> str | None:
@@ -255,21 +279,31 @@ def library_metadata(variant: Variant) -> dict[str, Any]:
 
 
 def published_figures(variant: Variant) -> dict[str, Any]:
-    """Params (M), GMACs, top-1 (%) and their source: torchvision's weight metadata, else the paper."""
+    """Params (M), GMACs, the headline accuracy (`top1`, in the metric `metric`), every published accuracy
+    (`metrics`: {metric: value}) and their source: torchvision's weight metadata, else the catalog's paper
+    figures, else timm's published results table (explorer.accuracy)."""
+    from explorer.accuracy import IMAGENET_TOP1, timm_published, torchvision_metrics
+
     if variant.library == "torchvision":
         meta = torchvision_weights_meta(variant.name)
         if meta:
-            imagenet = meta.get("_metrics", {}).get("ImageNet-1K", {})
+            metrics = torchvision_metrics(meta.get("_metrics", {}))
+            metric = next(iter(metrics), None)
             return {
                 "params_m": meta["num_params"] / 1e6,
                 "gmacs": meta.get("_ops"),
-                "top1": imagenet.get("acc@1"),
-                "metric": "ImageNet top-1 (%)" if imagenet else None,
+                "top1": metrics.get(metric),
+                "metric": metric,
+                "metrics": metrics,
                 "source": f"torchvision {meta['weights']}",
             }
     published = dict(variant.published or {})
     if published:
-        published.setdefault("metric", "ImageNet top-1 (%)")
+        published.setdefault("metric", IMAGENET_TOP1)
+        published["metrics"] = {published["metric"]: published["top1"]} if published.get("top1") is not None else {}
+        return published
+    if variant.library == "timm":
+        return timm_published(variant.name) or {}
     return published
 
 

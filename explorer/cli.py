@@ -84,6 +84,58 @@ def cmd_cost(args) -> Any:
     return None
 
 
+def cmd_graph(args) -> Any:
+    from explorer.graph import as_json, collapsed, graph_of, parse_depth, to_dot, to_svg
+
+    depth = parse_depth(args.depth)
+    svg_path = None
+    if args.svg:
+        try:
+            svg_path = _output_path(args.svg, ".svg")
+        except ExplorerError as exc:
+            raise ExplorerError(str(exc).replace("--out", "--svg", 1)) from None
+    if args.arch.lower().endswith(".onnx"):
+        graph = collapsed(_onnx_graph(args), depth)
+    else:
+        graph = collapsed(graph_of(spec_from_args(args)), depth)
+    if svg_path is not None:
+        _write(svg_path, lambda: svg_path.write_text(to_svg(graph, args.measure), encoding="utf-8"))
+    if args.dot:
+        sys.stdout.write(to_dot(graph))
+        return None
+    if args.json:
+        return as_json(graph)
+    if svg_path is None:
+        from explorer.units import format_count
+
+        for node in graph["nodes"]:
+            mark = " *changed*" if node["changed"] else ""
+            print(f"{'  ' * (node['depth'] - 1)}{node['id']} ({node['type']})  {format_count(node['macs'])} MACs{mark}")
+        print(f"{len(graph['nodes'])} nodes, {len(graph['edges'])} edges")
+    else:
+        print(f"wrote {args.svg}")
+    return None
+
+
+def _onnx_graph(args) -> dict:
+    """An exported ONNX file's graph; what only a model built from its code has is refused by name."""
+    from explorer.model_files import MAX_ONNX_BYTES, read_onnx
+
+    shown = repr(args.arch[:200])
+    if args.swap or args.input or args.option or args.batch != 1:
+        raise ExplorerError(f"{shown} is a file: swaps, --input, --option and --batch need a model built from its code")
+    path = Path(args.arch)
+    try:
+        if not path.is_file():
+            raise ExplorerError(f"{shown} is not a file")
+        if path.stat().st_size > MAX_ONNX_BYTES:
+            raise ExplorerError(f"{shown} is larger than the limit of {MAX_ONNX_BYTES:,} bytes")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ExplorerError(f"cannot read {shown}: {exc.strerror or exc}") from None
+    return read_onnx(data, path.name)
+
+
 def cmd_swap_points(args) -> Any:
     from explorer.backend import BACKEND
     from explorer.swaps import PRESETS
@@ -133,21 +185,22 @@ def cmd_swin_mask(args) -> Any:
 
 
 def cmd_cam(args) -> Any:
-    from explorer.images import heat_overlay, load_image
+    from explorer.images import default_sample, heat_overlay, load_image, with_colour_bar
     from explorer.views.registry import cam_result, view_by_id
 
     spec = spec_from_args(args)
     out = _output_path(args.out, ".png") if args.out else None
-    image, notes = load_image(args.image)
+    image, notes = load_image(args.image or default_sample())
     payload = {"spec": spec.to_dict(), "image": _pixels(image), **view_by_id("cam").cli_settings(vars(args))}
     result, heat = cam_result(_compute_view("cam", payload))
     if out:
-        _write(out, lambda: heat_overlay(image, heat).save(out, format="PNG"))
+        _write(out, lambda: with_colour_bar(heat_overlay(image, heat)).save(out, format="PNG"))
     summary = {**result, "image_notes": notes, "out": args.out, "heat_shape": list(heat.shape),
                "heat_mean": float(heat.mean()), "weights": "random"}
     if args.json:
         return summary
-    print(f"{args.method} at {result.get('layer', 'input')} for class {result['class_index']} (random weights)"
+    print(f"{args.method} at {result.get('layer', 'input')} for class index {result['class_index']} (random weights: "
+          "the class is meaningless)"
           + (f"; wrote {args.out}" if args.out else ""))
     return None
 
@@ -163,7 +216,7 @@ def cmd_view(args) -> Any:
     import numpy as np
 
     from explorer.catalog import resolve
-    from explorer.images import load_image, sample_images
+    from explorer.images import default_sample, load_image
     from explorer.models import input_size_of
     from explorer.views.registry import view_by_id
 
@@ -182,7 +235,7 @@ def cmd_view(args) -> Any:
         if not view.tokens:
             raise ExplorerError(f"the {view.id} view needs an image model; {spec.arch} takes {input_kind} input")
     elif view.needs == "image":
-        image, _ = load_image(args.image or sample_images()["shapes"])
+        image, _ = load_image(args.image or default_sample())
         payload["image"] = _pixels(image)
     summary, arrays = view.summarize(_compute_view(view.id, payload), spec)
     if out:
@@ -277,6 +330,35 @@ def _bench_as_job(spec: ModelSpec, settings) -> dict[str, Any]:
         ray_workers = sys.modules.get("explorer.ray_workers")  # imported only when the backend is ray
         if ray_workers is not None:
             ray_workers.shutdown()  # this process's local Ray instance stops; a cluster is only left
+
+
+def cmd_memory(args) -> Any:
+    from explorer.memory import memory_report, parse_memory_size
+    from explorer.units import format_bytes, format_count
+
+    fits = parse_memory_size(args.fits) if args.fits else None
+    result = memory_report(spec_from_args(args), dtype=args.dtype, train=args.train, optimizer=args.optimizer,
+                           fits_bytes=fits, with_layers=True)
+    if args.json:
+        return result
+    print(f"{result['arch']}  input {'×'.join(map(str, result['input_shape']))}, {result['dtype']}, {result['mode']}"
+          + (f" with {result['optimizer']}" if args.train else ""))
+    for label, key in (("weights", "weights_bytes"), ("gradients", "gradients_bytes"), ("optimizer state", "optimizer_bytes"),
+                       ("fp32 master weights", "master_weights_bytes"), ("saved activations", "saved_activations_bytes"),
+                       ("activation peak", "activation_peak_bytes"), ("peak", "peak_bytes")):
+        if result.get(key) is not None:
+            print(f"  {label:<22} {format_bytes(result[key])}")
+    print(f"  forward MACs           {format_count(result['forward_macs'], 'MAC')}")
+    if args.train:
+        print(f"  backward MACs          {format_count(result['backward_macs'], 'MAC')}  "
+              f"(training step {format_count(result['training_step_macs'], 'MAC')})")
+    if fits is not None:
+        answer = result["fits"]
+        print(f"  largest batch in {format_bytes(fits)}: {answer['largest_batch']}"
+              + (" (the batch limit)" if answer["capped"] else "")
+              + (f"; batch {answer['breaks_at']['batch']} breaks in {answer['breaks_at'].get('module', '?')} "
+                 f"({answer['breaks_at'].get('phase', '?')})" if "breaks_at" in answer else ""))
+    return None
 
 
 def cmd_compare(args) -> Any:
@@ -408,6 +490,46 @@ def cmd_measure_catalog(args) -> Any:
     return data
 
 
+def cmd_weights(args) -> Any:
+    """`weights list [ARCH…]`: what the caches hold (or, per model, whether its weights are cached);
+    `weights fetch ARCH…`: download them into the libraries' caches before a class (the network is used here only)."""
+    from explorer.catalog import resolve
+    from explorer.units import format_bytes
+    from explorer.weights import cached_pretrained, fetch_pretrained, hub_checkpoints_dir, pretrained_source
+
+    if args.action == "fetch" and not args.archs:
+        raise ExplorerError("name the models whose weights to fetch, e.g. weights fetch resnet50 timm:convnext_tiny")
+    sources = [pretrained_source(resolve(arch)) for arch in args.archs]  # every name checked before any download
+    rows = []
+    for source in sources:
+        path = fetch_pretrained(source) if args.action == "fetch" else source.cached_file()
+        rows.append({"arch": source.arch, "weights": source.name, "cached": path is not None,
+                     "file": str(path) if path else None, "bytes": path.stat().st_size if path else None,
+                     "from": source.hf_repo or source.url})
+        if args.action == "fetch" and not args.json:
+            print(f"{source.arch}: {source.name} in {path} ({format_bytes(path.stat().st_size)})")
+    if args.action == "fetch":
+        return {"fetched": rows} if args.json else None
+    from huggingface_hub import constants
+
+    result = {"torch_hub_checkpoints": str(hub_checkpoints_dir()), "huggingface_cache": str(constants.HF_HUB_CACHE),
+              "models": rows} if args.archs else {"torch_hub_checkpoints": str(hub_checkpoints_dir()),
+                                                  "huggingface_cache": str(constants.HF_HUB_CACHE),
+                                                  "cached": cached_pretrained()}
+    if args.json:
+        return result
+    if args.archs:
+        for row in rows:
+            print(f"{row['arch']}: {row['weights']} " + (f"cached ({row['file']})" if row["cached"] else "not cached"))
+    elif not result["cached"]:
+        print(f"no pretrained weights cached (looked in {result['torch_hub_checkpoints']} and "
+              f"{result['huggingface_cache']})")
+    for row in result.get("cached", []):
+        print(f"{row['library']}: {row['file']} ({format_bytes(row['bytes'])})"
+              + (f" for {', '.join(row['models'][:4])}" if row["models"] else ""))
+    return None
+
+
 class _OneLineErrors(argparse.ArgumentParser):
     """Bad arguments end with one line and exit status 2, like every other refusal of the CLI."""
 
@@ -431,6 +553,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also fvcore's FlopCountAnalysis total and why it differs from ours")
     p.set_defaults(func=cmd_cost)
 
+    p = sub.add_parser("graph", help="the architecture as a graph: module groups, data flow with shapes, cost per node "
+                                     "(ARCH may be an exported .onnx file)")
+    _model_args(p)
+    p.add_argument("--depth", default="all", help="cut the module hierarchy at this depth (1 = stages), or 'all'")
+    p.add_argument("--dot", action="store_true", help="print Graphviz DOT instead of JSON")
+    p.add_argument("--svg", metavar="FILE", help="write a drawing as SVG (drawn here; Graphviz is not needed)")
+    p.add_argument("--measure", default="macs", choices=("macs", "params", "memory_access_bytes", "activations"),
+                   help="what colours the SVG's nodes (default macs)")
+    p.set_defaults(func=cmd_graph)
+
     p = sub.add_parser("swap-points", help="where blocks can go or be replaced in a model, and the presets")
     _model_args(p)
     p.set_defaults(func=cmd_swap_points)
@@ -450,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cam", help="Grad-CAM++ and its siblings, or Captum attributions, on an image")
     _model_args(p)
-    p.add_argument("--image", required=True, help="an image file (PNG, JPEG, ...)")
+    p.add_argument("--image", help="an image file (PNG, JPEG, ...; default: the shipped cat photograph)")
     p.add_argument("--layer", help="target layer name (default: derived from the model)")
     _cam_flags(p, method="gradcam++")
     p.add_argument("--out", help="write the heat map over the image as PNG")
@@ -462,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     + ", ".join(VIEW_IDS))
     _model_args(p)
     p.add_argument("view", choices=VIEW_IDS, help="; ".join(f"{v.id}: {v.about}" for v in VIEWS))
-    p.add_argument("--image", help="an image file, for the views that read one (default: the shipped 'shapes' sample)")
+    p.add_argument("--image", help="an image file, for the views that read one (default: the shipped cat photograph)")
     p.add_argument("--layer", help="the layer (erf; cam's target layer) or the block (connectivity)")
     _cam_flags(p, method=None)
     _swin_flags(p, stage=None, block=None)
@@ -501,6 +633,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("memory", help="memory at inference or over a training step, backward MACs, largest batch that fits")
+    _model_args(p)
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--train", action="store_true", help="one training step: forward, backward and the optimizer's step")
+    p.add_argument("--optimizer", default="adam", choices=["sgd", "momentum", "adam", "adamw"])
+    p.add_argument("--fits", help="also the largest batch whose peak fits this memory, e.g. 24GB or 80GiB")
+    p.set_defaults(func=cmd_memory)
+
     p = sub.add_parser("compare", help="a comparison set: cost, published accuracy, Pareto fronts, resolution sweep")
     p.add_argument("items", nargs="*", help="catalog ids, torchvision:NAME, timm:NAME or JSON specs")
     p.add_argument("--ready", help="add a ready-made comparison's models (e.g. efficientnet_scaling)")
@@ -518,6 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="*", help="only these variant ids")
     p.add_argument("--write", action="store_true", help="write explorer/data/measured_costs.json")
     p.set_defaults(func=cmd_measure_catalog)
+
+    p = sub.add_parser("weights", help="the libraries' pretrained weights: list what is cached, fetch before a class")
+    p.add_argument("action", choices=["list", "fetch"], help="list: the caches (or the named models); fetch: download")
+    p.add_argument("archs", nargs="*", metavar="ARCH", help="catalog ids, torchvision:NAME or timm:NAME")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_weights)
     return parser
 
 

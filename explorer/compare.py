@@ -4,17 +4,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from explorer.accuracy import TYPED_SOURCE, timm_published
 from explorer.catalog import published_figures, resolve
 from explorer.cost import analyse
 from explorer.errors import ExplorerError
 from explorer.models import input_size_of
+from explorer.reports import CompareRow, CompareSet, SweepRow
 from explorer.spec import ModelSpec
 
 # Comparisons the source documents argue about.
 READY_MADE: dict[str, dict[str, Any]] = {
     "vovnet_vs_densenet": {
         "title": "VoVNet vs DenseNet: memory access cost",
-        "why": "One-shot aggregation concatenates once per block instead of at every layer, so it moves far fewer bytes for similar MACs.",
+        "why": "One-shot aggregation concatenates once per block instead of at every layer: VoVNet-39 does 2.5× DenseNet-121's MACs yet moves 0.66× its bytes, so it does 3.8× as many FLOPs per byte moved.",
         "specs": ["densenet121", "densenet169", "vovnet39a", "ese_vovnet39b"],
         "plot": {"x": "GMACs", "y": "memory access (MB)"},  # the argument is bytes at a given MAC count
     },
@@ -31,7 +33,7 @@ READY_MADE: dict[str, dict[str, Any]] = {
     },
     "vit_swin_pvt": {
         "title": "ViT vs Swin vs PVT across resolutions",
-        "why": "Global attention grows with the square of the token count; windowed and spatially reduced attention do not.",
+        "why": "Doubling the side quadruples the tokens: Swin's windowed attention then costs 4× the MACs, while ViT's global attention and PVT's spatially reduced attention, both quadratic in the tokens, cost more than 4×.",
         "specs": ["vit_b_16", "swin_t", "pvt_v2_b2"],
         "sweep": [160, 224, 320, 384],
     },
@@ -65,12 +67,25 @@ def label_of(spec: ModelSpec) -> str:
     return label
 
 
-def compare_row(spec: ModelSpec) -> dict[str, Any]:
-    result = analyse(spec, with_layers=False)
+def published_for(spec: ModelSpec) -> dict[str, Any]:
+    """The published figures that describe `spec`'s network: none for a swapped or re-optioned model; at another
+    input size, only a table that has a figure at that size (timm's results are per image size)."""
+    if spec.swaps or spec.options:
+        return {}
     variant = resolve(spec.arch)
-    published = published_figures(variant) if not spec.swaps and not spec.options else {}
-    same_input = spec.input_size is None or tuple(spec.input_size) == tuple(input_size_of(ModelSpec(spec.arch)))
-    top1 = published.get("top1") if same_input else None
+    if spec.input_size is None or tuple(spec.input_size) == tuple(input_size_of(ModelSpec(spec.arch))):
+        return published_figures(variant)
+    size = tuple(spec.input_size)
+    if variant.library == "timm" and not (variant.published or {}) and len(size) == 3 and size[1] == size[2]:
+        return timm_published(variant.name, size[1]) or {}
+    return {}
+
+
+def compare_row(spec: ModelSpec) -> CompareRow:
+    result = analyse(spec, with_layers=False)
+    published = published_for(spec)
+    metrics = dict(published.get("metrics") or {})
+    top1 = published.get("top1")
     return {
         "label": label_of(spec),
         "spec": spec.to_dict(),
@@ -83,27 +98,51 @@ def compare_row(spec: ModelSpec) -> dict[str, Any]:
         "published_top1": top1,
         "published_metric": published.get("metric") if top1 is not None else None,
         "published_source": published.get("source") if top1 is not None else None,
+        # every published accuracy of the row, each with its source (a typed figure names itself as such)
+        "published": metrics,
+        "published_sources": {metric: published.get("source") for metric in metrics},
     }
 
 
-def pareto_front(rows: list[dict[str, Any]], cost_key: str, value_key: str = "published_top1") -> list[str]:
-    """Labels of the rows no other row beats on both lower cost and higher value."""
-    points = [r for r in rows if r.get(cost_key) is not None and r.get(value_key) is not None]
-    front = []
-    for r in points:
-        dominated = any(
-            o[cost_key] <= r[cost_key] and o[value_key] >= r[value_key] and (o[cost_key] < r[cost_key] or o[value_key] > r[value_key])
-            for o in points
-        )
-        if not dominated:
-            front.append(r["label"])
-    return sorted(front, key=lambda label: next(r[cost_key] for r in points if r["label"] == label))
+def with_typed_figures(row: dict[str, Any], figures: dict[str, float]) -> dict[str, Any]:
+    """A copy of a comparison row with figures a person typed (checked by explorer.accuracy.check_typed_figure):
+    each one adds or replaces that metric, named as typed; the first becomes the headline when the row had none."""
+    if not figures:
+        return row
+    row = {**row, "published": dict(row.get("published") or {}), "published_sources": dict(row.get("published_sources") or {})}
+    for metric, value in figures.items():
+        row["published"][metric] = value
+        row["published_sources"][metric] = TYPED_SOURCE
+    headline = row["published_metric"] if row["published_metric"] in row["published"] else next(iter(figures))
+    row.update(published_metric=headline, published_top1=row["published"][headline],
+               published_source=row["published_sources"][headline])
+    return row
+
+
+def published_metrics(rows: list[dict[str, Any]]) -> list[str]:
+    """Every published metric the rows carry: the rows' headline metrics first (ImageNet top-1 before the top-5
+    that comes with it), each group by how many rows have it, then by name."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        for metric in row.get("published") or {}:
+            counts[metric] = counts.get(metric, 0) + 1
+    headlines = {row.get("published_metric") for row in rows}
+    return sorted(counts, key=lambda m: (m not in headlines, -counts[m], m))
+
+
+def pareto_front(rows: list[dict[str, Any]], cost_key: str, metric: str) -> list[str]:
+    """Labels of the rows no other row beats on both lower cost and higher published `metric`."""
+    points = [(r["label"], r[cost_key], r["published"][metric]) for r in rows
+              if r.get(cost_key) is not None and (r.get("published") or {}).get(metric) is not None]
+    front = [(label, cost, value) for label, cost, value in points
+             if not any(c <= cost and v >= value and (c < cost or v > value) for _, c, v in points)]
+    return [label for label, _, _ in sorted(front, key=lambda point: point[1])]
 
 
 COST_AXES = ("gmacs", "params_m", "memory_access_mb")
 
 
-def compare_set(specs: list[ModelSpec], sides: list[int] = (), latency: bool = False) -> dict[str, Any]:
+def compare_set(specs: list[ModelSpec], sides: list[int] = (), latency: bool = False) -> CompareSet:
     """What the Compare page shows, as data: one row per spec (with quick batch-1 latency on this
     machine's best device when asked), the Pareto front of each published metric against each cost
     axis, and the resolution sweep at `sides`."""
@@ -118,9 +157,7 @@ def compare_set(specs: list[ModelSpec], sides: list[int] = (), latency: bool = F
             row.update(latency_ms=timing["latency_ms"], latency_device=timing["device_name"])
         rows.append(row)
     axes = COST_AXES + (("latency_ms",) if device else ())
-    metrics = sorted({r["published_metric"] for r in rows if r["published_metric"]})
-    pareto = {m: {axis: pareto_front([r for r in rows if r["published_metric"] == m], axis) for axis in axes}
-              for m in metrics}
+    pareto = {m: {axis: pareto_front(rows, axis, m) for axis in axes} for m in sorted(published_metrics(rows))}
     sweep = [row for spec in specs for row in resolution_sweep(spec, list(sides), device)] if sides else []
     return {"rows": rows, "pareto": pareto, "sweep": sweep}
 
@@ -135,7 +172,7 @@ def quick_latency(spec: ModelSpec, device: str) -> dict[str, Any]:
             "device_name": timing["settings"]["device_name"], "error": timing["error"]}
 
 
-def resolution_sweep(spec: ModelSpec, sides: list[int], latency_device: str | None = None) -> list[dict[str, Any]]:
+def resolution_sweep(spec: ModelSpec, sides: list[int], latency_device: str | None = None) -> list[SweepRow]:
     """MACs and memory access at each square input side (models that cannot take a size say so);
     with `latency_device`, also the quick batch-1 latency there (explorer.latency.quick_settings)."""
     rows = []

@@ -44,6 +44,13 @@ def _bench(payload, progress):
     return _timed(progress, lambda: _backend().bench(_spec(payload), payload["settings"]))
 
 
+def _train_bench(payload, progress):
+    """A training step timed on real tensors (forward / backward / optimizer step), beside the inference bench."""
+    from explorer.memory import train_bench
+
+    return _timed(progress, lambda: train_bench(ModelSpec.from_dict(_spec(payload)), dict(payload.get("settings") or {})))
+
+
 def _fold(payload, progress):
     return _backend().fold(_spec(payload))
 
@@ -176,10 +183,13 @@ def _cam(payload, progress):
     model, report = model_with_weights(_spec(payload), payload.get("weights") or {"kind": "random"})
     x = _image_input(payload)
     progress(f"running {method}")
+    started = time.monotonic()
     if method in ATTRIBUTION_METHODS:
-        result = compute_attribution(model, x, method, payload.get("class_index"))
-    else:
-        result = compute_cam(model, x, method, payload.get("layer"), payload.get("class_index"))
+        result = compute_attribution(model, x, method, payload.get("class_index"), progress=progress)
+    else:  # Score-CAM's batch: the page's choice, bounded in compute_cam; else its device default
+        result = compute_cam(model, x, method, payload.get("layer"), payload.get("class_index"), progress=progress,
+                             scorecam_batch=payload.get("scorecam_batch"))
+    result["method_s"] = time.monotonic() - started  # the method's own passes: the page's next estimate uses it
     layers = [r["name"] for r in cam_layers(model, x)]  # the layers a CAM can target, for the page's choice
     return {**result, "layers": layers, "weights_report": report}
 
@@ -289,6 +299,7 @@ JOB_KINDS: dict[str, Callable[[dict[str, Any], Progress], Any]] = {
     "fvcore": _fvcore,
     "quick_bench": _quick_bench,
     "bench": _bench,
+    "train_bench": _train_bench,
     "latency_sweep": _latency_sweep,
     "peaks": _peaks,
     "fold": _fold,

@@ -11,9 +11,10 @@ from explorer.spec import MAX_BATCH, ModelSpec, format_size, parse_size
 from explorer.text import escape_markdown
 from explorer.units import format_bytes, format_count
 from ui.common import (RANDOM_WEIGHTS_NOTE, cost_of, drop_unused_link_params, fvcore_of, guard, int_from_link, page_setup,
-                       plot_config)
-from ui.components import LAYER_COLUMNS, depth_slider, layer_frame, totals
+                       plot_config, start_from_link)
+from ui.components import LAYER_COLUMNS, depth_slider, layer_frame, structural_depth, totals
 from ui.figures import cost_treemap
+from ui.memory import memory_section
 
 page_setup("Model", ":material/biotech:")
 st.title("Model")
@@ -42,25 +43,23 @@ def spec_from_widgets() -> ModelSpec:
     )
 
 
-# First visit: widgets start from the URL, so a shared link rebuilds the same model.
-if "model_arch" not in st.session_state:
+def widgets_from_link() -> dict:
+    """The model the URL names, as the widgets' values (a library model's name goes in the text box)."""
     arch = params.get("arch", "resnet50")
-    st.session_state.model_arch = arch if arch in ids else "resnet50"
-    st.session_state.model_arch_text = "" if arch in ids else arch
-    st.session_state.model_input = params.get("input", "")
-    st.session_state.model_batch = int_from_link("batch", 1, 1, MAX_BATCH, "batch size")
-    st.session_state.model_options = params.get("options", "")
-    st.session_state.model_url_arch = params.get("arch")  # read: later reruns are not a new link
-elif params.get("arch") and params.get("arch") != st.session_state.get("model_url_arch"):
+    return {"model_arch": arch if arch in ids else st.session_state.get("model_arch", "resnet50"),
+            "model_arch_text": "" if arch in ids else arch,
+            "model_input": params.get("input", ""),
+            "model_batch": int_from_link("batch", 1, 1, MAX_BATCH, "batch size"),
+            "model_options": params.get("options", ""),
+            "model_url_arch": params.get("arch")}  # read: later reruns are not a new link
+
+
+# First visit: widgets start from the URL, so a shared link rebuilds the same model.
+if not start_from_link("model_arch", widgets_from_link) and params.get("arch") and \
+        params.get("arch") != st.session_state.get("model_url_arch"):
     # Arrived from a link (catalog, home) while the session already had a model open: the URL names a model
     # this page did not write there. (A change in the widgets is not a link: the URL still holds the old model.)
-    arch = params["arch"]
-    st.session_state.model_arch = arch if arch in ids else st.session_state.model_arch
-    st.session_state.model_arch_text = "" if arch in ids else arch
-    st.session_state.model_input = params.get("input", "")
-    st.session_state.model_batch = int_from_link("batch", 1, 1, MAX_BATCH, "batch size")
-    st.session_state.model_options = params.get("options", "")
-    st.session_state.model_url_arch = params["arch"]
+    st.session_state.update(widgets_from_link())
 
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns([3, 3, 2, 1])
@@ -150,7 +149,11 @@ c2.plotly_chart(cost_treemap(layers, metric, chart_depth), width="stretch", conf
 st.subheader("Per layer")
 
 
-depth = depth_slider("Roll up to depth", deepest, 1, "model_depth",
+# Each model opens at the depth that shows its structure (no row above half the MACs), not at depth 1.
+if st.session_state.get("model_depth_for") != spec.key():
+    st.session_state.pop("model_depth", None)
+    st.session_state.model_depth_for = spec.key()
+depth = depth_slider("Roll up to depth", deepest, structural_depth(layers), "model_depth",
                   help="1 = stages/top-level blocks; deeper levels split each block into its layers. Each row's figures include its children.")
 st.dataframe(layer_frame(rolled_up(layers, depth), indent=False), hide_index=True, width="stretch", column_config=LAYER_COLUMNS)
 st.caption("Each row includes everything its module runs. Rows at one depth add up to the model's total; "
@@ -171,9 +174,17 @@ with st.expander("Cost by operator (aten level)"):
     ops = pd.DataFrame(result["ops"])
     ops["MACs (M)"] = ops.pop("macs") / 1e6
     ops["memory access (MB)"] = ops.pop("memory_access_bytes") / 1e6
-    st.dataframe(ops, hide_index=True, width="stretch")
+    st.dataframe(ops, hide_index=True, width="stretch", column_config={
+        "op": st.column_config.TextColumn("Operator"), "category": st.column_config.TextColumn("Category"),
+        "count": st.column_config.NumberColumn("Calls", format="%,d"),
+        "elementwise_ops": st.column_config.NumberColumn("Elementwise ops", format="%,d"),
+        "MACs (M)": st.column_config.NumberColumn("MACs (millions)", format="%,.2f"),
+        "memory access (MB)": st.column_config.NumberColumn("Memory access (MB)", format="%,.2f")})
     st.caption("category: mac = counted in MACs; elementwise = counted as elementwise ops; data = moves data, no arithmetic; "
                "uncounted = no formula.")
+
+# --- memory ------------------------------------------------------------------------------------------
+memory_section(spec)
 
 # --- second opinion ---------------------------------------------------------------------------------
 st.subheader("Second opinion: fvcore")

@@ -8,9 +8,9 @@ from explorer.catalog import load_catalog
 from explorer.spec import ModelSpec, parse_size
 from explorer.swaps import PRESETS, expand_swaps, parse_swap
 from explorer.units import format_bytes, format_count
-from ui.components import depth_slider
+from ui.components import before_after, changed_place, changed_places_text, depth_slider
 from ui.common import (arch_from_link, cached_bench, cached_fold, cached_rf, cached_swap_points,
-                       cached_swapped_modules, cost_of, drop_unused_link_params, guard, page_setup)
+                       cached_swapped_modules, cost_of, drop_unused_link_params, guard, page_setup, start_from_link)
 
 page_setup("Swap blocks", ":material/swap_horiz:")
 st.title("Swap blocks")
@@ -21,10 +21,10 @@ st.caption("Replace or add blocks in a real model and watch every figure change,
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 params = st.query_params
 drop_unused_link_params(("arch", "swaps", "input"))
-if "swap_arch" not in st.session_state:
-    st.session_state.swap_arch = arch_from_link(ids)
-    st.session_state.swap_text = "\n".join(s for s in params.get("swaps", "").split(";") if s) or "attn:se@all"
-    st.session_state.swap_input = params.get("input", "")
+start_from_link("swap_arch", lambda: {
+    "swap_arch": arch_from_link(ids),
+    "swap_text": "\n".join(s for s in params.get("swaps", "").split(";") if s) or "attn:se@all",
+    "swap_input": params.get("input", "")})
 
 c1, c2, c3 = st.columns([2, 1, 2])
 c1.selectbox("Base model", ids, key="swap_arch")
@@ -141,16 +141,26 @@ if latency:
 changed_tops = cached_swapped_modules(swapped.key()) if swapped.swaps else []
 changed_rows = [row for row in swapped_cost["layers"]
                 if any(row["name"] == n or row["name"].startswith(n + ".") for n in changed_tops)]
-st.markdown(f"**{len(changed_tops)} {'place' if len(changed_tops) == 1 else 'places'} changed**" + (": " + ", ".join(f"`{n}`" for n in changed_tops[:20]) if changed_tops else ""))
+base_rows = {r["name"]: r for r in base_cost["layers"]}
+swapped_rows = {r["name"]: r for r in swapped_cost["layers"]}
+st.markdown(f"**{len(changed_tops)} {'place' if len(changed_tops) == 1 else 'places'} changed**"
+            + (": " + changed_places_text(changed_tops, base_rows, swapped_rows) if changed_tops else ""))
 
-st.subheader("Per layer (swapped model; changed layers highlighted)")
+st.subheader("Per layer: before → after (changed layers highlighted)")
+places = [changed_place(r["name"], base_rows, swapped_rows) for r in swapped_cost["layers"]]
 frame = pd.DataFrame(
     {
         "layer": [r["name"] for r in swapped_cost["layers"]],
-        "type": [r["type"] for r in swapped_cost["layers"]],
-        "params": [r["params"] for r in swapped_cost["layers"]],
+        "shown as": [place["label"] for place in places],
+        "type": [place["type"] for place in places],
+        "params": [before_after(place["before"] and place["before"]["params"], r["params"], lambda v: f"{v:,}")
+                   for r, place in zip(swapped_cost["layers"], places)],
+        "MACs": [before_after(place["before"] and place["before"]["macs"], r["macs"], format_count)
+                 for r, place in zip(swapped_cost["layers"], places)],
+        "memory access": [before_after(place["before"] and place["before"]["memory_access_bytes"],
+                                       r["memory_access_bytes"], format_bytes)
+                          for r, place in zip(swapped_cost["layers"], places)],
         "MACs (M)": [r["macs"] / 1e6 for r in swapped_cost["layers"]],
-        "memory access (MB)": [r["memory_access_bytes"] / 1e6 for r in swapped_cost["layers"]],
         "depth": [r["depth"] for r in swapped_cost["layers"]],
     }
 )
@@ -162,10 +172,19 @@ shown = frame[(frame["depth"] <= depth) & (frame["depth"] > 0)]
 if only_changed:
     shown = shown[shown["layer"].isin(changed_set) | shown["layer"].apply(lambda n: any(c.startswith(n + ".") for c in changed_tops))]
 shown = shown.drop(columns="depth")
+highlight = "background-color: rgba(255, 193, 7, 0.28)"  # amber, translucent: readable on light and dark
 st.dataframe(
-    shown.style.apply(lambda row: ["background-color: #fff3cd" if row["layer"] in changed_set else "" for _ in row], axis=1)
-    .format({"MACs (M)": "{:.2f}", "memory access (MB)": "{:.2f}"}),
-    hide_index=True, width="stretch",
+    shown.style.apply(lambda row: [highlight if row["layer"] in changed_set else "" for _ in row], axis=1)
+    .format({"MACs (M)": "{:,.2f}"}),
+    hide_index=True, width="stretch", column_config={
+        "layer": None,  # the module name is in "shown as", with what the swap made of it
+        "shown as": st.column_config.TextColumn("Layer"),
+        "type": st.column_config.TextColumn("Type (before → after)"),
+        "params": st.column_config.TextColumn("Parameters (before → after)"),
+        "MACs": st.column_config.TextColumn("MACs (before → after)"),
+        "memory access": st.column_config.TextColumn("Memory access (before → after)"),
+        "MACs (M)": st.column_config.NumberColumn("MACs after (millions)"),
+    },
 )
 
 st.subheader("Inside, beside the original")
@@ -189,7 +208,14 @@ if any(line.split(":", 1)[1].startswith(("doconv", "repvgg", "dbb")) for line in
                       f"{format_count(report['folded_cost']['macs'])}")
             f3.metric("Max |output difference|", f"{report['max_abs_diff']:.2e}",
                       help=f"Outputs reach {report['output_scale']:.3g} in absolute value")
-            st.caption(f"{report['folded']} blocks folded.")
+            same = (report["folded_cost"]["params"] == base_cost["params"]
+                    and report["folded_cost"]["macs"] == base_cost["macs"])
+            st.caption(f"{report['folded']} blocks folded. " + (
+                "The folded model's cost equals the base model's cost: the extra training-time structure is free at "
+                "inference." if same else
+                f"The folded model costs {format_count(report['folded_cost']['params'])} parameters and "
+                f"{format_count(report['folded_cost']['macs'])} MACs against the base model's "
+                f"{format_count(base_cost['params'])} and {format_count(base_cost['macs'])}."))
 
 with st.expander("Where blocks can go in the base model"):
     with guard("Listing swap points"):
@@ -198,6 +224,19 @@ with st.expander("Where blocks can go in the base model"):
         kind = st.radio("Kind", kinds, horizontal=True, key="swap_points_kind")
         rows = points[kind]
         if rows:
-            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+            # sizes as "3×3" text, not list chips; column names as a person reads them
+            table = pd.DataFrame([{k: "×".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
+                                  for row in rows])
+            st.dataframe(table, hide_index=True, width="stretch", column_config={
+                "name": "Layer", "stage": "Stage", "type": "Type", "channels": "Channels",
+                "in_channels": "Input channels", "out_channels": "Output channels", "kernel": "Kernel (px)",
+                "stride": "Stride (px)", "groups": "Groups"})
         else:
             st.caption(f"This model has no {kind.replace('_', ' ')} places.")
+
+if swapped.swaps:
+    st.subheader("The graph, changed blocks marked")
+    with guard("The graph"):
+        from ui.graph import swap_diff_graph
+
+        swap_diff_graph(swapped)

@@ -6,10 +6,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer.catalog import load_catalog
-from explorer.compare import READY_MADE, label_of, pareto_front, spec_from_item
+from explorer.accuracy import (IMAGENET_TOP1, MAX_TYPED_FIGURES, OTHER_RANGE, check_typed_figure,
+                               typed_figures_from_link, typed_figures_to_link)
+from explorer.compare import READY_MADE, label_of, pareto_front, published_metrics, spec_from_item, with_typed_figures
+from explorer.errors import ExplorerError
 
 from ui.common import (QUOTED_LINK_TEXT, cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep,
-                       drop_unused_link_params, escape_markdown, guard, page_setup, plot_config)
+                       drop_unused_link_params, escape_markdown, guard, page_setup, plot_config, start_from_link)
+from ui.figures import attention_formula_plot
 
 page_setup("Compare", ":material/compare_arrows:")
 st.title("Compare")
@@ -81,22 +85,61 @@ def _add_to_set():
     st.session_state.compare_extra = ""
 
 
+def typed_from_link(items: list[str]) -> dict[str, dict[str, float]]:
+    """The figures the link's ?typed= carries for models of the set; a warning names what was dropped and why."""
+    raw = st.query_params.get("typed")
+    if raw is None or not raw.strip():
+        return {}
+    figures, problems = typed_figures_from_link(raw, items)
+    if problems:
+        shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+        st.warning(escape_markdown(f"Some typed figures in the link were dropped: {shown}.", limit=1000))
+    return figures
+
+
+def _type_figure():
+    """Keep the figure typed for one model (checked: a metric name from a small alphabet, a bounded number)."""
+    item, metric, value = (st.session_state.compare_typed_item, st.session_state.compare_typed_metric,
+                           st.session_state.compare_typed_value)
+    typed = {k: dict(v) for k, v in st.session_state.compare_typed.items()}
+    try:
+        if item not in st.session_state.compare_set:
+            raise ExplorerError("pick a model of the comparison set")
+        metric, value = check_typed_figure(metric, value)
+        if sum(map(len, typed.values())) - len(typed.get(item, {}).keys() & {metric}) >= MAX_TYPED_FIGURES:
+            raise ExplorerError(f"at most {MAX_TYPED_FIGURES} typed figures; remove some first")
+    except ExplorerError as exc:
+        st.session_state.compare_typed_error = f"Figure not kept: {exc}"
+        return
+    typed.setdefault(item, {})[metric] = value
+    st.session_state.compare_typed = typed
+
+
 def _remove_from_set():
     chosen = st.session_state.compare_remove
     st.session_state.compare_set = [i for i in st.session_state.compare_set if i != chosen]
     st.session_state.compare_remove = "—"
 
 
-drop_unused_link_params(("set", "ready"))
-if "compare_set" not in st.session_state:  # first visit: the link's set and ready-made comparison, if any
+drop_unused_link_params(("set", "ready", "typed"))
+
+
+def widgets_from_link() -> dict:
+    """The link's comparison set, ready-made comparison (with its axes) and typed figures, as the widgets' values."""
     linked_set, linked_ready = set_from_link(), ready_from_link()
+    values: dict = {}
     if linked_ready:
-        st.session_state.compare_ready = st.session_state.compare_ready_applied = linked_ready
+        values.update(compare_ready=linked_ready, compare_ready_applied=linked_ready)
         plot = READY_MADE[linked_ready].get("plot", {})
         if plot:
-            st.session_state.compare_x, st.session_state.compare_y = plot["x"], plot["y"]
+            values.update(compare_x=plot["x"], compare_y=plot["y"])
     default_set = READY_MADE[linked_ready or "resnet_family"]["specs"]
-    st.session_state.compare_set = list(default_set if linked_set is None else linked_set)
+    values["compare_set"] = list(default_set if linked_set is None else linked_set)
+    values["compare_typed"] = typed_from_link(values["compare_set"])
+    return values
+
+
+start_from_link("compare_set", widgets_from_link)  # first visit: the link's set and ready-made comparison, if any
 
 with st.container(border=True):
     c1, c2 = st.columns([2, 2])
@@ -127,6 +170,13 @@ if st.session_state.get("compare_add_error"):
 
 items = st.session_state.compare_set
 st.query_params["set"] = json.dumps(items, separators=(",", ":"))
+# Typed figures follow the set: a model taken out takes its figures with it; the link keeps the rest.
+typed = {item: figures for item, figures in st.session_state.get("compare_typed", {}).items() if item in items and figures}
+st.session_state.compare_typed = typed
+if typed:
+    st.query_params["typed"] = typed_figures_to_link(typed)
+elif "typed" in st.query_params:
+    del st.query_params["typed"]
 if not items:
     st.info("The comparison set is empty: add models above or pick a ready-made comparison.")
     st.stop()
@@ -136,7 +186,7 @@ for item in items:
     with guard(f"{item}"):
         spec = spec_from_item(item)
         with st.spinner(f"Costing {escape_markdown(label_of(spec), limit=200)}…"):
-            rows.append(cached_compare_row(spec.key()))
+            rows.append(with_typed_figures(cached_compare_row(spec.key()), typed.get(item, {})))
         specs.append(spec)
 if not rows:
     st.stop()
@@ -150,8 +200,27 @@ if measure:
             row["latency_ms"] = result["results"][0]["median_ms"] if result["results"] else None
             row["latency_device"] = result["settings"]["device_name"]
 
-frame = pd.DataFrame(rows).drop(columns=["spec"])
+with st.expander("Type a published figure (for a model the libraries have no figure for, or another metric)"):
+    st.caption("The figure joins the table and the trade-off plot as “typed in”, and the link keeps it. A metric "
+               "named with % takes 0 to 100; write the metric as the others are written, e.g. ImageNet top-1 (%), "
+               "so that models share one axis.")
+    t1, t2, t3, t4 = st.columns([3, 3, 2, 1], vertical_alignment="bottom")
+    t1.selectbox("Model", items, key="compare_typed_item")
+    t2.text_input("Metric", value=IMAGENET_TOP1, key="compare_typed_metric", max_chars=60)
+    t3.number_input("Figure", min_value=OTHER_RANGE[0], max_value=OTHER_RANGE[1], value=None, step=0.1,
+                    format="%.3f", key="compare_typed_value", placeholder="e.g. 80.1")
+    t4.button("Keep", key="compare_typed_keep", on_click=_type_figure)
+    if typed:
+        st.button("Remove the typed figures", key="compare_typed_clear",
+                  on_click=lambda: st.session_state.update(compare_typed={}))
+if st.session_state.get("compare_typed_error"):
+    st.error(escape_markdown(st.session_state.pop("compare_typed_error")))
+
+frame = pd.DataFrame(rows).drop(columns=["spec", "published", "published_sources"])
+frame.insert(frame.columns.get_loc("published_source") + 1, "other published figures", [
+    "; ".join(f"{m} {v:.2f}" for m, v in r["published"].items() if m != r["published_metric"]) for r in rows])
 st.dataframe(frame, hide_index=True, width="stretch", column_config={
+    "label": st.column_config.TextColumn("Model"), "input": st.column_config.TextColumn("Input (C×H×W)"),
     "params_m": st.column_config.NumberColumn("params (M)", format="%.2f"),
     "gmacs": st.column_config.NumberColumn("GMACs", format="%.3f"),
     "memory_access_mb": st.column_config.NumberColumn("memory access (MB)", format="%.1f"),
@@ -173,20 +242,22 @@ p1, p2, p3, p4 = st.columns(4)
 x_label = p1.selectbox("Cost axis", list(axes), key="compare_x")
 # Accuracies are only comparable within one metric (ImageNet top-1, COCO box AP, ...): one choice each.
 # The metric most of the set has comes first.
-counts = pd.Series([r["published_metric"] for r in rows if r.get("published_metric")], dtype=object).value_counts()
-metrics = sorted(counts.index, key=lambda m: (-counts[m], m)) or ["ImageNet top-1 (%)"]
+metrics = published_metrics(rows) or [IMAGENET_TOP1]
 y_label = p2.selectbox("Against", [f"published {m}" for m in metrics] + [a for a in axes if a != x_label],
                        key="compare_y")
 size_label = p3.selectbox("Bubble size", ["none"] + list(axes), key="compare_size")
 colour_label = p4.selectbox("Colour", list(axes) + ["FLOPs per byte"], key="compare_colour")
 colour_key = axes.get(colour_label, "intensity_flops_per_byte")
 x_key = axes[x_label]
-y_key = "published_top1" if y_label.startswith("published") else axes[y_label]
-y_metric = y_label.removeprefix("published ") if y_key == "published_top1" else None
+y_metric = y_label.removeprefix("published ") if y_label.startswith("published ") else None
+
+
+def y_of(row):
+    return (row.get("published") or {}).get(y_metric) if y_metric else row.get(axes[y_label])
 
 
 def has_y(row) -> bool:
-    return row.get(y_key) is not None and (y_metric is None or row.get("published_metric") == y_metric)
+    return y_of(row) is not None
 
 
 plotted = [r for r in rows if r.get(x_key) is not None and has_y(r)]
@@ -197,24 +268,28 @@ if size_label != "none":
     largest = max((r.get(axes[size_label]) or 0) for r in plotted) or 1
     sizes = [10 + 40 * (r.get(axes[size_label]) or 0) / largest for r in plotted]
 fig.add_trace(go.Scatter(
-    x=[r[x_key] for r in plotted], y=[r[y_key] for r in plotted], mode="markers+text",
+    x=[r[x_key] for r in plotted], y=[y_of(r) for r in plotted], mode="markers+text",
     text=[r["label"] for r in plotted], textposition="top center", name="models",
     marker=dict(size=sizes or 12, color=[r.get(colour_key) or 0 for r in plotted], colorscale="Viridis", opacity=0.8,
                 showscale=True, colorbar=dict(title=colour_label)),
-    customdata=[[r["input"], r.get("published_source") or ""] for r in plotted],
+    customdata=[[r["input"], r["published_sources"].get(y_metric) or "" if y_metric else ""] for r in plotted],
     hovertemplate="<b>%{text}</b><br>input %{customdata[0]}<br>" + x_label + ": %{x:.3f}<br>" + y_label
     + ": %{y:.3f}<br>%{customdata[1]}<extra></extra>",
 ))
-if y_key == "published_top1":
-    front = pareto_front(plotted, x_key)
+if y_metric:
+    front = pareto_front(plotted, x_key, y_metric)
     front_rows = [next(r for r in rows if r["label"] == label) for label in front]
-    fig.add_trace(go.Scatter(x=[r[x_key] for r in front_rows], y=[r[y_key] for r in front_rows], mode="lines",
+    fig.add_trace(go.Scatter(x=[r[x_key] for r in front_rows], y=[y_of(r) for r in front_rows], mode="lines",
                              name="Pareto front", line=dict(dash="dash")))
 fig.update_layout(xaxis_title=x_label, yaxis_title=y_label, height=480, title=f"{y_label} against {x_label}",
                   legend=dict(orientation="h", y=-0.18))  # below the plot, clear of the colour bar
 st.plotly_chart(fig, width="stretch", config=plot_config())
 if missing:
-    st.caption(f"No {y_label} for: {escape_markdown(', '.join(missing))} (pick another axis to see them).")
+    st.caption(f"No {escape_markdown(y_label)} for: {escape_markdown(', '.join(missing))} (pick another axis, or type "
+               "a published figure above, to see them).")
+if y_metric and plotted:
+    sources = "; ".join(f"{r['label']}: {r['published_sources'].get(y_metric)}" for r in plotted)
+    st.caption(escape_markdown(f"Sources of the {y_metric} figures — {sources}", limit=3000))
 
 # --- resolution sweep ----------------------------------------------------------------------------------
 st.subheader("Resolution sweep")
@@ -254,15 +329,5 @@ st.caption("Ω(MSA) = 4NC² + 2N²C grows with the square of the token count; Ω
            "Points: this app's count of the layer; lines: the formulas (multiply-adds).")
 with guard("The formula sweep"):
     formula_rows = cached_attention_formulas((224, 448, 672, 896))
-    fig = go.Figure()
-    for model in dict.fromkeys(r["model"] for r in formula_rows):
-        mine = [r for r in formula_rows if r["model"] == model]
-        fig.add_trace(go.Scatter(x=[r["side"] for r in mine], y=[r["formula_macs"] / 1e9 for r in mine], mode="lines",
-                                 name=f"{model}: {mine[0]['formula']}"))
-        measured = [r for r in mine if r["measured_macs"] is not None]
-        if measured:
-            fig.add_trace(go.Scatter(x=[r["side"] for r in measured], y=[r["measured_macs"] / 1e9 for r in measured],
-                                     mode="markers", marker=dict(size=11, symbol="x"), name=f"{model}: measured"))
-    fig.update_layout(xaxis_title="input side (pixels)", yaxis_title="GMACs of one attention layer", yaxis_type="log",
-                      height=440, legend=dict(orientation="h", y=-0.25))
+    fig = attention_formula_plot(formula_rows)
     st.plotly_chart(fig, width="stretch", config=plot_config())

@@ -103,7 +103,7 @@ def test_a_url_with_a_library_model_opens_it():
 def test_latency_page_runs_a_sweep_and_keeps_it():
     at = open_page("pages/5_Latency.py")
     assert "Pick models" in at.info[0].value
-    at.multiselect(key="lat_batches").unselect(2)  # CPU default is [1, 2]: time batch 1 only
+    at.text_input(key="lat_batch_text").input("1")  # CPU default is 1, 2: time batch 1 only
     at.button[0].click().run()
     assert not at.exception and not at.error
     sweep = at.dataframe[0].value
@@ -204,7 +204,8 @@ def test_compare_page_keeps_each_accuracy_metric_on_its_own_axis():
     assert choices[:2] == ["published COCO val2017 box AP (%)", "published ImageNet top-1 (%)"]
     assert list(at.dataframe[0].value["published_metric"]) == ["ImageNet top-1 (%)", "COCO val2017 box AP (%)"]
     at.selectbox(key="compare_y").set_value("published ImageNet top-1 (%)").run()
-    assert any("No published ImageNet top-1 (%) for: spinenet49" in c.value for c in at.caption)
+    # the metric name is escaped markdown (a typed one comes from a link): read it without the backslashes
+    assert any("No published ImageNet top-1 (%) for: spinenet49" in c.value.replace("\\", "") for c in at.caption)
 
 
 def test_inside_receptive_field_of_a_chosen_unit_on_the_image():
@@ -403,7 +404,7 @@ def test_latency_page_times_a_model_on_every_worker_side_by_side(monkeypatch):
     st.cache_resource.clear()
     try:
         at = open_page("pages/5_Latency.py", input="3,64,64")
-        at.multiselect(key="lat_batches").unselect(2)
+        at.text_input(key="lat_batch_text").input("1")
         at.checkbox(key="lat_per_layer").uncheck()
         at.checkbox(key="lat_everywhere").check()
         at.button[0].click().run()

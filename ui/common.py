@@ -7,6 +7,8 @@ import logging
 import re
 import threading
 import traceback
+from pathlib import Path
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -19,9 +21,42 @@ from ui.jobs import job_service, run_job
 log = logging.getLogger("explorer.ui")
 
 
+# Headline numbers never cut: metric values shrink with the window (2.25rem at 1,500 px and up, 1.2rem at the
+# narrowest) and values, labels and deltas wrap instead of ending in "…" when a column is still too narrow.
+WHOLE_METRICS_CSS = """<style>
+[data-testid="stMetricValue"] {font-size: clamp(1.2rem, 2.4vw, 2.25rem);}
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] *, [data-testid="stMetricLabel"] *,
+[data-testid="stMetricDelta"] * {white-space: normal !important; overflow: visible !important;
+  text-overflow: clip !important; overflow-wrap: anywhere;}
+</style>"""
+
+HOME_LABEL = "Home"  # Streamlit names the entry page after its file ("app"); the sidebar's own menu says Home
+
+
+def app_pages() -> list[tuple[str, str]]:
+    """(path, label) of every page in the sidebar's order: the home page, then pages/ as Streamlit sorts them."""
+    from streamlit.source_util import page_icon_and_name, page_sort_key
+
+    root = Path(__file__).resolve().parents[1]
+    pages = sorted((root / "pages").glob("[!._]*.py"), key=page_sort_key)
+    return [("app.py", HOME_LABEL)] + [(f"pages/{page.name}", page_icon_and_name(page)[1].replace("_", " "))
+                                       for page in pages]
+
+
+FAVICON = str(Path(__file__).resolve().parents[1] / "assets" / "favicon.png")
+
+
 def page_setup(title: str, icon: str = ":material/explore:"):
-    st.set_page_config(page_title=f"{title} · Architecture Explorer", page_icon=icon, layout="wide")
+    """Title, the sidebar's menu and device facts, and the page's CSS. The browser tab shows the app's own
+    favicon, served by this server: a Material icon (`icon`, which the pages still name) as a favicon is
+    fetched from Google's font server, and nothing here may reach the internet."""
+    st.set_page_config(page_title=f"{title} · Architecture Explorer", page_icon=FAVICON, layout="wide")
+    st.html(WHOLE_METRICS_CSS)
     with st.sidebar:
+        # Streamlit's own menu is off (client.showSidebarNavigation): it can only call the entry page "app"
+        for path, label in app_pages():
+            st.page_link(path, label=label)
+        st.divider()
         info = cached_device_info()
         workers = job_service().stats()["workers"]
         st.caption(f"Compute: {workers} worker process{'es' if workers != 1 else ''} for models with real tensors "
@@ -85,6 +120,18 @@ def drop_unused_link_params(used: tuple[str, ...]) -> None:
     st.warning(f"This page does not use {names} from its link: ignored. It reads {reads} from a link.")
     for key in unused:
         del st.query_params[key]
+
+
+def start_from_link(first_key: str, read: Callable[[], dict[str, Any]]) -> bool:
+    """A page's start-up from its URL, the same on every page: on the page's first visit in this session its
+    widgets start from the link, so a shared link opens the same view. ``read()`` reads the link (warning once
+    about each value it cannot use) and returns the widgets' session-state values; they are set only when
+    ``first_key`` is not in the session yet, so later reruns keep what the person changed. Returns whether
+    they were set."""
+    if first_key in st.session_state:
+        return False
+    st.session_state.update(read())
+    return True
 
 
 @contextlib.contextmanager
