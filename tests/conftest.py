@@ -82,3 +82,15 @@ def browser():
         )
         yield b
         b.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers from what a test uses, so none is forgotten: a test that drives the browser is `browser` and
+    `slow`; one that starts a real app server or a Ray instance is `slow`. The fast inner loop is
+    `pytest -m "not slow"`."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "browser" in fixtures:
+            item.add_marker(pytest.mark.browser)
+        if fixtures & {"browser", "app_server", "ray_address"}:
+            item.add_marker(pytest.mark.slow)
