@@ -21,6 +21,7 @@ from torchvision.ops import deform_conv2d
 
 from explorer.blocks.attention import SK
 from explorer.blocks.misc import ChannelShuffle, make_act, make_norm
+from explorer.shapes import pair as _pair
 
 __all__ = [
     "ConvBlock",
@@ -42,11 +43,6 @@ __all__ = [
 CONV_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias")
 
 
-def _pair(v) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    v = tuple(int(i) for i in v)
-    return v if len(v) == 2 else (v[0], v[0])
 
 
 def resolve_padding(padding, kernel_size, dilation) -> tuple[int, int]:

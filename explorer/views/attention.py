@@ -57,6 +57,7 @@ import torch
 import torch.nn as nn
 
 from explorer.errors import ExplorerError
+from explorer.shapes import pair as _pair
 
 # Per-kind detection, weights and hooks live in attention_kinds; names re-exported for older imports.
 from explorer.views.attention_kinds import (  # noqa: F401
@@ -103,10 +104,6 @@ __all__ = [
 # The view
 # ---------------------------------------------------------------------------------------------
 
-def _pair(v) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return (int(v[0]), int(v[-1]))
-    return (int(v), int(v))
 
 
 def _vit_layout(model: nn.Module, input_hw: tuple[int, int]) -> dict[str, Any]:

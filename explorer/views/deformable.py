@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from explorer.errors import ExplorerError
+from explorer.shapes import pair as _pair
 
 __all__ = [
     "deformable_layers",
@@ -29,10 +30,6 @@ __all__ = [
 ]
 
 
-def _pair(v) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return (int(v[0]), int(v[-1]))
-    return (int(v), int(v))
 
 
 def _np(a) -> np.ndarray | None:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from explorer.errors import ExplorerError
+from explorer.shapes import pair as _pair
 
 # ---------------------------------------------------------------------------------------------
 # State and small helpers
@@ -36,14 +37,6 @@ class RFState:
     pooled: bool = False  # global because of global pooling (a summary of the whole image), not attention
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, (list, tuple)):
-        if len(v) == 0:
-            raise ValueError("empty")
-        if len(v) == 1:
-            return int(v[0]), int(v[0])
-        return int(v[-2]), int(v[-1])
-    return int(v), int(v)
 
 
 def _num(x: float) -> int | float:

@@ -23,16 +23,11 @@ import numpy as np
 import torch.nn as nn
 
 from explorer.errors import ExplorerError
+from explorer.shapes import pair as _pair
 
 MASK_VALUE = -100.0
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, (list, tuple)):
-        if len(v) == 1:
-            return int(v[0]), int(v[0])
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
 
 
 def _conv_out(size: int, k: int, s: int, p: int, d: int = 1) -> int:
