@@ -121,9 +121,11 @@ def test_a_class_shares_the_worker_fairly_and_a_waiting_job_can_be_cancelled(app
     and a Cancel button; B cancels; A's run ends with how long it waited. Neither page shows a traceback."""
     a = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
     b = browser.new_context(viewport={"width": 800, "height": 1000}).new_page()
-    a.goto(app_server + "/Latency?arch=resnet50&batch=1,2,4,8")
+    # each batch size is its own job, and B's job gets the next turn: one large batch keeps the worker busy
+    # (a warm-up forward and up to 10 s of timing) for long enough to see B wait
+    a.goto(app_server + "/Latency?arch=resnet50&batch=32")
     a.get_by_role("button", name="Run").click()
-    a.get_by_text(re.compile(r"Timing resnet50: running for")).wait_for(timeout=120_000)
+    a.get_by_text(re.compile(r"Timing resnet50 at batch 32 \(1 of 1\): running for")).wait_for(timeout=120_000)
     b.goto(app_server + "/Inside?arch=resnet18&view=Grad-CAM%2B%2B%20and%20attributions")
     waiting = b.get_by_text(re.compile(r"gradcam\+\+ on resnet18: waiting for the compute worker, 0 jobs ahead"))
     waiting.wait_for(timeout=120_000)

@@ -283,7 +283,11 @@ def test_tours_page_names_an_unknown_tour_step_and_view():
 # --- refused weights: no map drawn from random weights as if they were the checkpoint's ---------------------
 
 def cam_captions(at) -> list[str]:
-    return [c for node in at._tree if node.type == "image" for c in node.captions if " for " in c]
+    """Titles of the CAM overlays drawn ("gradcam++ for class …"): each is a plotly figure over the image."""
+    import json
+
+    titles = [json.loads(chart.proto.spec)["layout"].get("title", {}).get("text", "") for chart in at.get("plotly_chart")]
+    return [t for t in titles if " for " in t]
 
 
 def torch_checkpoint(state: dict) -> bytes:

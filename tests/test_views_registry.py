@@ -146,14 +146,19 @@ LINKS = {
     "rf": ({"arch": "resnet18", "input": "3,64,64"}, lambda at: metric(at, "Jump / stride (pixels)") == "32 × 32"),
     "swin": ({"arch": "resnet18", "input": "3,64,64"}, lambda at: "Pick a Swin model" in at.info[0].value),
     "stn": ({"arch": "resnet18", "input": "3,64,64"}, lambda at: any("θ = " in c.value for c in at.caption)),
-    "fusion": ({"arch": "resnet18", "input": "3,64,64"}, lambda at: "Fusion weights belong to" in at.info[0].value),
+    "fusion": ({"arch": "resnet18", "input": "3,64,64"}, lambda at: any("Fusion weights belong to" in i.value for i in at.info)),
     "connectivity": ({"arch": "resnet18", "input": "3,64,64"},
                      lambda at: "no block built from grouped convs" in at.info[0].value),
 }
 
 
 def _image_captions(at) -> list[str]:
-    return [c for node in at._tree if node.type == "image" for c in node.captions]
+    """Captions of the images drawn, and titles of the figures drawn over an image (a CAM's overlay)."""
+    import json
+
+    captions = [c for node in at._tree if node.type == "image" for c in node.captions]
+    return captions + [json.loads(chart.proto.spec)["layout"].get("title", {}).get("text", "")
+                       for chart in at.get("plotly_chart")]
 
 
 def test_every_labelled_view_has_a_link_here():
