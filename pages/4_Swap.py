@@ -138,6 +138,12 @@ if latency:
     cols[-1].metric("Latency, swapped", ms(latency["swapped"]) if latency["swapped"] else "—",
                     delta=delta(latency["swapped"], latency["base"], ms), delta_color="inverse")
 
+if swapped.swaps:
+    from ui.memory import memory_deltas
+
+    st.markdown("**Memory and a training step**")
+    memory_deltas(base, swapped)
+
 changed_tops = cached_swapped_modules(swapped.key()) if swapped.swaps else []
 changed_rows = [row for row in swapped_cost["layers"]
                 if any(row["name"] == n or row["name"].startswith(n + ".") for n in changed_tops)]

@@ -291,3 +291,26 @@ def test_train_bench_job_times_each_phase_of_a_real_step():
     assert result["training_step_macs"] == predicted["training_step_macs"]
     with pytest.raises(ExplorerError):
         run_job_kind("train_bench", {"spec": spec.to_dict(), "settings": {"min_runs": 10**6}}, lambda text: None)
+
+
+def test_swap_page_shows_what_an_se_block_adds_to_saved_activations(clear_streamlit_caches):
+    from streamlit.testing.v1 import AppTest
+
+    from explorer.units import format_bytes, format_count
+
+    swap = "attn:se@layer1.*"
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    at.query_params.update(arch="resnet18", input="3,64,64", swaps=swap)
+    at.switch_page("pages/4_Swap.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    base = memory_report(ModelSpec("resnet18", input_size=(3, 64, 64)), train=True, with_layers=False)
+    swapped = memory_report(ModelSpec("resnet18", input_size=(3, 64, 64), swaps=(swap,)), train=True, with_layers=False)
+    # an SE block saves its squeeze, excitation and the scaled map for backward: more saved bytes, never fewer
+    assert swapped["saved_activations_bytes"] > base["saved_activations_bytes"]
+    shown = {m.label: m for m in at.metric}
+    assert shown["Saved for backward, base"].value == format_bytes(base["saved_activations_bytes"])
+    assert shown["Saved for backward, swapped"].value == format_bytes(swapped["saved_activations_bytes"])
+    assert shown["Training-step MACs, swapped"].value == format_count(swapped["training_step_macs"], "MAC")

@@ -198,3 +198,27 @@ def _train_bench(spec: ModelSpec, optimizer: str):
                        f"{result['samples_per_s']:.1f} samples/s, {result['achieved_tflops']:.3f} TFLOP/s achieved"
                        + (f"; peak measured {format_bytes(measured)} against {format_bytes(result['predicted_peak_bytes'])} "
                           "predicted" if measured else ""))
+
+
+def memory_deltas(base: ModelSpec, swapped: ModelSpec, dtype: str = "fp32", optimizer: str = "adam"):
+    """The Swap page's memory row: what the swap does to inference and training memory and to a training
+    step's MACs (an SE block's extra saved activations, a DCN's offsets), base against swapped."""
+    with guard("The memory trace"):
+        with st.spinner("Tracing memory and a training step for both models on the meta device…"):
+            pairs = [(cached_memory(spec.key(), dtype, False, optimizer), cached_memory(spec.key(), dtype, True, optimizer))
+                     for spec in (base, swapped)]
+        (base_inf, base_train), (new_inf, new_train) = pairs
+        figures = [
+            ("Inference peak", base_inf["peak_bytes"], new_inf["peak_bytes"], format_bytes),
+            ("Saved for backward", base_train["saved_activations_bytes"], new_train["saved_activations_bytes"], format_bytes),
+            (f"Training peak ({OPTIMIZER_LABELS[optimizer]})", base_train["peak_bytes"], new_train["peak_bytes"], format_bytes),
+            ("Training-step MACs", base_train["training_step_macs"], new_train["training_step_macs"],
+             lambda v: format_count(v, "MAC")),
+        ]
+        cols = st.columns(len(figures))
+        for col, (label, old, new, fmt) in zip(cols, figures):
+            change = None if not old else f"{fmt(new - old)} ({(new - old) / old:+.1%})"
+            col.metric(f"{label}, base", fmt(old))
+            col.metric(f"{label}, swapped", fmt(new), delta=change, delta_color="inverse")
+        st.caption(f"Batch {base.batch}, {dtype}; training = forward, backward and one {OPTIMIZER_LABELS[optimizer]} "
+                   "step, traced on the meta device (the Model page's Memory section has the breakdown).")
