@@ -60,11 +60,18 @@ class LocalBackend:
 
         return compare_row(ModelSpec.from_dict(spec))
 
-    def compare_set(self, specs: list[dict[str, Any]], sides: list[int], latency: bool = False) -> dict[str, Any]:
+    def training_costs(self, spec: dict[str, Any]) -> dict[str, float]:
+        """A training step's peak memory (GB) and MACs (G), fp32 with Adam, traced on the meta device."""
+        from explorer.compare import training_costs
+
+        return training_costs(ModelSpec.from_dict(spec))
+
+    def compare_set(self, specs: list[dict[str, Any]], sides: list[int], latency: bool = False,
+                    training: bool = False) -> dict[str, Any]:
         """Rows, Pareto fronts per published metric and (with `sides`) a resolution sweep of a set of models."""
         from explorer.compare import compare_set
 
-        return compare_set([ModelSpec.from_dict(s) for s in specs], sides, latency=latency)
+        return compare_set([ModelSpec.from_dict(s) for s in specs], sides, latency=latency, training=training)
 
     def resolution_sweep(self, spec: dict[str, Any], sides: list[int], latency: bool = False) -> list[dict[str, Any]]:
         """Cost (and, with `latency`, quick batch-1 latency on this backend's device) per input side."""

@@ -375,7 +375,8 @@ def cmd_compare(args) -> Any:
     sides = _int_list(args.sweep, "--sweep") if args.sweep else []
     if len(sides) > MAX_SWEEP_SIDES or any(not 1 <= side <= MAX_SIDE for side in sides):
         raise ExplorerError(f"--sweep takes 1 to {MAX_SWEEP_SIDES} input sides, each between 1 and {MAX_SIDE} pixels")
-    result = BACKEND.compare_set([spec_from_item(i).to_dict() for i in items], sides, latency=args.latency)
+    result = BACKEND.compare_set([spec_from_item(i).to_dict() for i in items], sides, latency=args.latency,
+                                 training=args.training)
     if args.json:
         return result
     print(f"{'model':<40} {'params M':>9} {'GMACs':>9} {'mem MB':>9} {'published':>10}  metric")
@@ -646,6 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready", help="add a ready-made comparison's models (e.g. efficientnet_scaling)")
     p.add_argument("--sweep", help="also cost every model at these square input sides, e.g. 160,224,320")
     p.add_argument("--latency", action="store_true", help="quick batch-1 latency on this machine's device too")
+    p.add_argument("--training", action="store_true",
+                   help="a training step's peak memory and MACs too (fp32, Adam), traced on the meta device")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 

@@ -140,12 +140,25 @@ def pareto_front(rows: list[dict[str, Any]], cost_key: str, metric: str) -> list
 
 
 COST_AXES = ("gmacs", "params_m", "memory_access_mb")
+TRAINING_AXES = ("training_memory_gb", "training_step_gmacs")
+TRAINING_SETTINGS = "batch 1, fp32, Adam"
 
 
-def compare_set(specs: list[ModelSpec], sides: list[int] = (), latency: bool = False) -> CompareSet:
+def training_costs(spec: ModelSpec) -> dict[str, float]:
+    """A training step's peak memory (GB, 1e9 bytes) and MACs (G) at the spec's batch, fp32 with Adam: the
+    Compare page's and CLI's training axes (explorer.memory traces them on the meta device)."""
+    from explorer.memory import memory_report
+
+    report = memory_report(spec, train=True, optimizer="adam", with_layers=False)
+    return {"training_memory_gb": report["peak_bytes"] / 1e9, "training_step_gmacs": report["training_step_macs"] / 1e9}
+
+
+def compare_set(specs: list[ModelSpec], sides: list[int] = (), latency: bool = False,
+                training: bool = False) -> CompareSet:
     """What the Compare page shows, as data: one row per spec (with quick batch-1 latency on this
     machine's best device when asked), the Pareto front of each published metric against each cost
-    axis, and the resolution sweep at `sides`."""
+    axis, and the resolution sweep at `sides`. With `training`, each row also has a training step's peak memory
+    and MACs (TRAINING_AXES), and those are cost axes too."""
     from explorer.latency import best_device
 
     device = best_device() if latency else None
@@ -155,8 +168,10 @@ def compare_set(specs: list[ModelSpec], sides: list[int] = (), latency: bool = F
         if device:
             timing = quick_latency(spec, device)
             row.update(latency_ms=timing["latency_ms"], latency_device=timing["device_name"])
+        if training:
+            row.update(training_costs(spec))
         rows.append(row)
-    axes = COST_AXES + (("latency_ms",) if device else ())
+    axes = COST_AXES + (("latency_ms",) if device else ()) + (TRAINING_AXES if training else ())
     pareto = {m: {axis: pareto_front(rows, axis, m) for axis in axes} for m in sorted(published_metrics(rows))}
     sweep = [row for spec in specs for row in resolution_sweep(spec, list(sides), device)] if sides else []
     return {"rows": rows, "pareto": pareto, "sweep": sweep}

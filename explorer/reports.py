@@ -148,6 +148,8 @@ class CompareRow(TypedDict):
     published_sources: dict[str, str | None]  # metric → its source
     latency_ms: NotRequired[float | None]  # batch-1 median latency, milliseconds (compare_set with latency)
     latency_device: NotRequired[str]  # the device it was timed on
+    training_memory_gb: NotRequired[float]  # a training step's peak memory, GB (1e9 bytes), fp32, Adam (with training)
+    training_step_gmacs: NotRequired[float]  # a training step's MACs (forward + backward), G (with training)
 
 
 class SweepRow(TypedDict):

@@ -8,10 +8,12 @@ import streamlit as st
 from explorer.catalog import load_catalog
 from explorer.accuracy import (IMAGENET_TOP1, MAX_TYPED_FIGURES, OTHER_RANGE, check_typed_figure,
                                typed_figures_from_link, typed_figures_to_link)
-from explorer.compare import READY_MADE, label_of, pareto_front, published_metrics, spec_from_item, with_typed_figures
+from explorer.compare import (READY_MADE, TRAINING_SETTINGS, label_of, pareto_front, published_metrics, spec_from_item,
+                              with_typed_figures)
 from explorer.errors import ExplorerError
 
 from ui.common import (QUOTED_LINK_TEXT, cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep,
+                       cached_training_costs,
                        drop_unused_link_params, escape_markdown, guard, page_setup, plot_config, start_from_link)
 from ui.figures import attention_formula_plot
 
@@ -199,6 +201,12 @@ if measure:
                 result = cached_bench(spec.key())
             row["latency_ms"] = result["results"][0]["median_ms"] if result["results"] else None
             row["latency_device"] = result["settings"]["device_name"]
+training = st.toggle(f"Training cost (one step: {TRAINING_SETTINGS}, traced on the meta device)", key="compare_training")
+if training:
+    with guard("The training trace"):
+        for row, spec in zip(rows, specs):
+            with st.spinner(f"Tracing a training step of {escape_markdown(row['label'], limit=200)}…"):
+                row.update(cached_training_costs(spec.key()))
 
 with st.expander("Type a published figure (for a model the libraries have no figure for, or another metric)"):
     st.caption("The figure joins the table and the trade-off plot as “typed in”, and the link keeps it. A metric "
@@ -230,6 +238,8 @@ st.dataframe(frame, hide_index=True, width="stretch", column_config={
                                                     help="In the metric of the next column"),
     "published_metric": st.column_config.TextColumn("metric"),
     "latency_ms": st.column_config.NumberColumn("latency (ms, batch 1)", format="%.2f"),
+    "training_memory_gb": st.column_config.NumberColumn("training peak (GB)", format="%.3f"),
+    "training_step_gmacs": st.column_config.NumberColumn("training-step GMACs", format="%.3f"),
 })
 st.download_button("Download (CSV)", frame.to_csv(index=False), "comparison.csv", "text/csv")
 
@@ -238,6 +248,9 @@ st.subheader("Trade-offs")
 axes = {"GMACs": "gmacs", "parameters (M)": "params_m", "memory access (MB)": "memory_access_mb"}
 if measure:
     axes["latency (ms, batch 1)"] = "latency_ms"
+if training:
+    axes["training peak (GB)"] = "training_memory_gb"
+    axes["training-step GMACs"] = "training_step_gmacs"
 p1, p2, p3, p4 = st.columns(4)
 x_label = p1.selectbox("Cost axis", list(axes), key="compare_x")
 # Accuracies are only comparable within one metric (ImageNet top-1, COCO box AP, ...): one choice each.

@@ -314,3 +314,35 @@ def test_swap_page_shows_what_an_se_block_adds_to_saved_activations(clear_stream
     assert shown["Saved for backward, base"].value == format_bytes(base["saved_activations_bytes"])
     assert shown["Saved for backward, swapped"].value == format_bytes(swapped["saved_activations_bytes"])
     assert shown["Training-step MACs, swapped"].value == format_count(swapped["training_step_macs"], "MAC")
+
+
+def test_compare_puts_training_memory_and_step_macs_on_the_cost_axes():
+    from explorer.compare import TRAINING_AXES, compare_set
+
+    specs = [ModelSpec("resnet18", input_size=(3, 64, 64)), ModelSpec("mobilenet_v2", input_size=(3, 64, 64))]
+    result = compare_set(specs, training=True)
+    for spec, row in zip(specs, result["rows"]):
+        report = memory_report(spec, train=True, optimizer="adam", with_layers=False)
+        assert row["training_memory_gb"] == report["peak_bytes"] / 1e9
+        assert row["training_step_gmacs"] == report["training_step_macs"] / 1e9
+        assert row["training_step_gmacs"] > row["gmacs"]  # forward + backward
+    for fronts in result["pareto"].values():
+        assert set(TRAINING_AXES) <= set(fronts)
+    assert "training_memory_gb" not in compare_set(specs[:1])["rows"][0]  # only when asked
+
+
+def test_compare_page_training_toggle_adds_the_axes(clear_streamlit_caches):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    at.query_params.update(set='["resnet18", "mobilenet_v2"]')
+    at.switch_page("pages/6_Compare.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "training peak (GB)" not in at.selectbox(key="compare_x").options
+    at.toggle(key="compare_training").set_value(True).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert {"training peak (GB)", "training-step GMACs"} <= set(at.selectbox(key="compare_x").options)
+    at.selectbox(key="compare_x").set_value("training peak (GB)").run()
+    assert not at.exception and not at.error

@@ -222,6 +222,11 @@ def cached_compare_row(spec_key: str) -> dict:
     return BACKEND.compare_row(json.loads(spec_key))
 
 
+@st.cache_data(max_entries=128, show_spinner=False)
+def cached_training_costs(spec_key: str) -> dict:
+    return BACKEND.training_costs(json.loads(spec_key))
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def _cost_sweep(spec_key: str, sides: tuple[int, ...]) -> list:
     return BACKEND.resolution_sweep(json.loads(spec_key), list(sides), False)
