@@ -47,7 +47,8 @@ def test_presenter_mode_on_a_1280_by_720_screen(app_server, browser):
     page.goto(app_server + "/Tours?tour=vovnet&present=1")
     wait_for_the_step(page, 1)
     total = re.search(r"of (\d+)", page.get_by_text(re.compile(r"^Step 1 of")).inner_text()).group(1)
-    assert not page.get_by_test_id("stSidebar").is_visible()
+    # the page's style hides the sidebar once the browser has applied it (a moment after the step renders)
+    expect(page.get_by_test_id("stSidebar")).to_be_hidden(timeout=15_000)
 
     press(page, "ArrowRight")
     wait_for_the_step(page, 2, total, chart=True)
