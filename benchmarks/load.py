@@ -384,8 +384,10 @@ def _missing_content(kind: str, result: RunResult) -> str:
     """Why a run that finished cleanly still did not show its page ('' when it did)."""
     if kind == "model" and "MACs" not in result.metric_labels:
         return "the Model page showed no MACs total"
-    if kind == "inside" and result.images < 2:
-        return f"the Grad-CAM view showed {result.images} image(s), not the input and its heat map"
+    if kind == "inside" and (result.images < 1 or result.plots < 1):
+        # the input is an image; the heat map is a figure drawn over it (with its colour bar)
+        return (f"the Grad-CAM view showed {result.images} image(s) and {result.plots} figure(s), not the input "
+                "and its heat map")
     if kind == "latency" and "Latency" not in result.headings:
         return "the Latency page showed no title"
     if kind == "latency_run" and not result.plots:
