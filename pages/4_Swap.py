@@ -8,7 +8,8 @@ from explorer.catalog import load_catalog
 from explorer.spec import ModelSpec, parse_size
 from explorer.swaps import PRESETS, expand_swaps, parse_swap
 from explorer.units import format_bytes, format_count
-from ui.components import before_after, changed_place, changed_places_text, depth_slider
+from ui.memory import memory_deltas
+from ui.components import before_after, change_text, changed_place, changed_places_text, depth_slider
 from ui.common import (arch_from_link, cached_bench, cached_fold, cached_rf, cached_swap_points,
                        cached_swapped_modules, cost_of, drop_unused_link_params, guard, page_setup, start_from_link)
 
@@ -105,12 +106,6 @@ def last_spatial_rf(spec) -> int | None:
     return local[-1]["rf"][0] if local else None
 
 
-def delta(new, old, fmt):
-    if old in (None, 0) or new is None:
-        return None
-    return f"{fmt(new - old)} ({(new - old) / old:+.1%})"
-
-
 st.subheader("Side by side")
 figures = [
     ("Parameters", "params", format_count),
@@ -121,7 +116,7 @@ figures = [
 cols = st.columns(len(figures) + (1 if latency else 0))
 for col, (label, key, fmt) in zip(cols, figures):
     col.metric(f"{label}, base", fmt(base_cost[key]))
-    col.metric(f"{label}, swapped", fmt(swapped_cost[key]), delta=delta(swapped_cost[key], base_cost[key], fmt),
+    col.metric(f"{label}, swapped", fmt(swapped_cost[key]), delta=change_text(swapped_cost[key], base_cost[key], fmt),
                delta_color="inverse")
 with guard("The receptive field"):
     rf_base, rf_swapped = last_spatial_rf(base), last_spatial_rf(swapped)
@@ -136,11 +131,9 @@ if latency:
     ms = lambda v: f"{v:.2f} ms"  # noqa: E731
     cols[-1].metric("Latency, base (batch 1)", ms(latency["base"]) if latency["base"] else "—")
     cols[-1].metric("Latency, swapped", ms(latency["swapped"]) if latency["swapped"] else "—",
-                    delta=delta(latency["swapped"], latency["base"], ms), delta_color="inverse")
+                    delta=change_text(latency["swapped"], latency["base"], ms), delta_color="inverse")
 
 if swapped.swaps:
-    from ui.memory import memory_deltas
-
     st.markdown("**Memory and a training step**")
     memory_deltas(base, swapped)
 

@@ -10,6 +10,13 @@ from explorer.layers import rolled_up, shape_text
 from explorer.units import format_bytes, format_count
 
 
+def change_text(new, old, fmt) -> str | None:
+    """A metric's delta, "+2.53 M (+9.9%)", from base `old` to `new` (None when there is nothing to compare)."""
+    if old in (None, 0) or new is None:
+        return None
+    return f"{fmt(new - old)} ({(new - old) / old:+.1%})"
+
+
 def depth_slider(label: str, deepest: int, default: int, key: str, container=st, **kwargs) -> int:
     """A depth slider from 1 to `deepest`; a flat model (deepest 1) needs no slider at all."""
     if deepest <= 1:

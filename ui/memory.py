@@ -18,6 +18,7 @@ from explorer.spec import MAX_BATCH, ModelSpec
 from explorer.text import escape_markdown
 from explorer.units import format_bytes, format_count
 from ui.common import guard, plot_config
+from ui.components import change_text
 from ui.jobs import run_job
 
 CATEGORY_LABELS = {"weights": "Weights", "gradients": "Gradients", "optimizer": "Optimizer state (and fp32 master weights)",
@@ -217,8 +218,7 @@ def memory_deltas(base: ModelSpec, swapped: ModelSpec, dtype: str = "fp32", opti
         ]
         cols = st.columns(len(figures))
         for col, (label, old, new, fmt) in zip(cols, figures):
-            change = None if not old else f"{fmt(new - old)} ({(new - old) / old:+.1%})"
             col.metric(f"{label}, base", fmt(old))
-            col.metric(f"{label}, swapped", fmt(new), delta=change, delta_color="inverse")
+            col.metric(f"{label}, swapped", fmt(new), delta=change_text(new, old, fmt), delta_color="inverse")
         st.caption(f"Batch {base.batch}, {dtype}; training = forward, backward and one {OPTIMIZER_LABELS[optimizer]} "
                    "step, traced on the meta device (the Model page's Memory section has the breakdown).")
