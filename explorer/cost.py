@@ -190,14 +190,16 @@ def _op_name(func) -> str:
     return func._schema.name.split("::", 1)[-1]
 
 
-def _is_view(func) -> bool:
+def is_view(func) -> bool:
+    """Whether an aten op returns a view of its input (shares its storage): no bytes of its own."""
     if _op_name(func) in _VIEW_LIKE or torch.Tag.inplace_view in func.tags:
         return True
     returns = func._schema.returns
     return bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
 
 
-_MAC_FORMULAS = _build_mac_formulas()
+# aten op -> its MAC formula; an op in this table has multiply-accumulates (graph and memory read it too).
+MAC_FORMULAS = _build_mac_formulas()
 
 
 @dataclass
@@ -252,8 +254,8 @@ def cost_of_op(func, args, kwargs, out) -> _OpCost:
         for t in outputs:
             totals.write_elements += t.numel()
             totals.write_bytes += t.numel() * t.element_size()
-    if func in _MAC_FORMULAS:
-        totals.macs = int(_MAC_FORMULAS[func](*args, out_val=out, **kwargs))
+    if func in MAC_FORMULAS:
+        totals.macs = int(MAC_FORMULAS[func](*args, out_val=out, **kwargs))
         totals.activations = outputs[0].numel() if outputs else 0
         return _OpCost("mac", totals)
     if name in _PER_INPUT_ELEMENT or (torch.Tag.reduction in func.tags):
@@ -313,7 +315,7 @@ class _CostMode(TorchDispatchMode):
         out = meta_fast_path(func, args) if not kwargs else None
         if out is None:
             out = func(*args, **kwargs)
-        if not _is_view(func):
+        if not is_view(func):
             try:
                 cost = cost_of_op(func, args, kwargs, out)
             except Exception as exc:  # a bug in a formula must not pass for a bad input
@@ -481,7 +483,7 @@ def _analyse(spec: ModelSpec, *, with_layers: bool, grad_enabled: bool, dtype: s
         try:
             recorder = trace_costs(model, example_input(resolved, "meta", torch_dtype), grad_enabled)
         except Exception as exc:
-            if not _is_data_dependent(exc):
+            if not is_data_dependent(exc):
                 raise
             device = "cpu"
             model = build_model(resolved, device="cpu").to(torch_dtype)
@@ -530,7 +532,7 @@ def _analyse(spec: ModelSpec, *, with_layers: bool, grad_enabled: bool, dtype: s
     return result
 
 
-def _is_data_dependent(exc: BaseException) -> bool:
+def is_data_dependent(exc: BaseException) -> bool:
     """Did the forward fail only because meta tensors carry no data?"""
     text = str(exc).lower()
     return any(marker in text for marker in ("meta", "data-dependent", "data dependent", "no data"))

@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from explorer.cost import _MAC_FORMULAS  # noqa: PLC2701 (the engine's own list of ops with MACs)
+from explorer.cost import MAC_FORMULAS
 from explorer.errors import ExplorerError
 from explorer.layers import ROOT, parent_of
 from explorer.spec import ModelSpec
@@ -106,7 +106,7 @@ class _Flow:
                 self.origin[t] = node
             self.order.setdefault(node, len(self.order))
             return
-        if len(sources) >= 2 or func in _MAC_FORMULAS:
+        if len(sources) >= 2 or func in MAC_FORMULAS:
             node = self._op_node(owner, func, cost_of_op(func, args, kwargs, out), outputs)
             for src, tensor in sources.items():
                 self.edge(src, node, tensor)

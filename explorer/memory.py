@@ -43,7 +43,7 @@ from torch.utils._pytree import tree_flatten
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from explorer.catalog import resolve
-from explorer.cost import _MAC_FORMULAS, _is_data_dependent, meta_fast_path
+from explorer.cost import MAC_FORMULAS, is_data_dependent, meta_fast_path
 from explorer.errors import ExplorerError
 from explorer.models import DTYPES, build_model, dtype_of, example_input, forward_errors, input_size_of
 from explorer.spec import MAX_BATCH, ModelSpec
@@ -147,7 +147,7 @@ def _conv_backward_macs(grad_out, x, weight, bias_sizes, stride, padding, dilati
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
-_OWN_MAC_FORMULAS = {_aten.convolution_backward.default: _conv_backward_macs}
+_BACKWARD_MAC_FORMULAS = {_aten.convolution_backward.default: _conv_backward_macs}
 
 
 class _MemoryMode(TorchDispatchMode):
@@ -231,7 +231,7 @@ class _MemoryMode(TorchDispatchMode):
             # the node autograd made for this op (if any) took the last sequence number; the first op to see a
             # number is the one that made it
             self.node_module.setdefault(_next_sequence_nr() - 1, module)
-        formula = _OWN_MAC_FORMULAS.get(func) or _MAC_FORMULAS.get(func)
+        formula = _BACKWARD_MAC_FORMULAS.get(func) or MAC_FORMULAS.get(func)
         if formula is not None and self.phase != "step":
             macs = int(formula(*args, out_val=out, **kwargs))
             per_module = trace.macs[self.phase]
@@ -448,7 +448,7 @@ def _traced(spec: ModelSpec, dtype: str, train: bool, optimizer: str,
         except ExplorerError:
             raise
         except Exception as exc:
-            if _is_data_dependent(exc):
+            if is_data_dependent(exc):
                 raise ExplorerError(f"{spec.arch}'s forward depends on its data (e.g. detection post-processing); "
                                     "its memory cannot be traced on the meta device") from None
             raise

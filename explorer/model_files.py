@@ -41,11 +41,11 @@ class _Costing(TorchDispatchMode):
         self.uncounted: collections.Counter = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        from explorer.cost import _is_view, cost_of_op  # noqa: PLC2701 (the engine's own view test)
+        from explorer.cost import is_view, cost_of_op
 
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if not _is_view(func):
+        if not is_view(func):
             cost = cost_of_op(func, args, kwargs, out)
             self.macs += cost.totals.macs
             self.memory += cost.totals.memory_access_bytes

@@ -5,7 +5,7 @@ These are ``TypedDict``s: the results stay plain JSON-friendly dicts (what the C
 and the annotations state the contract once. Conventions: MACs are multiply-accumulates and FLOPs = 2 × MACs;
 memory access cost is elements / bytes read and written by every op that is not a view (a different quantity,
 never called MACs); bytes are of the report's dtype (fp32 unless stated). A test checks that a real report's
-keys are exactly these (tests/test_reports.py).
+keys are exactly these (tests/engine/test_reports.py).
 """
 # No `from __future__ import annotations` here: TypedDict must see NotRequired as an object, not a string.
 from typing import Any, NotRequired, TypedDict

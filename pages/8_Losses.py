@@ -7,7 +7,7 @@ from explorer.losses import class_weights, focal_weight, long_tail_counts, regre
 from ui.common import drop_unused_link_params, guard, page_setup, plot_config
 from ui.figures import class_weight_plot
 
-# Checked against the figure it describes by tests/test_teaching_figures.py
+# Checked against the figure it describes by tests/app/test_teaching_figures.py
 WEIGHTS_CAPTION = ("Cost-sensitive CE weighs each class by n_min/n_c: the rarest class gets the largest "
                    "weight, the most frequent the smallest. EQL suppresses the negative gradients of the "
                    "classes whose frequency is below λ (the grey band; none when every class is above λ). "

@@ -1,7 +1,7 @@
 """Helpers shared by the native-model tests.
 
 Cost reports and small real forwards are computed once per test session, whichever file asks first:
-tests/test_native_contract.py asks for every registered model, the family files for the ones they examine.
+tests/native/test_native_contract.py asks for every registered model, the family files for the ones they examine.
 """
 import torch
 

@@ -7,7 +7,7 @@ once (below), which fills the registry. A catalog variant whose name is missing 
 native implementation" and cannot be built yet.
 
 To add a model: write its file here, decorate its builder with @register_model, import the file below,
-and run `python -m explorer measure-catalog --write`; tests/test_native_contract.py then checks it.
+and run `python -m explorer measure-catalog --write`; tests/native/test_native_contract.py then checks it.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ fewest parameters, the balance condition (equal branch widths). The ImageNet net
 against MobileNetV1 (IGCV2-1.0 / 0.5 / 0.25) is not: its stage widths, chain length L and per-layer
 branch widths could not be found in any source available to us (the paper's ImageNet section could not
 be read; no official IGCV2 code was released — homles11/IGCV3 holds IGCV3 and MobileNetV2 only). We do
-not invent a configuration, so the catalog variant stays unimplemented (tests/test_native_more_cnns.py).
+not invent a configuration, so the catalog variant stays unimplemented (tests/native/test_mobile_cnns.py).
 The block itself is built: the conv swap `igcv2` (explorer.blocks.convs.InterleavedSparseConv) puts it in
 place of any full k×k conv (and, without its channel-wise conv, of a 1×1 one: on timm's mobilenetv1_100,
 `conv:igcv2@*.conv_pw` turns every layer into an IGCV2 block at MobileNet's widths, 1.34 M parameters and

@@ -2,7 +2,7 @@
 
 Both are costed through the engine at their catalog input sizes (on the meta device) and checked against
 the published figures (the exact counts are pinned in explorer/data/measured_costs.json and checked, with a
-real CPU forward at a small input, by tests/test_native_contract.py). DETR runs once for real on the CPU at
+real CPU forward at a small input, by tests/native/test_native_contract.py). DETR runs once for real on the CPU at
 3×128×128 for its attention maps (its catalog size, 800×800, is slow); UNETR on a 32³ volume.
 """
 import math

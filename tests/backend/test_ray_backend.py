@@ -22,7 +22,7 @@ from explorer.errors import ExplorerError
 from explorer.jobs import CANCELLED, DONE, FAILED, JobService
 from tests.conftest import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ["process", "ray"]
 SPEC = {"arch": "resnet18", "input_size": [3, 64, 64]}
 TINY_BENCH = {"device": "cpu", "batches": [1], "min_runs": 2, "min_seconds": 0.0}
@@ -272,7 +272,7 @@ def test_a_local_ray_instance_outlives_the_request_thread_that_started_it():
         "print(service.run('s', 'hold', {'seconds': 0.1})['held_s'])\n"
         "service.shutdown(); ray_workers.shutdown()\n")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local instance
-    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], env=env,
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "0.1"

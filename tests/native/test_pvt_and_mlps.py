@@ -2,7 +2,7 @@
 
 Every catalog variant is costed through the engine (ModelSpec + analyse, on the meta device) and
 checked against its published parameters and multiply-adds (within 3 %). The exact counts (pinned in
-explorer/data/measured_costs.json) and a real CPU forward of every variant are tests/test_native_contract.py's.
+explorer/data/measured_costs.json) and a real CPU forward of every variant are tests/native/test_native_contract.py's.
 """
 import pytest
 import torch

@@ -13,7 +13,7 @@ from explorer.job_kinds import JOB_KINDS
 from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS
 from explorer.views.registry import NEEDS, VIEW_IDS, VIEWS, inside_views, swap_views, view_by_id
 from tests.conftest import ROOT
-from tests.test_pages import metric, open_page
+from tests.page_support import metric, open_page
 
 
 def _subcommand(name: str) -> argparse.ArgumentParser:

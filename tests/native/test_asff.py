@@ -1,7 +1,7 @@
 """Native YOLOv3 (Darknet-53) + ASFF at 608×608, 80 classes.
 
 Costed on the meta device at the catalog size (the exact counts are pinned in
-explorer/data/measured_costs.json and checked by tests/test_native_contract.py); the real CPU forward
+explorer/data/measured_costs.json and checked by tests/native/test_native_contract.py); the real CPU forward
 runs at 320×320, enough for ASFF's per-pixel weights at every level.
 """
 import pytest

@@ -95,7 +95,7 @@ def test_measured_costs_cover_every_buildable_variant():
 
 
 # Native models are checked against the same table by the contract test over their registry
-# (tests/test_native_contract.py); here, the library models the catalog builds at their own sizes.
+# (tests/native/test_native_contract.py); here, the library models the catalog builds at their own sizes.
 NON_TV_CLASSIFICATION = [v.id for v in catalog.variants.values()
                          if v.implemented and v.library != "native" and (v.library != "torchvision" or v.input_size)]
 

@@ -3,7 +3,7 @@ official TPU detection code's block specification and scaling table.
 
 Each is costed through the engine at its catalog input (on the meta device) and checked against the TPU
 model zoo's whole-detector figures (FLOPs there are multiply-adds); the exact counts are pinned in
-explorer/data/measured_costs.json and checked by tests/test_native_contract.py. SpineNet-49S is the one
+explorer/data/measured_costs.json and checked by tests/native/test_native_contract.py. SpineNet-49S is the one
 variant outside 3 %: its published 11.9 M / 33.8 B are what the model gives with 256-wide endpoints, while the
 official 49S config (and this model) uses 128 (see test_49s_gap_is_the_endpoint_width). Real CPU forwards run
 at small inputs (the catalog sizes, 640-1280, are slow on a CPU).

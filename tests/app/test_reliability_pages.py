@@ -13,7 +13,7 @@ import pytest
 import torch
 from explorer.text import WORD_JOINER, escape_markdown
 from tests.markdown_support import MD, shown_text
-from tests.test_pages import open_page
+from tests.page_support import open_page
 
 pytestmark = pytest.mark.usefixtures("clear_streamlit_caches")
 

@@ -8,7 +8,7 @@
 - a real CPU forward at its registered small input is finite.
 
 What is particular to a paper (a published figure, a hand count, a structure) stays in the family's own
-tests/test_native_*.py file.
+tests/native/ family file.
 """
 import ast
 import math
@@ -23,7 +23,7 @@ from explorer.native import NATIVE_BUILDERS, NATIVE_MODELS, register_model
 from explorer.native.registry import models_in
 from tests.native_support import cost_report, small_forward, tensors_in
 
-NATIVE_DIR = Path(__file__).resolve().parents[1] / "explorer" / "native"
+NATIVE_DIR = Path(__file__).resolve().parents[2] / "explorer" / "native"
 ARCHS = sorted(NATIVE_BUILDERS)
 
 

@@ -1,7 +1,7 @@
 """Native GA-RPN (guided-anchoring RPN head on torchvision's ResNet-50-FPN).
 
 Costed on the meta device at the catalog's 800×800 (the exact counts are pinned in
-explorer/data/measured_costs.json and checked by tests/test_native_contract.py). The real CPU forward runs at
+explorer/data/measured_costs.json and checked by tests/native/test_native_contract.py). The real CPU forward runs at
 3×128×128: torchvision's CPU deformable conv makes 800×800 take several seconds.
 """
 import torch

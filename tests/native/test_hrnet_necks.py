@@ -1,7 +1,7 @@
 """HRNetV1 / V2 / V2p (TPAMI 2020) on timm's hrnet_w18 body.
 
 Costed through the engine on the meta device at the catalog sizes (the exact counts are pinned in
-explorer/data/measured_costs.json and checked, with a real CPU forward, by tests/test_native_contract.py).
+explorer/data/measured_costs.json and checked, with a real CPU forward, by tests/native/test_native_contract.py).
 The paper lists no
 W18 figure for our three configurations, so the same constructions are checked at the widths and sizes
 it does list (Table I: V1-W32/W48 pose; Table III: V2-W40/W48 Cityscapes; Appendix D: V2-W18 face

@@ -1,7 +1,7 @@
 """Native lightweight CNNs written from their papers: PeleeNet, ESPNet / ESPNetv2, IGCV1 / IGCV3 and
 CondenseNet. Each is costed through the engine (ModelSpec + analyse, on the meta device) and checked
 against the published figures of its catalog entry (within 3 %); the exact counts and a real CPU forward
-are tests/test_native_contract.py's. IGCV2 stays unregistered (see explorer/native/igcv2.py).
+are tests/native/test_native_contract.py's. IGCV2 stays unregistered (see explorer/native/igcv2.py).
 """
 import pytest
 import torch

@@ -2,7 +2,7 @@
 and its official code.
 
 Costed through the engine at the catalog's 320×320 (on the meta device); the exact counts are pinned in
-explorer/data/measured_costs.json and checked by tests/test_native_contract.py. One real CPU forward at
+explorer/data/measured_costs.json and checked by tests/native/test_native_contract.py. One real CPU forward at
 288×288 (the smallest side the TUMs take), one pass of `sfam_weights` and one of the fusion view.
 """
 import pytest

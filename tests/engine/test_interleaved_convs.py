@@ -15,7 +15,7 @@ from explorer.models import build_model
 from explorer.native.igcv import igcv1, igcv3
 from explorer.spec import ModelSpec
 from explorer.views.connectivity import channel_paths, connectivity_candidates
-from tests.test_cli import run_cli
+from tests.cli_support import run_cli
 
 
 def _params(module):

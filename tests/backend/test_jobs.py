@@ -122,7 +122,7 @@ def test_a_session_that_left_has_its_queued_jobs_cancelled():
 
 
 # The limits on a real worker (time limit, cancel, a killed worker, memory) are tested against both backends,
-# local processes and Ray actors, in tests/test_ray_backend.py.
+# local processes and Ray actors, in tests/backend/test_ray_backend.py.
 
 
 def test_tracing_in_a_worker_leaves_every_forward_pass_here_intact():

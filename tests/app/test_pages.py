@@ -1,30 +1,13 @@
 """Every page under streamlit's AppTest: renders, shows the engine's numbers, survives bad input."""
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from explorer.cost import analyse
 from explorer.spec import ModelSpec
 from explorer.units import format_count
-from tests.conftest import ROOT
+from tests.page_support import metric, open_page
 from tests.markdown_support import shown_text
 
 pytestmark = pytest.mark.usefixtures("clear_streamlit_caches")
-
-
-def open_page(page=None, **query):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.run()
-    if page:
-        for key, value in query.items():
-            at.query_params[key] = value
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def metric(at, label):
-    return next(m.value for m in at.metric if m.label == label)
 
 
 def test_home_counts_the_catalog():

@@ -1,7 +1,7 @@
 """Native lightweight CNNs with dynamic / channel-wise convolutions: WeightNet (ShuffleNetV2 1.0×
 backbone), ChannelNet-v1 and MicroNet M0–M3. Each is costed through the engine (ModelSpec + analyse,
 on the meta device) and checked against the published figures of its catalog entry; the exact counts
-and a real CPU forward are tests/test_native_contract.py's.
+and a real CPU forward are tests/native/test_native_contract.py's.
 """
 import pytest
 import torch

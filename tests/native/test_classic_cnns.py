@@ -1,7 +1,7 @@
 """Native CNNs written from their papers: shapes, parameters and MACs against the published figures.
 
 Each model is costed through the engine (ModelSpec + analyse, on the meta device); the exact counts,
-the real CPU forward and "every op costed" are tests/test_native_contract.py's, for every registered
+the real CPU forward and "every op costed" are tests/native/test_native_contract.py's, for every registered
 model. Published figures come from the catalog entry; where ours differ by more than 3 % the reason is
 written here and in the entry's "published"."source".
 """

@@ -1,7 +1,7 @@
 """Native RefineDet320 (VGG-16, 21 VOC classes), written from the paper and its official Caffe code.
 
 Costed through the engine at the catalog's 320×320 (on the meta device); the exact counts are pinned in
-explorer/data/measured_costs.json and checked, with a real CPU forward, by tests/test_native_contract.py.
+explorer/data/measured_costs.json and checked, with a real CPU forward, by tests/native/test_native_contract.py.
 The paper and the official README publish no parameter or FLOP count, only accuracy (80.0 % VOC07 mAP).
 """
 import torch

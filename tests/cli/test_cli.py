@@ -1,14 +1,8 @@
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "explorer", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+from tests.cli_support import run_cli
 
 
 def test_cost_json_has_the_documented_fields():

@@ -3,7 +3,7 @@
 Costed once at the catalog's 800×800. Faster R-CNN's proposal filtering depends on the data, so the
 engine runs it on the CPU (a few seconds) with the builder's fixed seed; the RoI-head MACs depend on
 how many proposals survive, so the exact MAC count (pinned in explorer/data/measured_costs.json, checked by
-tests/test_native_contract.py) holds only for those weights and that input. The real forward runs at
+tests/native/test_native_contract.py) holds only for those weights and that input. The real forward runs at
 3×128×128 with torchvision's resize set to 128 (min_size / max_size options, the registered small input),
 else its transform would scale the image back up to 800.
 """
