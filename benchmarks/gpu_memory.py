@@ -11,7 +11,7 @@ import sys
 import torch
 
 from benchmarks.common import print_table
-from explorer.memory import _floating_outputs, _make_optimizer, memory_report
+from explorer.memory import floating_outputs, make_optimizer, memory_report
 from explorer.models import build_model, example_input
 from explorer.spec import ModelSpec
 
@@ -27,10 +27,10 @@ def measured_peak(spec: ModelSpec, train: bool) -> int:
     base = torch.cuda.memory_allocated()
     model = build_model(spec, device="cuda").train(train)
     x = example_input(spec, "cuda")
-    optimizer = _make_optimizer("adam", [p for p in model.parameters() if p.requires_grad]) if train else None
+    optimizer = make_optimizer("adam", [p for p in model.parameters() if p.requires_grad]) if train else None
 
     def step():
-        outputs = _floating_outputs(model(x))
+        outputs = floating_outputs(model(x))
         loss = outputs[0].float().sum()
         for extra in outputs[1:]:
             loss = loss + extra.float().sum()

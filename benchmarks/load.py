@@ -34,7 +34,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from benchmarks.common import print_table
-from explorer.cli import _OneLineErrors
+from explorer.cli import OneLineErrors
 from explorer.errors import ExplorerError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def _bounded(name: str, value: float, low: float, high: float, unit: str = "") -
 
 
 def build_parser():
-    parser = _OneLineErrors(prog="python -m benchmarks load", description=__doc__.split("\n\n")[0])
+    parser = OneLineErrors(prog="python -m benchmarks load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8501", help="a running server of this app (loopback only)")
     parser.add_argument("--start-server", action="store_true",
                         help="start the app on a free loopback port for this run and stop it at the end (--url is ignored)")

@@ -531,7 +531,7 @@ def cmd_weights(args) -> Any:
     return None
 
 
-class _OneLineErrors(argparse.ArgumentParser):
+class OneLineErrors(argparse.ArgumentParser):
     """Bad arguments end with one line and exit status 2, like every other refusal of the CLI."""
 
     def error(self, message: str):
@@ -540,7 +540,7 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrors(prog="python -m explorer", description="Architecture explorer engine")
+    parser = OneLineErrors(prog="python -m explorer", description="Architecture explorer engine")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="the catalog: every roster architecture and its variants")

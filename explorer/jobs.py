@@ -35,7 +35,7 @@ from explorer.errors import ExplorerError
 # The worker protocol lives below this module (explorer.ray_workers implements it too); its names stay
 # importable from here.
 from explorer.workers import (  # noqa: F401
-    _POLL_S,
+    POLL_S,
     CANCELLED,
     DONE,
     FAILED,
@@ -195,7 +195,7 @@ class ProcessWorker(Worker):
                 self.stop()
                 return (CANCELLED if job.state == CANCELLED else FAILED), reason
             try:
-                ready = self.conn.poll(_POLL_S)
+                ready = self.conn.poll(POLL_S)
             except (OSError, EOFError):
                 ready = True
             if not ready:

@@ -158,7 +158,7 @@ def free_memory():
 
 # --- timing -----------------------------------------------------------------------------------------
 
-def _synchronize(device: str):
+def synchronize(device: str):
     if device == "cuda":
         torch.cuda.synchronize()
     elif device == "mps":
@@ -179,14 +179,14 @@ class _Timer:
             end.record()
             end.synchronize()
             return start.elapsed_time(end) / 1e3
-        _synchronize(self.device)
+        synchronize(self.device)
         t = time.perf_counter()
         fn()
-        _synchronize(self.device)
+        synchronize(self.device)
         return time.perf_counter() - t
 
 
-def _autocast(device: str, dtype: str):
+def autocast_context(device: str, dtype: str):
     if dtype == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda" if device == "cuda" else "cpu" if device == "cpu" else device, dtype=dtype_of(dtype))
@@ -278,7 +278,7 @@ def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], Non
                         x = x.contiguous(memory_format=torch.channels_last)
 
                     def forward(x=x):
-                        with torch.inference_mode(), _autocast(device, settings.dtype):
+                        with torch.inference_mode(), autocast_context(device, settings.dtype):
                             model(x)
 
                     stats = time_forward(forward, device, settings)
@@ -359,12 +359,12 @@ def layer_times(spec: ModelSpec, settings: BenchSettings, device: str, model: nn
         x = x.contiguous(memory_format=torch.channels_last)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     try:
-        with torch.inference_mode(), _autocast(device, settings.dtype):
+        with torch.inference_mode(), autocast_context(device, settings.dtype):
             inner(x)  # one untimed pass with the hooks in place
             with profile(activities=activities) as prof:
                 for _ in range(runs):
                     inner(x)
-                _synchronize(device)
+                synchronize(device)
     finally:
         for handle in handles:
             handle.remove()

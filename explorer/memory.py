@@ -299,11 +299,11 @@ def _efficient_attention():
                 F.scaled_dot_product_attention = _ORIGINAL_SDPA
 
 
-def _floating_outputs(out) -> list[torch.Tensor]:
+def floating_outputs(out) -> list[torch.Tensor]:
     return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
 
 
-def _make_optimizer(name: str, params: list[torch.Tensor]):
+def make_optimizer(name: str, params: list[torch.Tensor]):
     # foreach=True: the multi-tensor kernels a GPU runs by default, with their whole-list temporaries
     if name == "sgd":
         return torch.optim.SGD(params, lr=0.01, foreach=True)
@@ -350,7 +350,7 @@ def _run(model: nn.Module, x: torch.Tensor, *, train: bool, optimizer: str, budg
         # the optimizer's state exists before the step we trace (steady state): make it first, outside the trace
         mixed = any(p.dtype != torch.float32 for p in trainable)
         master = [torch.empty_like(p, dtype=torch.float32).requires_grad_() for p in trainable] if mixed else trainable
-        state_optimizer = _make_optimizer(optimizer, master)
+        state_optimizer = make_optimizer(optimizer, master)
         for p in master:
             p.grad = torch.zeros_like(p)
         state_optimizer.step()
@@ -390,7 +390,7 @@ def _run(model: nn.Module, x: torch.Tensor, *, train: bool, optimizer: str, budg
             if train:
                 with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                     out = model(x)
-                losses = _floating_outputs(out)
+                losses = floating_outputs(out)
                 if not losses or not any(t.requires_grad for t in losses):
                     raise ExplorerError("the model's output carries no gradient: nothing to train")
                 terms = [t.float().sum() for t in losses if t.requires_grad]
@@ -718,7 +718,7 @@ def train_bench(spec: ModelSpec, settings: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from explorer.device_queue import queue_for
-    from explorer.latency import BenchSettings, _autocast, _synchronize
+    from explorer.latency import BenchSettings, autocast_context, synchronize
     from explorer.models import is_out_of_memory, one_line
 
     optimizer_name = check_optimizer(str(settings.get("optimizer", "adam")))
@@ -738,23 +738,23 @@ def train_bench(spec: ModelSpec, settings: dict[str, Any]) -> dict[str, Any]:
             with forward_errors(spec, input_size_of(spec)):
                 model = build_model(spec, device=device).train()
                 x = example_input(spec, device)
-                optimizer = _make_optimizer(optimizer_name, [p for p in model.parameters() if p.requires_grad])
+                optimizer = make_optimizer(optimizer_name, [p for p in model.parameters() if p.requires_grad])
 
                 def step(timed: bool):
                     marks = [time.perf_counter()]
-                    with _autocast(device, dtype):
-                        outputs = _floating_outputs(model(x))
+                    with autocast_context(device, dtype):
+                        outputs = floating_outputs(model(x))
                         loss = outputs[0].float().sum()
                         for extra in outputs[1:]:
                             loss = loss + extra.float().sum()
-                    _synchronize(device)
+                    synchronize(device)
                     marks.append(time.perf_counter())
                     loss.backward()
-                    _synchronize(device)
+                    synchronize(device)
                     marks.append(time.perf_counter())
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                    _synchronize(device)
+                    synchronize(device)
                     marks.append(time.perf_counter())
                     if timed:
                         for phase, start, end in zip(phases, marks, marks[1:]):

@@ -22,7 +22,7 @@ import ray
 import ray.exceptions
 
 from explorer.errors import ExplorerError
-from explorer.workers import _POLL_S, CANCELLED, DONE, FAILED, Worker, rss_bytes
+from explorer.workers import POLL_S, CANCELLED, DONE, FAILED, Worker, rss_bytes
 
 START_TIMEOUT_S = float(os.environ.get("EXPLORER_RAY_START_TIMEOUT_S", "300"))  # actors placed and answering
 MAX_CPU_WORKERS = 256
@@ -207,7 +207,7 @@ class RayWorker(Worker):
         if self.actor is None:
             self._start()
         actor = self.actor  # stop() may run on another thread (shutdown) while this job runs
-        while self._where_ref is not None and not ray.wait([self._where_ref], timeout=_POLL_S)[0]:
+        while self._where_ref is not None and not ray.wait([self._where_ref], timeout=POLL_S)[0]:
             reason = limits(job, 0)  # a fresh actor is still starting (or waits for room on the cluster)
             if reason is not None:
                 return (CANCELLED if job.state == CANCELLED else FAILED), reason
@@ -222,7 +222,7 @@ class RayWorker(Worker):
             if reason is not None:
                 self._replace(actor)
                 return (CANCELLED if job.state == CANCELLED else FAILED), reason
-            finished, _ = ray.wait([ref], timeout=_POLL_S)
+            finished, _ = ray.wait([ref], timeout=POLL_S)
             if probe is not None and ray.wait([probe], timeout=0)[0]:
                 try:
                     progress, rss = ray.get(probe)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from explorer.errors import ExplorerError
 
-_POLL_S = 0.05
+POLL_S = 0.05
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)

@@ -60,25 +60,9 @@ from explorer.errors import ExplorerError
 from explorer.shapes import pair as _pair
 
 # Per-kind detection, weights and hooks live in attention_kinds; names re-exported for older imports.
-from explorer.views.attention_kinds import (  # noqa: F401
+from explorer.views.attention_kinds import (  # noqa: F401 (re-exported: the public names callers import from here)
     STRATEGIES,
     Capture,
-    _additive,
-    _attention2d_weights,
-    _bind,
-    _botnet_weights,
-    _detr_grids,
-    _encoder_stacks,
-    _grids,
-    _kind_of,
-    _sra_weights,
-    _timm_classes,
-    _timm_swin_geometry,
-    _timm_swin_weights,
-    _timm_vit_weights,
-    _tv_swin_classes,
-    _tv_swin_geometry,
-    _tv_swin_weights,
     attention_layers,
     mha_attention_weights,
     no_attention_layers,

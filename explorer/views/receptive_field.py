@@ -77,6 +77,7 @@ import torch
 import torch.nn as nn
 
 from explorer.errors import ExplorerError
+from explorer.shapes import pair
 
 # The rules and the driver live in rf_rules (formulas, one rule per op) and rf_trace (the fx / hook
 # traces); their names are re-exported here so that older imports keep working.
@@ -91,27 +92,18 @@ from explorer.views.rf_rules import (  # noqa: F401
     SPLITS,
     RFRules,
     RFState,
-    _arg,
-    _flat_tensors,
-    _fname,
-    _num,
-    _pair,
+    flat_tensors,
+    plain_number,
 )
 from explorer.views.rf_trace import (  # noqa: F401
-    _call,
-    _device_dtype,
-    _EvalMode,
-    _first_line,
-    _input_chw,
-    _is_torch_leaf,
-    _Propagator,
-    _random_input,
-    _Recorder,
-    _row,
-    _run_trace,
-    _state_of,
-    _trace_fx,
-    _trace_hooks,
+    device_dtype,
+    EvalMode,
+    first_line,
+    input_chw,
+    random_input,
+    run_trace,
+    trace_fx,
+    trace_hooks,
 )
 
 __all__ = ["theoretical_rf", "receptive_field_report", "unit_box", "effective_rf", "find_row"]
@@ -130,27 +122,27 @@ def receptive_field_report(model: nn.Module, input_size, method: str = "auto",
     """
     if method not in ("auto", "fx", "hooks"):
         raise ExplorerError(f"method must be 'auto', 'fx' or 'hooks', got {method!r}")
-    chw = _input_chw(input_size)
+    chw = input_chw(input_size)
     reason = None
-    with _EvalMode(model):
+    with EvalMode(model):
         if method in ("auto", "fx"):
             try:
                 gm = torch.fx.symbolic_trace(model)
-                rows, prop = _run_trace(_trace_fx, gm, model, chw, global_context, try_meta=True)
+                rows, prop = run_trace(trace_fx, gm, model, chw, global_context, try_meta=True)
                 return {"rows": rows, "method": "fx", "fallback_reason": None, "input_hw": list(chw[1:]),
                         "errors": prop.errors}
             except ExplorerError:
                 raise
             except Exception as exc:
                 if method == "fx":
-                    raise ExplorerError(f"torch.fx could not trace {type(model).__name__}: {_first_line(exc)}") from None
-                reason = _first_line(exc)
+                    raise ExplorerError(f"torch.fx could not trace {type(model).__name__}: {first_line(exc)}") from None
+                reason = first_line(exc)
         try:
-            rows, prop = _run_trace(_trace_hooks, model, model, chw, global_context, try_meta=False)
+            rows, prop = run_trace(trace_hooks, model, model, chw, global_context, try_meta=False)
         except ExplorerError:
             raise
         except Exception as exc:
-            raise ExplorerError(f"could not run {type(model).__name__} on {chw}: {_first_line(exc)}") from None
+            raise ExplorerError(f"could not run {type(model).__name__} on {chw}: {first_line(exc)}") from None
     return {"rows": rows, "method": "hooks", "fallback_reason": reason, "input_hw": list(chw[1:]),
             "errors": prop.errors}
 
@@ -175,8 +167,8 @@ def unit_box(row: dict[str, Any], unit_yx, input_hw) -> dict[str, Any]:
     ``y0:y1, x0:x1`` are slice bounds (end exclusive) in input pixels; ``unclipped`` gives the same
     box before clipping (it extends beyond the image where padding was used).
     """
-    H, W = _pair(input_hw)
-    y, x = _pair(unit_yx)
+    H, W = pair(input_hw)
+    y, x = pair(unit_yx)
     if row.get("global"):
         return {"y0": 0, "y1": H, "x0": 0, "x1": W, "centre": [(H - 1) / 2, (W - 1) / 2],
                 "unclipped": [0, H, 0, W], "clipped": False}
@@ -187,7 +179,7 @@ def unit_box(row: dict[str, Any], unit_yx, input_hw) -> dict[str, Any]:
         half = (float(row["rf"][i]) - 1) / 2
         lo, hi = math.floor(c - half + 1e-9), math.ceil(c + half - 1e-9) + 1
         bounds.append((lo, hi, max(0, lo), min(lim, hi)))
-        centre.append(_num(c))
+        centre.append(plain_number(c))
     (ylo, yhi, y0, y1), (xlo, xhi, x0, x1) = bounds
     return {"y0": y0, "y1": y1, "x0": x0, "x1": x1, "centre": centre,
             "unclipped": [ylo, yhi, xlo, xhi], "clipped": (y0, y1, x0, x1) != (ylo, yhi, xlo, xhi)}
@@ -215,8 +207,8 @@ def effective_rf(model: nn.Module, input_size, layer_name: str, n_inputs: int = 
     """
     if not 1 <= int(n_inputs) <= 64:
         raise ExplorerError(f"n_inputs must be 1..64, got {n_inputs}")
-    chw = _input_chw(input_size)
-    if _device_dtype(model)[0].type == "meta":
+    chw = input_chw(input_size)
+    if device_dtype(model)[0].type == "meta":
         raise ExplorerError("the effective receptive field needs a model with real weights (not on 'meta')")
     module, call_index = _resolve_module(model, layer_name)
     report = receptive_field_report(model, chw)
@@ -230,7 +222,7 @@ def effective_rf(model: nn.Module, input_size, layer_name: str, n_inputs: int = 
         if threading.get_ident() != me:  # a forward of the same model in another thread
             return
         if calls[0] == call_index:
-            t = _flat_tensors(output)
+            t = flat_tensors(output)
             if t:
                 captured.append(t[0])
                 raise _Stop
@@ -238,8 +230,8 @@ def effective_rf(model: nn.Module, input_size, layer_name: str, n_inputs: int = 
 
     handle = module.register_forward_hook(hook)
     try:
-        with _EvalMode(model), torch.enable_grad():
-            x = _random_input(model, chw, int(n_inputs), seed).requires_grad_(True)
+        with EvalMode(model), torch.enable_grad():
+            x = random_input(model, chw, int(n_inputs), seed).requires_grad_(True)
             try:
                 model(x)
             except _Stop:

@@ -3,7 +3,7 @@
 The formulas behind ``explorer.views.receptive_field`` (its module docstring states them), laid out as
 fvcore lays out ``jit_handles.py``: a state per tensor (``RFState``), the geometric primitives every
 rule is built from (``RFRules``: a window op, a merge, global pooling, reshapes, ...), and ``RULES``,
-a table from a torch function's name (``_fname``: aliases folded, underscores stripped) to the rule
+a table from a torch function's name (``op_name``: aliases folded, underscores stripped) to the rule
 that computes its outputs' states. An op with no entry is treated as elementwise (``merge``): the
 union of its inputs' regions when the spatial layout is unchanged, flagged unless it is a known
 pointwise op. The driver that runs a model and feeds every op through these rules is
@@ -39,7 +39,7 @@ class RFState:
 
 
 
-def _num(x: float) -> int | float:
+def plain_number(x: float) -> int | float:
     if isinstance(x, float) and math.isfinite(x) and abs(x - round(x)) < 1e-9:
         return int(round(x))
     if isinstance(x, float):
@@ -47,17 +47,17 @@ def _num(x: float) -> int | float:
     return x
 
 
-def _flat_tensors(obj: Any, out: list | None = None, depth: int = 0) -> list[torch.Tensor]:
+def flat_tensors(obj: Any, out: list | None = None, depth: int = 0) -> list[torch.Tensor]:
     if out is None:
         out = []
     if isinstance(obj, torch.Tensor):
         out.append(obj)
     elif depth < 4 and isinstance(obj, (list, tuple)):
         for o in obj:
-            _flat_tensors(o, out, depth + 1)
+            flat_tensors(o, out, depth + 1)
     elif depth < 4 and isinstance(obj, dict):
         for o in obj.values():
-            _flat_tensors(o, out, depth + 1)
+            flat_tensors(o, out, depth + 1)
     return out
 
 
@@ -71,13 +71,13 @@ REDUCES = {"amax", "amin", "mean", "sum", "std", "var", "logsumexp", "prod", "na
            "norm", "all", "any", "argmax", "argmin", "std_mean", "var_mean"}
 
 
-def _fname(f: Any) -> str:
+def op_name(f: Any) -> str:
     name = f if isinstance(f, str) else getattr(f, "__name__", None) or type(f).__name__
     name = name.strip("_") or name
     return _ALIASES.get(name, name)
 
 
-def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
+def op_arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
     if name in kwargs:
         return kwargs[name]
     if len(args) > i:
@@ -462,7 +462,7 @@ class OpCall:
         return self.ins[0][1]
 
     def arg(self, i: int, name: str, default: Any = None) -> Any:
-        return _arg(self.args, self.kwargs, i, name, default)
+        return op_arg(self.args, self.kwargs, i, name, default)
 
 
 Rule = Callable[[RFRules, OpCall], tuple]

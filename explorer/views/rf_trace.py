@@ -1,10 +1,10 @@
 """Receptive-field driver: runs a model once and feeds every op through the rules of ``rf_rules``.
 
-As fvcore's ``jit_analysis.py`` drives the per-op handles of ``jit_handles.py``: ``_Propagator``
+As fvcore's ``jit_analysis.py`` drives the per-op handles of ``jit_handles.py``: ``Propagator``
 keeps the (rf, jump, start) state of every tensor by identity and applies ``RFRules.transfer`` to each
-torch function call; the two front ends obtain the calls and name the rows. ``_trace_fx`` runs a
+torch function call; the two front ends obtain the calls and name the rows. ``trace_fx`` runs a
 ``torch.fx`` graph node by node (meta tensors first, real ones where the model needs values);
-``_trace_hooks`` runs the model itself under forward hooks and a ``TorchFunctionMode`` when fx cannot
+``trace_hooks`` runs the model itself under forward hooks and a ``TorchFunctionMode`` when fx cannot
 trace it. The module docstring of ``explorer.views.receptive_field`` (the public face) describes both.
 """
 from __future__ import annotations
@@ -18,13 +18,13 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
 from explorer.errors import ExplorerError
-from explorer.views.rf_rules import RFRules, RFState, _arg, _flat_tensors, _fname, _num
+from explorer.views.rf_rules import RFRules, RFState, op_arg, flat_tensors, op_name, plain_number
 
 # ---------------------------------------------------------------------------------------------
 # Propagation
 # ---------------------------------------------------------------------------------------------
 
-class _Propagator(RFRules):
+class Propagator(RFRules):
     """(rf, jump, start) per tensor, keyed by tensor identity (tensors are kept alive meanwhile)."""
 
     def __init__(self, input_hw: tuple[int, int], global_context: str = "separate"):
@@ -52,14 +52,14 @@ class _Propagator(RFRules):
 
     # -- entry point --
     def handle(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
-        outs = _flat_tensors(result)
+        outs = flat_tensors(result)
         if not outs:
             return
-        ins = [(t, self.get(t)) for t in _flat_tensors((args, kwargs))]
+        ins = [(t, self.get(t)) for t in flat_tensors((args, kwargs))]
         ins = [(t, s) for t, s in ins if s is not None]
         if not ins:
             return
-        name = _fname(func)
+        name = op_name(func)
         try:
             res = self.transfer(name, args, kwargs, ins, outs)
         except Exception as exc:  # never break the traced forward; flag the row instead
@@ -78,7 +78,7 @@ class _Propagator(RFRules):
 # ---------------------------------------------------------------------------------------------
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, prop: _Propagator, on_op: Callable | None = None):
+    def __init__(self, prop: Propagator, on_op: Callable | None = None):
         super().__init__()
         self.prop = prop
         self.on_op = on_op
@@ -98,15 +98,15 @@ def _is_torch_leaf(m: nn.Module) -> bool:
         m, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
 
 
-def _row(prop: _Propagator, name: str, type_: str, op: str, t: torch.Tensor | None, st: RFState,
+def _row(prop: Propagator, name: str, type_: str, op: str, t: torch.Tensor | None, st: RFState,
          note: str | None) -> dict[str, Any]:
     return {
         "name": name,
         "type": type_,
         "op": op,
-        "rf": [_num(float(v)) for v in st.rf],
-        "jump": [_num(float(v)) for v in st.jump],
-        "start": [_num(float(v)) for v in st.start],
+        "rf": [plain_number(float(v)) for v in st.rf],
+        "jump": [plain_number(float(v)) for v in st.jump],
+        "start": [plain_number(float(v)) for v in st.start],
         "output_hw": list(st.size),
         "global": st.glob,
         "global_context": st.context,
@@ -115,8 +115,8 @@ def _row(prop: _Propagator, name: str, type_: str, op: str, t: torch.Tensor | No
     }
 
 
-def _state_of(prop: _Propagator, value: Any) -> tuple[torch.Tensor | None, RFState | None]:
-    for t in _flat_tensors(value):
+def _state_of(prop: Propagator, value: Any) -> tuple[torch.Tensor | None, RFState | None]:
+    for t in flat_tensors(value):
         st = prop.get(t)
         if st is not None:
             return t, st
@@ -143,7 +143,7 @@ def _call(module: nn.Module, fn: Callable, meta: bool):
     return torch.func.functional_call(runner, {f"m.{k}": v for k, v in state.items()}, ())
 
 
-def _trace_fx(gm: torch.fx.GraphModule, x: torch.Tensor, prop: _Propagator, meta: bool) -> list[dict[str, Any]]:
+def trace_fx(gm: torch.fx.GraphModule, x: torch.Tensor, prop: Propagator, meta: bool) -> list[dict[str, Any]]:
     nodes = list(gm.graph.nodes)
     node_rows: dict[torch.fx.Node, dict[str, Any]] = {}
     counts: Counter = Counter()
@@ -158,13 +158,13 @@ def _trace_fx(gm: torch.fx.GraphModule, x: torch.Tensor, prop: _Propagator, meta
                 return result
             if n.op not in ("call_module", "call_function", "call_method"):
                 return super().run_node(n)
-            target_name = _fname(n.target)
+            target_name = op_name(n.target)
             if n.op == "call_function" and target_name == "shifted_window_attention":
                 result = super().run_node(n)
                 args, kwargs = self.fetch_args_kwargs_from_env(n)
                 st = prop.get(args[0])
                 if st is not None:
-                    out_st, note = prop.window_attention(st, args[0], result, _arg(args, kwargs, 4, "window_size"))
+                    out_st, note = prop.window_attention(st, args[0], result, op_arg(args, kwargs, 4, "window_size"))
                     prop.set(result, out_st, note)
             else:
                 with _Recorder(prop):
@@ -225,7 +225,7 @@ def _trace_fx(gm: torch.fx.GraphModule, x: torch.Tensor, prop: _Propagator, meta
     return rows
 
 
-def _trace_hooks(model: nn.Module, x: torch.Tensor, prop: _Propagator, meta: bool) -> list[dict[str, Any]]:
+def trace_hooks(model: nn.Module, x: torch.Tensor, prop: Propagator, meta: bool) -> list[dict[str, Any]]:
     names: dict[int, str] = {}
     for name, m in model.named_modules():
         names.setdefault(id(m), name)
@@ -261,7 +261,7 @@ def _trace_hooks(model: nn.Module, x: torch.Tensor, prop: _Propagator, meta: boo
         t, st = _state_of(prop, result)
         if st is None or (t is not None and t is x):
             return
-        fname = _fname(func)
+        fname = op_name(func)
         if fname in ("get", "size", "dim"):
             return
         scope = stack[-1][0] if stack else ""
@@ -289,7 +289,7 @@ def _trace_hooks(model: nn.Module, x: torch.Tensor, prop: _Propagator, meta: boo
 # Inputs, eval mode and the meta-then-real run
 # ---------------------------------------------------------------------------------------------
 
-def _input_chw(input_size) -> tuple[int, int, int]:
+def input_chw(input_size) -> tuple[int, int, int]:
     size = tuple(int(s) for s in input_size)
     if len(size) == 2:
         return 3, size[0], size[1]
@@ -300,7 +300,7 @@ def _input_chw(input_size) -> tuple[int, int, int]:
     raise ExplorerError(f"receptive fields need an image input (C, H, W), got {input_size}")
 
 
-def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+def device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     for p in model.parameters():
         return p.device, (p.dtype if p.dtype.is_floating_point else torch.float32)
     for b in model.buffers():
@@ -309,7 +309,7 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-class _EvalMode:
+class EvalMode:
     """Put every submodule in eval mode for the trace; restore each one's own flag afterwards."""
 
     def __init__(self, model: nn.Module):
@@ -326,9 +326,9 @@ class _EvalMode:
         return False
 
 
-def _random_input(model: nn.Module, chw: tuple[int, int, int], n: int = 1, seed: int = 0,
+def random_input(model: nn.Module, chw: tuple[int, int, int], n: int = 1, seed: int = 0,
                   meta: bool = False) -> torch.Tensor:
-    device, dtype = _device_dtype(model)
+    device, dtype = device_dtype(model)
     if meta or device.type == "meta":
         return torch.empty((n, *chw), device="meta", dtype=dtype)
     g = torch.Generator().manual_seed(seed)
@@ -336,7 +336,7 @@ def _random_input(model: nn.Module, chw: tuple[int, int, int], n: int = 1, seed:
     return x.to(device=device, dtype=dtype)
 
 
-def _run_trace(trace: Callable, module: nn.Module, model: nn.Module, chw, global_context: str,
+def run_trace(trace: Callable, module: nn.Module, model: nn.Module, chw, global_context: str,
                try_meta: bool):
     """Shapes only (meta tensors) first when ``try_meta``; with real tensors where the model needs values.
 
@@ -345,10 +345,10 @@ def _run_trace(trace: Callable, module: nn.Module, model: nn.Module, chw, global
     AnchorGenerator does), which must not become meta tensors.
     """
     error: Exception | None = None
-    on_meta = _device_dtype(model)[0].type == "meta"
+    on_meta = device_dtype(model)[0].type == "meta"
     for meta in ((True,) if on_meta else (True, False) if try_meta else (False,)):
-        prop = _Propagator(chw[1:], global_context)
-        x = _random_input(model, chw, meta=meta)
+        prop = Propagator(chw[1:], global_context)
+        x = random_input(model, chw, meta=meta)
         try:
             return trace(module, x, prop, meta), prop
         except ExplorerError:
@@ -358,6 +358,6 @@ def _run_trace(trace: Callable, module: nn.Module, model: nn.Module, chw, global
     raise error  # type: ignore[misc]
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]

@@ -5,10 +5,10 @@ import torch.nn.functional as F
 
 from explorer.views import attention_kinds, rf_rules
 from explorer.views.attention import attention_layers
-from explorer.views.rf_trace import _Propagator
+from explorer.views.rf_trace import Propagator
 
 
-def run(prop: _Propagator, func, *args, **kwargs):
+def run(prop: Propagator, func, *args, **kwargs):
     """Apply ``func`` on meta tensors and let the propagator see the call, as the traces do."""
     out = func(*args, **kwargs)
     prop.handle(func, args, kwargs, out)
@@ -16,7 +16,7 @@ def run(prop: _Propagator, func, *args, **kwargs):
 
 
 def test_a_conv_then_a_pool_follow_the_window_recursion():
-    prop = _Propagator((32, 32))
+    prop = Propagator((32, 32))
     x = torch.empty(1, 3, 32, 32, device="meta")
     prop.seed(x)
     w = torch.empty(8, 3, 3, 3, device="meta")
@@ -32,7 +32,7 @@ def test_a_conv_then_a_pool_follow_the_window_recursion():
 
 
 def test_an_op_without_a_rule_is_merged_and_flagged_unless_pointwise():
-    prop = _Propagator((16, 16))
+    prop = Propagator((16, 16))
     x = torch.empty(1, 4, 16, 16, device="meta")
     prop.seed(x)
     relu = run(prop, torch.relu, x)
