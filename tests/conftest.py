@@ -86,9 +86,17 @@ def browser():
 
 def pytest_collection_modifyitems(config, items):
     """Markers from what a test uses, so none is forgotten: a test that drives the browser is `browser` and
-    `slow`; one that starts a real app server or a Ray instance is `slow`. The fast inner loop is
+    `slow`; one that starts a real app server or a Ray instance is `slow`. A test marked `gpu` is skipped without CUDA. The fast inner loop is
     `pytest -m "not slow"`."""
+    no_gpu = None
     for item in items:
+        if item.get_closest_marker("gpu"):
+            if no_gpu is None:
+                import torch
+
+                no_gpu = pytest.mark.skip(reason="needs a CUDA GPU") if not torch.cuda.is_available() else False
+            if no_gpu:
+                item.add_marker(no_gpu)
         fixtures = set(getattr(item, "fixturenames", ()))
         if "browser" in fixtures:
             item.add_marker(pytest.mark.browser)
