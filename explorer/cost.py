@@ -186,16 +186,25 @@ _NO_TRAFFIC = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_s
 _VIEW_LIKE = {"_unsafe_view", "_reshape_alias", "lift_fresh", "as_strided_"}
 
 
+_OP_NAMES: dict[Any, str] = {}  # op overload -> its name without the namespace; asked for several times per op
+_IS_VIEW: dict[Any, bool] = {}
+
+
 def _op_name(func) -> str:
-    return func._schema.name.split("::", 1)[-1]
+    name = _OP_NAMES.get(func)
+    if name is None:
+        name = _OP_NAMES[func] = func._schema.name.split("::", 1)[-1]
+    return name
 
 
 def is_view(func) -> bool:
     """Whether an aten op returns a view of its input (shares its storage): no bytes of its own."""
-    if _op_name(func) in _VIEW_LIKE or torch.Tag.inplace_view in func.tags:
-        return True
-    returns = func._schema.returns
-    return bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+    view = _IS_VIEW.get(func)
+    if view is None:
+        returns = func._schema.returns
+        view = _IS_VIEW[func] = (_op_name(func) in _VIEW_LIKE or torch.Tag.inplace_view in func.tags or (
+            bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)))
+    return view
 
 
 # aten op -> its MAC formula; an op in this table has multiply-accumulates (graph and memory read it too).
@@ -212,9 +221,14 @@ class Totals:
     write_bytes: int = 0
     activations: int = 0  # elements written by MAC ops
 
-    def add(self, other: "Totals"):
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+    def add(self, other: "Totals"):  # field by field: called for every op and every module on the stack
+        self.macs += other.macs
+        self.elementwise_ops += other.elementwise_ops
+        self.read_elements += other.read_elements
+        self.write_elements += other.write_elements
+        self.read_bytes += other.read_bytes
+        self.write_bytes += other.write_bytes
+        self.activations += other.activations
 
     @property
     def memory_access_elements(self) -> int:
@@ -270,8 +284,9 @@ def cost_of_op(func, args, kwargs, out) -> _OpCost:
 
 
 # Meta tensors carry only shapes, yet many meta kernels run Python decompositions (batch
-# norm, in-place activations) that dominate the analysis time. For these ops the output's
-# metadata is plain, so we make it directly; a test checks it against the real kernels.
+# norm, layer norm, Linear's addmm, softmax, in-place activations) that dominate the analysis
+# time. For these ops the output's metadata is plain, so we make it directly; tests check it
+# (shape, dtype, strides) against the real kernels.
 _INPLACE_UNARY = {"relu_", "hardtanh_", "silu_", "hardswish_", "sigmoid_", "gelu_", "leaky_relu_"}
 _UNARY = {"relu", "hardtanh", "silu", "hardswish", "hardsigmoid", "sigmoid", "gelu", "clamp_min", "leaky_relu"}
 _BINARY = {"add", "mul", "sub", "div"}
@@ -290,13 +305,97 @@ def meta_fast_path(func, args):
         return torch.empty_like(x)
     if name in _BINARY or name.rstrip("_") in _BINARY:
         other = args[1] if len(args) > 1 else None
+        if type(other) in (int, float) and len(args) == 2 and x.is_floating_point() and _dense(x):
+            return x if name.endswith("_") else torch.empty_like(x)  # a float tensor and a Python number
         if not isinstance(other, torch.Tensor) or other.shape != x.shape or other.dtype != x.dtype or other.stride() != x.stride():
             return None
         return x if name.endswith("_") else torch.empty_like(x)
     if name in _BATCH_NORM and x.dim() >= 2:
         channels = (x.shape[1],)
-        return torch.empty_like(x), x.new_empty(channels), x.new_empty(channels)
+        # the saved mean and inverse std stay fp32 under an fp16 / bf16 input, as the kernels make them
+        stats = torch.float32 if x.dtype in _REDUCED_PRECISION else x.dtype
+        return torch.empty_like(x), x.new_empty(channels, dtype=stats), x.new_empty(channels, dtype=stats)
+    if name == "native_layer_norm":
+        return _layer_norm_fast_path(x, *args[1:])
+    if name == "addmm" and len(args) == 3:
+        return _addmm_fast_path(x, *args[1:])
+    if name == "_safe_softmax" and len(args) == 2 and x.is_floating_point() and x.is_contiguous():
+        return torch.empty_like(x)
     return None
+
+
+_REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """Whether the tensor's elements fill its storage without gaps or overlaps, in some order of its dims (a
+    transposed attention query): an elementwise op's output then keeps its strides, as empty_like does."""
+    expected = 1
+    for size, stride in sorted(zip(x.shape, x.stride()), key=lambda dim: dim[1]):
+        if size != 1:
+            if stride != expected:
+                return False
+            expected *= size
+    return True
+
+
+def _layer_norm_fast_path(x, normalized_shape, weight=None, bias=None, eps=None):
+    """(output, mean, rstd): the output contiguous in the input's dtype, the statistics over the leading dims
+    (fp32 for fp16/bf16 inputs), as the meta kernel makes them; None where the arguments would not pass its checks."""
+    normalized = tuple(normalized_shape)
+    if (not normalized or x.dtype not in (torch.float32, *_REDUCED_PRECISION) or x.dim() < len(normalized)
+            or tuple(x.shape[x.dim() - len(normalized):]) != normalized):
+        return None
+    for param in (weight, bias):
+        if param is not None and (param.device.type != "meta" or tuple(param.shape) != normalized or param.dtype != x.dtype):
+            return None
+    stats = (*x.shape[:x.dim() - len(normalized)], *(1,) * len(normalized))
+    stats_dtype = torch.float32 if x.dtype in _REDUCED_PRECISION else x.dtype
+    return x.new_empty(x.shape), x.new_empty(stats, dtype=stats_dtype), x.new_empty(stats, dtype=stats_dtype)
+
+
+def _addmm_fast_path(bias, mat1, mat2):
+    """bias + mat1 @ mat2 (a Linear's op): a contiguous m×n result; None outside the plain case."""
+    if not (isinstance(mat1, torch.Tensor) and isinstance(mat2, torch.Tensor) and mat1.device.type == "meta"
+            and mat2.device.type == "meta" and mat1.dim() == 2 and mat2.dim() == 2 and mat1.shape[1] == mat2.shape[0]
+            and bias.dtype == mat1.dtype == mat2.dtype and mat1.is_floating_point() and bias.dim() <= 2):
+        return None
+    rows, cols = mat1.shape[0], mat2.shape[1]
+    if bias.dim() >= 1 and bias.shape[-1] not in (1, cols) or bias.dim() == 2 and bias.shape[0] not in (1, rows):
+        return None  # the bias does not broadcast: the real kernel raises
+    return mat1.new_empty((rows, cols))
+
+
+class _SkipMetaInit(TorchDispatchMode):
+    """While a model is built on the meta device: in-place ops on meta tensors (the weight initialisers'
+    normal_, uniform_, erfinv_, clamp_, ...) have no values to write and change no shape, yet their meta kernels
+    run Python decompositions (most of ConvNeXt-XL's build). They return their tensor unchanged."""
+
+    _KEEP = frozenset({"resize_", "set_", "as_strided_"})  # in-place ops that do change the metadata
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and x.device.type == "meta" and _skippable_on_meta(func):
+            return x
+        return func(*args, **(kwargs or {}))
+
+
+_SKIPPABLE: dict[Any, bool] = {}
+
+
+def _skippable_on_meta(func) -> bool:
+    skippable = _SKIPPABLE.get(func)
+    if skippable is None:
+        name = _op_name(func)
+        skippable = _SKIPPABLE[func] = (name.endswith("_") and func._schema.is_mutable and name not in _SkipMetaInit._KEEP
+                                        and torch.Tag.inplace_view not in func.tags)
+    return skippable
+
+
+def build_on_meta(spec) -> nn.Module:
+    """explorer.models.build_model on the meta device, without running the weight initialisers' kernels."""
+    with _SkipMetaInit():
+        return build_model(spec, device="meta")
 
 
 class CostEngineError(Exception):
@@ -304,23 +403,28 @@ class CostEngineError(Exception):
 
 
 class _CostMode(TorchDispatchMode):
-    """Costs every non-view aten op and hands it to the module stack."""
+    """Costs every non-view aten op and hands it to the module stack (and every op, with its cost or None for a
+    view, to the observer when there is one)."""
 
-    def __init__(self, recorder: "_Recorder"):
+    def __init__(self, recorder: "_Recorder", observer=None):
         super().__init__()
         self.recorder = recorder
+        self.observer = observer
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = meta_fast_path(func, args) if not kwargs else None
         if out is None:
             out = func(*args, **kwargs)
+        cost = None
         if not is_view(func):
             try:
                 cost = cost_of_op(func, args, kwargs, out)
             except Exception as exc:  # a bug in a formula must not pass for a bad input
                 raise CostEngineError(f"costing {func} failed: {exc!r}") from exc
             self.recorder.record(func, cost)
+        if self.observer is not None:
+            self.observer.op(func, args, kwargs, out, cost)
         return out
 
 
@@ -361,12 +465,14 @@ def _shape_of(value):
     return shapes, sum(t.numel() for t in tensors)
 
 
-def _attach_hooks(model: nn.Module, recorder: _Recorder):
+def _attach_hooks(model: nn.Module, recorder: _Recorder, observer=None):
     handles = []
     for name, module in model.named_modules():
         def pre(mod, inputs, name=name):
             recorder.stack.append(name)
             recorder.modules[name].calls += 1
+            if observer is not None:
+                observer.enter(name)
 
         def post(mod, inputs, output, name=name):
             if recorder.stack and recorder.stack[-1] == name:
@@ -374,6 +480,8 @@ def _attach_hooks(model: nn.Module, recorder: _Recorder):
             shape, elements = _shape_of(output)
             stats = recorder.modules[name]
             stats.output_shape, stats.output_elements = shape, elements
+            if observer is not None:
+                observer.leave(name, output)
 
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(post, always_call=True))
@@ -385,16 +493,24 @@ def _count_params(module: nn.Module, recurse: bool) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
-def trace_costs(model: nn.Module, inputs: torch.Tensor, grad_enabled: bool = False) -> _Recorder:
-    """Run one forward pass of `model` on `inputs` and record every op's cost."""
+def trace_costs(model: nn.Module, inputs: torch.Tensor, grad_enabled: bool = False, observer=None) -> _Recorder:
+    """Run one forward pass of `model` on `inputs` and record every op's cost.
+
+    `observer` (explorer.graph's data-flow recorder) rides along on the same pass: `begin(model, inputs)`, then
+    `enter(name)` / `leave(name, output)` around every module call and `op(func, args, kwargs, out, cost)` for
+    every aten op (cost None for a view), then `end(output)`."""
     recorder = _Recorder()
-    handles = _attach_hooks(model, recorder)
+    if observer is not None:
+        observer.begin(model, inputs)
+    handles = _attach_hooks(model, recorder, observer)
     try:
-        with torch.set_grad_enabled(grad_enabled), _CostMode(recorder):
-            model(inputs)
+        with torch.set_grad_enabled(grad_enabled), _CostMode(recorder, observer):
+            output = model(inputs)
     finally:
         for handle in handles:
             handle.remove()
+    if observer is not None:
+        observer.end(output)
     return recorder
 
 
@@ -453,7 +569,8 @@ def _layer_rows(model: nn.Module, recorder: _Recorder, total: Totals) -> list[La
     return rows
 
 
-def analyse(spec: ModelSpec, *, with_layers: bool = True, grad_enabled: bool = False, dtype: str = "fp32") -> CostReport:
+def analyse(spec: ModelSpec, *, with_layers: bool = True, grad_enabled: bool = False, dtype: str = "fp32",
+            observer=None) -> CostReport:
     """Cost of the model a spec describes, as plain JSON-friendly data.
 
     `grad_enabled` runs the forward with autograd on (the counts must not change).
@@ -462,9 +579,10 @@ def analyse(spec: ModelSpec, *, with_layers: bool = True, grad_enabled: bool = F
     forward depends on data (e.g. detection post-processing) run once on the CPU instead.
     Totals without the per-layer rows are small and asked for again and again (compare rows,
     latency's achieved rates), so they are memoised.
+    `observer` sees the same pass op by op (see trace_costs): the graph's data flow needs no pass of its own.
     """
-    if with_layers:
-        return _analyse(spec, with_layers=True, grad_enabled=grad_enabled, dtype=dtype)
+    if with_layers or observer is not None:
+        return _analyse(spec, with_layers=with_layers, grad_enabled=grad_enabled, dtype=dtype, observer=observer)
     return copy.deepcopy(_analyse_totals(spec, grad_enabled, dtype))
 
 
@@ -473,21 +591,21 @@ def _analyse_totals(spec: ModelSpec, grad_enabled: bool, dtype: str) -> CostRepo
     return _analyse(spec, with_layers=False, grad_enabled=grad_enabled, dtype=dtype)
 
 
-def _analyse(spec: ModelSpec, *, with_layers: bool, grad_enabled: bool, dtype: str) -> CostReport:
+def _analyse(spec: ModelSpec, *, with_layers: bool, grad_enabled: bool, dtype: str, observer=None) -> CostReport:
     resolved = resolve_spec(spec)  # once: the variant and input every step below reads
     variant, size = resolved.variant, resolved.input_size
     device = "meta"
     torch_dtype = dtype_of(dtype)
     with forward_errors(resolved):
-        model = build_model(resolved, device="meta").to(torch_dtype)
+        model = build_on_meta(resolved).to(torch_dtype)
         try:
-            recorder = trace_costs(model, example_input(resolved, "meta", torch_dtype), grad_enabled)
+            recorder = trace_costs(model, example_input(resolved, "meta", torch_dtype), grad_enabled, observer)
         except Exception as exc:
             if not is_data_dependent(exc):
                 raise
             device = "cpu"
             model = build_model(resolved, device="cpu").to(torch_dtype)
-            recorder = trace_costs(model, example_input(resolved, "cpu", torch_dtype), grad_enabled)
+            recorder = trace_costs(model, example_input(resolved, "cpu", torch_dtype), grad_enabled, observer)
     total = recorder.total
     params, trainable = _count_params(model, recurse=True)
     uncounted = [

@@ -2,8 +2,9 @@
 
 Nodes are the cost report's per-layer rows (explorer.cost.analyse: params, MACs, memory access cost,
 activations, output shape), so every figure on the drawing is the one the Model page shows; this module
-adds only the data flow. One forward pass on the meta device (the same device the cost trace used) follows
-every tensor from the op that wrote it to the ops that read it:
+adds only the data flow. The cost engine's own forward pass (explorer.cost.trace_costs, on the meta device)
+carries a recorder that follows every tensor from the op that wrote it to the ops that read it, so one pass
+gives both the figures and the edges:
 
 - an op inside a leaf module (Conv2d, Linear, ...) belongs to that module: reading a tensor another
   node wrote is an edge, labelled with the tensor's shape;
@@ -25,7 +26,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from explorer.cost import MAC_FORMULAS
@@ -63,20 +63,34 @@ def _tensors(tree) -> list[torch.Tensor]:
 
 
 class _Flow:
-    """Which node wrote each live tensor, and the edges and op nodes found so far."""
+    """Which node wrote each live tensor, and the edges and op nodes found so far: an observer of the cost
+    engine's own pass (explorer.cost.trace_costs), so the data flow costs no forward pass of its own.
 
-    def __init__(self, model: nn.Module, repeated: set[str] = frozenset()):
-        self.leaves = {name for name, module in model.named_modules() if name and not any(True for _ in module.children())}
-        self.repeated = repeated & self.leaves  # leaf modules called more than once: one node per call
+    Every leaf module's calls are kept apart (`call_nodes`, with each call's figures from the engine's per-op
+    costs); the graph uses them for the leaves called more than once (a block's ReLU), one node per call."""
+
+    def __init__(self):
+        self.begin(None, None)
+
+    def begin(self, model: nn.Module | None, inputs):
+        """Start (or, when the engine retries on the CPU, start again) on `model` fed with `inputs`."""
+        self.leaves = set() if model is None else {
+            name for name, module in model.named_modules() if name and not any(True for _ in module.children())}
         self.calls: collections.Counter = collections.Counter()
         self.call_nodes: dict[str, dict[str, Any]] = {}
         self.stack: list[str] = []  # module names
-        self.owners: list[str] = []  # the node each module on the stack stands for now (a call node for repeated ones)
+        self.owners: list[str] = []  # the node each module on the stack stands for now (a call node for leaves)
         self.order: dict[str, int] = {}  # node id -> when the forward pass first wrote a tensor there
         self.origin = WeakIdKeyDictionary()  # tensor -> id of the node that wrote it
         self.edges: dict[tuple[str, str], list[int]] = {}  # (src, dst) -> shape, first seen
         self.op_nodes: dict[str, dict[str, Any]] = {}
         self._op_counts: collections.Counter = collections.Counter()
+        if inputs is not None:
+            self.origin[inputs] = INPUT_ID
+
+    def end(self, output):
+        for src, tensor in self.sources(_tensors(output)).items():
+            self.edge(src, OUTPUT_ID, tensor)
 
     def edge(self, src: str, dst: str, tensor: torch.Tensor):
         if src != dst:
@@ -90,16 +104,14 @@ class _Flow:
                 found[src] = t
         return found
 
-    def op(self, func, args, kwargs, out):
-        from explorer.cost import cost_of_op
-
+    def op(self, func, args, kwargs, out, cost):
+        """One aten op with its cost from the engine (None for a view: no figures of its own)."""
         owner = self.stack[-1] if self.stack else ""
         sources = self.sources(_tensors((args, kwargs)))
         outputs = _tensors(out)
         if owner in self.leaves:
             node = self.owners[-1]
-            if owner in self.repeated:  # each call's own figures, by the cost engine's formulas
-                self._add_call_cost(node, cost_of_op(func, args, kwargs, out), outputs)
+            self._add_call_cost(node, cost, outputs)
             for src, tensor in sources.items():
                 self.edge(src, node, tensor)
             for t in outputs:
@@ -107,7 +119,11 @@ class _Flow:
             self.order.setdefault(node, len(self.order))
             return
         if len(sources) >= 2 or func in MAC_FORMULAS:
-            node = self._op_node(owner, func, cost_of_op(func, args, kwargs, out), outputs)
+            if cost is None:  # a view that merges tensors: costed as before, by the engine's formulas
+                from explorer.cost import cost_of_op
+
+                cost = cost_of_op(func, args, kwargs, out)
+            node = self._op_node(owner, func, cost, outputs)
             for src, tensor in sources.items():
                 self.edge(src, node, tensor)
             for t in outputs:
@@ -121,23 +137,34 @@ class _Flow:
     def enter(self, name: str):
         self.stack.append(name)
         node = name
-        if name in self.repeated:
+        if name in self.leaves:
             self.calls[name] += 1
-            node = name if self.calls[name] == 1 else f"{name}@{self.calls[name]}"
-            self.call_nodes.setdefault(node, {"module": name, "call": self.calls[name], "macs": 0,
-                                              "memory_access_bytes": 0, "activations": 0, "output_shape": None})
+            call = self.calls[name]
+            node = name if call == 1 else f"{name}@{call}"
+            self.call_nodes[node] = {"module": name, "call": call, "macs": 0, "memory_access_bytes": 0,
+                                     "activations": 0, "output_shape": None}
         self.owners.append(node)
 
-    def leave(self, name: str):
+    def leave(self, name: str, output):
+        node = self.owners[-1] if self.stack and self.stack[-1] == name else name
         if self.stack and self.stack[-1] == name:
             self.stack.pop()
             self.owners.pop()
+        if name in self.leaves:
+            # a leaf that ran no op (Identity, Dropout in eval) still sits on the path
+            for t in _tensors(output):
+                src = self.origin.get(t)
+                if src is not None and src != node:
+                    self.edge(src, node, t)
+                    self.origin[t] = node
+                    self.order.setdefault(node, len(self.order))
 
     def _add_call_cost(self, node: str, cost, outputs):
         entry = self.call_nodes[node]
-        entry["macs"] += cost.totals.macs
-        entry["memory_access_bytes"] += cost.totals.memory_access_bytes
-        entry["activations"] += cost.totals.activations
+        if cost is not None:
+            entry["macs"] += cost.totals.macs
+            entry["memory_access_bytes"] += cost.totals.memory_access_bytes
+            entry["activations"] += cost.totals.activations
         if outputs:
             entry["output_shape"] = list(outputs[0].shape)
 
@@ -155,68 +182,16 @@ class _Flow:
         return node_id
 
 
-class _FlowMode(TorchDispatchMode):
-    def __init__(self, flow: _Flow):
-        super().__init__()
-        self.flow = flow
+def trace_flow(spec: ModelSpec, with_layers: bool = True) -> tuple[dict[str, Any], _Flow]:
+    """(the spec's cost report, its data flow), from one forward pass: the cost engine's own (on the meta device,
+    or the CPU where the forward depends on data), with the data-flow recorder riding along. Op nodes and each
+    leaf module's calls are costed op by op from the engine's per-op figures; the rest comes from the report.
+    `with_layers=False` skips the report's per-layer rows (for a caller that holds them already)."""
+    from explorer.cost import analyse
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        from explorer.cost import meta_fast_path
-
-        kwargs = kwargs or {}
-        out = meta_fast_path(func, args) if not kwargs else None
-        if out is None:
-            out = func(*args, **kwargs)
-        self.flow.op(func, args, kwargs, out)
-        return out
-
-
-def _attach(model: nn.Module, flow: _Flow):
-    handles = []
-    for name, module in model.named_modules():
-        def pre(mod, inputs, name=name):
-            flow.enter(name)
-
-        def post(mod, inputs, output, name=name):
-            node = flow.owners[-1] if flow.stack and flow.stack[-1] == name else name
-            flow.leave(name)
-            if name in flow.leaves:
-                # a leaf that ran no op (Identity, Dropout in eval) still sits on the path
-                for t in _tensors(output):
-                    src = flow.origin.get(t)
-                    if src is not None and src != node:
-                        flow.edge(src, node, t)
-                        flow.origin[t] = node
-                        flow.order.setdefault(node, len(flow.order))
-
-        handles.append(module.register_forward_pre_hook(pre))
-        handles.append(module.register_forward_hook(post, always_call=True))
-    return handles
-
-
-def trace_flow(spec: ModelSpec, device: str = "meta", repeated: set[str] = frozenset()) -> _Flow:
-    """One forward pass of the spec's model that records the data flow. Only op nodes and the calls of
-    `repeated` leaf modules (a ReLU a block calls three times) are costed here, op by op, with the cost engine's
-    own formulas; everything else comes from the cost report."""
-    from explorer.catalog import resolve
-    from explorer.models import build_model, example_input, forward_errors, input_size_of
-
-    size = input_size_of(spec, resolve(spec.arch))
-    with forward_errors(spec, size):
-        model = build_model(spec, device=device)
-        inputs = example_input(spec, device)
-        flow = _Flow(model, set(repeated))
-        flow.origin[inputs] = INPUT_ID
-        handles = _attach(model, flow)
-        try:
-            with torch.no_grad(), _FlowMode(flow):
-                output = model(inputs)
-        finally:
-            for handle in handles:
-                handle.remove()
-        for src, tensor in flow.sources(_tensors(output)).items():
-            flow.edge(src, OUTPUT_ID, tensor)
-    return flow
+    flow = _Flow()
+    cost = analyse(spec, with_layers=with_layers, observer=flow)
+    return cost, flow
 
 
 # --- the graph ------------------------------------------------------------------------------------------
@@ -227,13 +202,12 @@ _ROW_FIELDS = ("params", "macs", "memory_access_bytes", "activations", "calls")
 def build_graph(spec: ModelSpec, cost: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole graph, every level of the hierarchy: {"nodes", "edges", "totals", ...}.
 
-    `cost` is the spec's cost report (explorer.cost.analyse with layers) when the caller holds it already."""
-    if cost is None:
-        from explorer.cost import analyse
-
-        cost = analyse(spec)
+    One forward pass gives both the cost report and the data flow; `cost` is the spec's cost report
+    (explorer.cost.analyse with layers) when the caller holds it already (its rows are used, the pass then skips
+    building them)."""
+    traced, flow = trace_flow(spec, with_layers=cost is None)
+    cost = traced if cost is None else cost
     repeated = {row["name"] for row in cost["layers"] if row["is_leaf"] and row["calls"] > 1 and row["name"] != ROOT}
-    flow = trace_flow(spec, device=cost.get("traced_on", "meta"), repeated=repeated)
     nodes: list[dict[str, Any]] = [{
         "id": INPUT_ID, "type": "input", "parent": None, "depth": 1, "params": 0, "macs": 0,
         "memory_access_bytes": 0, "activations": 0, "calls": 1, "output_shape": cost["input_shape"], "kind": "io",

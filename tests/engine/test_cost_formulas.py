@@ -153,9 +153,12 @@ def test_modulated_deformable_conv_adds_the_mask_multiply():
     assert t.macs == taps * 6 * 4 + taps * 4 * 4 + taps * 4
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("arch", ["mobilenet_v3_large", "resnet50", "efficientnet_b0", "swin_t", "timm:resnest50d"])
-def test_meta_fast_path_matches_the_real_meta_kernels(arch):
-    """The shortcut outputs for batch norm and activations equal what the meta kernels return."""
+def test_meta_fast_path_matches_the_real_meta_kernels(arch, dtype):
+    """The shortcut outputs for batch norm and activations equal what the meta kernels return, in fp32 and in
+    bf16 (where batch norm's saved statistics stay fp32)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from explorer.cost import meta_fast_path
@@ -176,9 +179,10 @@ def test_meta_fast_path_matches_the_real_meta_kernels(arch):
                 checked.append(func)
             return out
 
-    model = build_model(ModelSpec(arch), "meta")
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    model = build_model(ModelSpec(arch), "meta").to(torch_dtype)
     with torch.no_grad(), Compare():
-        model(torch.empty(1, 3, 224, 224, device="meta"))
+        model(torch.empty(1, 3, 224, 224, device="meta", dtype=torch_dtype))
     assert len(checked) > 20
 
 

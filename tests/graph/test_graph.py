@@ -51,6 +51,7 @@ def test_leaf_macs_add_up_to_the_cost_reports_total(resnet50):
     assert sum(n["params"] for n in top) == cost["params"] == 25_557_032
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["vit_b_16", "timm:convnext_tiny", "densenet121", "mobilenet_v3_small"])
 def test_leaf_macs_add_up_where_blocks_compute_in_their_own_forward(arch):
     """ViT's attention, ConvNeXt's layer scale, DenseNet's concatenations, MobileNetV3's SE products run in a
@@ -86,6 +87,7 @@ def test_a_residual_add_merges_the_branch_and_the_shortcut(resnet50):
     assert into["layer1.1.add_#1"] == {"layer1.1.bn3", "layer1.0.relu@3"}  # identity shortcut
 
 
+@pytest.mark.slow
 def test_densenet_concatenations_are_nodes_with_every_earlier_layer_coming_in():
     graph = build_graph(ModelSpec("densenet121"))
     into = collections.defaultdict(set)
@@ -346,3 +348,132 @@ def test_the_graph_page_draws_and_a_click_shows_the_nodes_row(app_server, browse
         if shots.is_dir():
             page.screenshot(path=str(shots / f"graph-resnet50-{width}.png"), full_page=True)
         page.close()
+
+
+# --- one pass for the cost report and the data flow (issue 16) ---------------------------------------------
+
+def test_the_graph_comes_from_one_forward_pass_that_also_gives_the_cost_report(monkeypatch):
+    """The data-flow recorder rides on the cost engine's own trace: one forward pass, and the report it gives
+    is the one analyse gives on its own; the graph is the same whether or not the caller holds the report."""
+    import explorer.cost as cost_module
+    from explorer.graph import trace_flow
+
+    spec = ModelSpec("resnet18")
+    alone = analyse(spec)
+    passes = []
+    real_trace = cost_module.trace_costs
+    monkeypatch.setattr(cost_module, "trace_costs", lambda *a, **k: passes.append(1) or real_trace(*a, **k))
+    report, flow = trace_flow(spec)
+    assert passes == [1]
+    assert report == alone
+    assert flow.edges and flow.call_nodes["layer1.0.relu@2"]["call"] == 2
+    graph = build_graph(spec)
+    assert len(passes) == 2
+    assert graph == build_graph(spec, alone)
+    assert sum(n["macs"] for n in graph["nodes"] if not n["group"]) == alone["macs"] == 1_814_073_344
+
+
+def test_each_call_of_a_module_called_several_times_adds_up_to_its_row():
+    """ResNet-18's block ReLU runs twice per block: one node per call, whose MACs, memory access and activations
+    add up to the module's row in the cost report (views cost nothing, as in the report)."""
+    graph = build_graph(ModelSpec("resnet18"))
+    calls = collections.defaultdict(list)
+    for node in graph["nodes"]:
+        if "all_calls" in node or node["kind"] == "call":
+            calls[node.get("module", node["id"])].append(node)
+    assert len(calls) == 8  # one ReLU per basic block
+    for name, nodes in calls.items():
+        assert sorted(n.get("call", 1) for n in nodes) == [1, 2], name
+        first = next(n for n in nodes if "all_calls" in n)
+        for key in ("macs", "memory_access_bytes", "activations"):
+            assert sum(n[key] for n in nodes) == first["all_calls"][key], (name, key)
+        assert first["all_calls"]["memory_access_bytes"] > 0
+
+
+def test_the_fast_meta_paths_match_the_real_meta_kernels_in_every_dtype():
+    """Layer norm (contiguous and ConvNeXt's channels-last input), Linear's addmm, attention's softmax and the
+    scaling of a transposed query by a number: the shortcut outputs have the shape, dtype and strides the meta
+    kernels give, in fp32, fp16 and bf16."""
+    import torch
+    import torch.nn as nn
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from explorer.cost import meta_fast_path
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(16)
+            self.attention = nn.MultiheadAttention(16, 4)
+            self.fc = nn.Linear(16, 8)
+
+        def forward(self, x):  # x: (batch, 16 channels, 3, 5)
+            y = self.norm(x.permute(0, 2, 3, 1)).flatten(1, 2)  # a permuted (non-contiguous) input
+            y = self.norm(y.transpose(0, 1).contiguous())
+            y = self.attention(y, y, y, need_weights=False)[0]
+            return self.fc(y * 0.5).mean()
+
+    checked = collections.Counter()
+
+    class Compare(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            fast = meta_fast_path(func, args) if not kwargs else None
+            out = func(*args, **kwargs)
+            if fast is not None:
+                pairs = zip(fast, out) if isinstance(out, tuple) else [(fast, out)]
+                for a, b in pairs:
+                    assert (a.shape, a.dtype, a.stride()) == (b.shape, b.dtype, b.stride()), func
+                checked[func._schema.name.split("::")[-1]] += 1
+            return out
+
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        model = Block().to(device="meta", dtype=dtype).eval()
+        with torch.no_grad(), Compare():
+            model(torch.empty(2, 16, 3, 5, device="meta", dtype=dtype))
+    assert checked["native_layer_norm"] == 6 and checked["_safe_softmax"] == 3
+    assert checked["addmm"] >= 6 and checked["mul"] >= 3
+
+
+def test_the_meta_build_without_initialisers_has_the_same_parameters_and_report():
+    """Building on meta skips the weight initialisers' in-place kernels (no values to write): every parameter and
+    buffer keeps its name, shape, dtype, strides and trainability."""
+    from explorer.cost import build_on_meta
+    from explorer.models import build_model
+
+    def layout(model):
+        return [(name, tuple(t.shape), t.dtype, t.stride(), t.requires_grad, t.device.type)
+                for name, t in [*model.named_parameters(), *model.named_buffers()]]
+
+    spec = ModelSpec("timm:convnext_atto")
+    initialised = build_model(spec, device="meta")
+    assert layout(build_on_meta(spec)) == layout(initialised)
+    params = analyse(spec)["params"]
+    assert params == sum(p.numel() for p in initialised.parameters())
+    assert round(params / 1e6, 1) == 3.7  # timm's published size of convnext_atto
+
+
+def test_the_graph_page_gets_its_graph_from_the_backend_like_the_cost_report(monkeypatch, clear_streamlit_caches):
+    from explorer.backend import BACKEND
+    from ui.graph import cached_graph
+
+    asked = []
+    real_graph = BACKEND.graph
+    monkeypatch.setattr(BACKEND, "graph", lambda spec: asked.append(spec) or real_graph(spec))
+    spec = ModelSpec("resnet18")
+    graph = cached_graph(spec.key())
+    assert asked == [spec.to_dict()]
+    assert graph == build_graph(spec)
+    assert sum(n["macs"] for n in graph["nodes"] if not n["group"]) == graph["totals"]["macs"] == 1_814_073_344
+
+
+def test_totals_add_every_field():
+    """Totals.add spells its fields out (it runs for every op): a field added later must be added there too."""
+    from dataclasses import fields
+
+    from explorer.cost import Totals
+
+    names = [f.name for f in fields(Totals)]
+    total = Totals(**{name: i + 1 for i, name in enumerate(names)})
+    total.add(Totals(**{name: 10 * (i + 1) for i, name in enumerate(names)}))
+    assert [getattr(total, name) for name in names] == [11 * (i + 1) for i in range(len(names))]
