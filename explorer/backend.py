@@ -20,18 +20,26 @@ class LocalBackend:
 
         return analyse(ModelSpec.from_dict(spec), with_layers=with_layers)
 
+    def graph(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The architecture graph (explorer.graph.build_graph): the cost report's rows with the data flow, from
+        the same single trace as `cost` (meta device; the CPU where the forward depends on data)."""
+        from explorer.graph import build_graph
+
+        return build_graph(ModelSpec.from_dict(spec))
+
     def fvcore(self, spec: dict[str, Any]) -> dict[str, Any]:
         from explorer.second_opinion import fvcore_count
 
         return fvcore_count(ModelSpec.from_dict(spec))
 
-    def bench(self, spec: dict[str, Any], settings: dict[str, Any], on_wait=None) -> dict[str, Any]:
-        """Latency sweep; waits in the device's queue (`on_wait(position)` while waiting)."""
+    def bench(self, spec: dict[str, Any], settings: dict[str, Any], on_wait=None, progress=None) -> dict[str, Any]:
+        """Latency sweep; waits in the device's queue (`on_wait(position)` while waiting) and reports its timed runs
+        (`progress(text)`, explorer.latency.BenchProgress)."""
         from explorer.latency import BenchSettings, bench
 
         settings = dict(settings)
         settings["batches"] = tuple(settings.get("batches", (1,)))
-        return bench(ModelSpec.from_dict(spec), BenchSettings(**settings), on_wait=on_wait)
+        return bench(ModelSpec.from_dict(spec), BenchSettings(**settings), on_wait=on_wait, progress=progress)
 
     def quick_bench(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Batch-1 latency on the default device with the short settings the swap and compare pages use."""

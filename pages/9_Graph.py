@@ -1,13 +1,14 @@
 """Graph page: the architecture drawn as a graph, module groups collapsible in the browser, cost on every node."""
 import streamlit as st
 
-from explorer.catalog import load_catalog
+from explorer.catalog import load_catalog, resolve
 from explorer.spec import ModelSpec, parse_size
 from explorer.swaps import expand_swaps, parse_swap
 from explorer.text import escape_markdown
 from explorer.units import format_bytes, format_count
 from ui.common import arch_from_link, drop_unused_link_params, guard, int_from_link, page_setup
-from ui.graph import cached_graph, show_graph
+from ui.graph import (cached_graph, latency_job, latency_run_for, links_overlay, rf_overlay, run_latency, show_graph,
+                      time_overlay)
 
 page_setup("Graph", ":material/account_tree:")
 st.title("Graph")
@@ -17,7 +18,7 @@ st.caption("The architecture as a graph: the module hierarchy as nested groups t
            "table (meta device, random weights). With swaps, the changed blocks are marked against the base model.")
 
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
-drop_unused_link_params(("arch", "input", "swaps", "depth"))
+drop_unused_link_params(("arch", "input", "swaps", "depth", "rf"))
 params = st.query_params
 if "graph_arch" not in st.session_state:
     wanted = params.get("arch", "")
@@ -27,6 +28,7 @@ if "graph_arch" not in st.session_state:
     st.session_state.graph_input = params.get("input", "")
     st.session_state.graph_swaps = "\n".join(s for s in params.get("swaps", "").split(";") if s)
     st.session_state.graph_depth = int_from_link("depth", 1, 1, 8, "depth to open")
+    st.session_state.graph_rf = params.get("rf") == "1"
 
 c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
 c1.selectbox("Model", ids, key="graph_arch")
@@ -46,15 +48,18 @@ with guard("Reading the model"):
     query = spec.to_query()
     if st.session_state.graph_depth != 1:
         query["depth"] = str(st.session_state.graph_depth)
+    if st.session_state.get("graph_rf"):
+        query["rf"] = "1"
     st.query_params.from_dict(query)
 if spec is None:
     st.stop()
 
 with st.expander("Open an exported model file (ONNX)"):
     st.caption("An `.onnx` file is read as data (protobuf, never unpickled), capped like a checkpoint, and each node "
-               "is costed with the same formulas as a model built here. Swaps, latency with the real kernels and the "
-               "Inside views need a model built from its code, so they are not offered for a file. torch.export "
-               "`.pt2` archives are not read: their weights are pickled.")
+               "is costed with the same formulas as a model built here. Swaps, latency with this project's (PyTorch's) "
+               "kernels and the Inside views need a model built from its code, so they are not offered for a file; "
+               "ONNX Runtime can time the file with its own kernels, as a job. torch.export `.pt2` archives are not "
+               "read: their weights are pickled.")
     upload = st.file_uploader("ONNX file", type=["onnx"], key="graph_onnx")
     if upload is not None:
         with guard("Reading the file"):
@@ -69,6 +74,33 @@ with st.expander("Open an exported model file (ONNX)"):
                 st.caption("Not costed: " + ", ".join(f"{escape_markdown(u['op'])} ×{u['count']}"
                                                       for u in file_graph["uncounted_ops"][:20]))
             show_graph(file_graph, open_depth=1, height=560)
+            import hashlib
+
+            from explorer.onnx_timing import MAX_RUNS
+            from explorer.spec import MAX_BATCH
+            from ui.jobs import estimated_job
+
+            file_data = upload.getvalue()
+            file_key = hashlib.sha256(file_data).hexdigest()
+            o1, o2, o3 = st.columns([1, 1, 2], vertical_alignment="bottom")
+            onnx_batch = o1.number_input("Batch", 1, MAX_BATCH, 1, key="graph_onnx_batch",
+                                         help="fills the file's named batch axis; a fixed batch must match it")
+            onnx_runs = o2.number_input("Timed runs", 1, MAX_RUNS, 20, key="graph_onnx_runs")
+            if o3.button("Time with ONNX Runtime", key="graph_onnx_time"):
+                st.session_state.graph_onnx_timed = (file_key, int(onnx_batch), int(onnx_runs))
+            asked, timing = st.session_state.get("graph_onnx_timed"), None
+            if asked and asked[0] == file_key:
+                timing = estimated_job("onnx_bench", {"name": upload.name, "data": file_data, "settings": {
+                    "batch": asked[1], "runs": asked[2], "device": "auto"}}, "Timing with ONNX Runtime",
+                                       "the ONNX Runtime timing", "graph_onnx_estimate")
+            if timing is not None:  # None: not asked, or a long one waiting for its Run click
+                row, s = timing["results"][0], timing["settings"]
+                st.markdown(f"ONNX Runtime {escape_markdown(s['onnxruntime'])}, batch {row['batch']}: median "
+                            f"**{row['median_ms']:.3f} ms**, p10 {row['p10_ms']:.3f} ms, p90 {row['p90_ms']:.3f} ms "
+                            f"({row['runs']} runs after {row['warmup_runs']} warm-up; {row['throughput_per_s']:,.1f} "
+                            f"samples/s), on {escape_markdown(s['device_name'])} with "
+                            f"{escape_markdown(', '.join(s['providers']))}, {s['threads']} threads.")
+                st.caption(escape_markdown(timing["note"]))
 
 graph = None
 with guard("Drawing the graph"):
@@ -87,10 +119,42 @@ if graph.get("changed"):
     base = graph["base_totals"]
     st.caption(f"Swapped: {len(graph['changed'])} changed blocks (red); MACs {format_count(base['macs'])} → "
                f"{format_count(totals['macs'])}, parameters {format_count(base['params'])} → {format_count(totals['params'])}.")
-show_graph(graph, open_depth=int(st.session_state.graph_depth))
+# What a click shows besides the node's cost row: links to the Inside views that apply, its receptive field (a job,
+# once per model), and its measured time when this session has a per-layer latency run of the model.
+overlays: dict = {}
+with guard("Linking the Inside views"):
+    overlays["links"] = links_overlay(spec)
+drawing = st.container()  # the drawing first on the screen; its overlay controls below it, read before it is drawn
+o1, o2 = st.columns(2)
+if resolve(spec.arch).input_kind == "image":
+    o1.toggle("Receptive field of every node", key="graph_rf",
+              help="Traced in a worker process once per model (torch.fx), then shown in the node panel: the region of "
+                   "the input one unit sees, and the jump (cumulative stride) between neighbouring units, in pixels")
+    if st.session_state.graph_rf:
+        with guard("The receptive fields"):
+            overlays["rf"] = rf_overlay(spec)
+run = latency_run_for(spec)
+if run is None:
+    o2.caption("No per-layer latency run of this model in this session yet (the Latency page's, with per-layer "
+               "times, counts): time one to colour and size the nodes by measured time (ms).")
+    _, expected = latency_job(spec)
+    if expected is not None:
+        o2.caption(f"Estimate: {expected.text()}.")
+    if o2.button("Time every layer (a job: batch 1, fp32, torch.profiler)", key="graph_time_layers"):
+        with guard("Timing every layer"):
+            run_latency(spec)
+            run = latency_run_for(spec)
+if run is not None:
+    overlays.update(time_overlay(spec, run))
+    o2.caption("**Measured time (ms)** is a measure in the drawing's menu: " + escape_markdown(overlays["time_about"]))
+with drawing:
+    show_graph(graph, open_depth=int(st.session_state.graph_depth), overlays=overlays)
 if graph["uncounted_ops"]:
     st.caption("Ops with no cost formula (memory traffic still counted): "
                + ", ".join(f"{escape_markdown(u['op'])} ×{u['count']}" for u in graph["uncounted_ops"][:20]))
 st.caption("Double-click a group to open or close it, or use the button in the side panel. Drag to pan, scroll to zoom, "
            "**Fit** to see everything; **SVG** and **PNG** save the drawing as it is shown, for slides. "
-           "The command line prints the same graph: `python -m explorer graph ARCH --depth 2 --json`.")
+           "A click shows the node's row, its receptive field (when turned on below the drawing), its measured time (with a "
+           "per-layer run) and links to the Inside views that apply to it. The command line prints the same graph: "
+           "`python -m explorer graph ARCH --depth 2 --json`; `--diff OTHER_SPEC` marks it against another spec of the "
+           "same architecture, as the Compare page's graph diff does.")

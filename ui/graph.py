@@ -46,37 +46,46 @@ def embed_json(data: Any) -> str:
 
 
 def graph_payload(graph: dict[str, Any], open_depth: int = 1, measure: str = "macs",
-                  reveal_changed: bool = False) -> dict[str, Any]:
+                  reveal_changed: bool = False, overlays: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the drawing reads. `overlays` (all optional): "rf" {node id: one line of text}, "links" {node id:
+    [{"label", "url"}]}, "times" {node id: ms}, "time_about" (how the times were taken), "changed_label" (what
+    the red outline means)."""
     nodes = [{key: node[key] for key in NODE_FIELDS if key in node} for node in graph["nodes"]]
+    overlays = overlays or {}
     return {"arch": graph["arch"], "input_shape": graph["input_shape"], "totals": graph["totals"],
             "base_totals": graph.get("base_totals"), "changed": graph.get("changed", []), "nodes": nodes,
             "edges": graph["edges"], "open_depth": int(open_depth), "measure": measure, "reveal_changed": reveal_changed,
-            "uncounted": [u["op"] for u in graph.get("uncounted_ops", [])]}
+            "uncounted": [u["op"] for u in graph.get("uncounted_ops", [])],
+            "rf": overlays.get("rf") or {}, "links": overlays.get("links") or {}, "times": overlays.get("times") or {},
+            "time_about": overlays.get("time_about", ""),
+            "changed_label": overlays.get("changed_label", "changed by the swap")}
 
 
 def graph_html(graph: dict[str, Any], open_depth: int = 1, measure: str = "macs", height: int = 720,
-               reveal_changed: bool = False) -> str:
+               reveal_changed: bool = False, overlays: dict[str, Any] | None = None) -> str:
     """A self-contained HTML document that draws `graph` (no network access); `reveal_changed` opens the groups
     that hold a swap's changed blocks."""
     return (_TEMPLATE.replace("__HEIGHT__", str(int(height)))
             .replace("__SCRIPTS__", vendored_scripts())
-            .replace("__DATA__", embed_json(graph_payload(graph, open_depth, measure, reveal_changed))))
+            .replace("__DATA__", embed_json(graph_payload(graph, open_depth, measure, reveal_changed, overlays))))
 
 
 def show_graph(graph: dict[str, Any], open_depth: int = 1, measure: str = "macs", height: int = 720,
-               reveal_changed: bool = False):
-    components.html(graph_html(graph, open_depth, measure, height, reveal_changed), height=height + 130, scrolling=False)
+               reveal_changed: bool = False, overlays: dict[str, Any] | None = None):
+    components.html(graph_html(graph, open_depth, measure, height, reveal_changed, overlays), height=height + 130,
+                    scrolling=False)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_graph(spec_key: str) -> dict[str, Any]:
-    """The spec's whole graph, built on the cost report the other pages cached (one extra meta-device pass
-    for the data flow); with swaps, marked against the model without them."""
-    from explorer.graph import build_graph, mark_diff
+    """The spec's whole graph from the backend, as the cost report comes (one trace gives the figures and the
+    data flow); with swaps, marked against the model without them (its cost report cached)."""
+    from explorer.backend import BACKEND
+    from explorer.graph import mark_diff
     from ui.common import cached_swapped_modules, cost_of
 
     spec = ModelSpec.from_dict(json.loads(spec_key))
-    graph = build_graph(spec, cost_of(spec))
+    graph = BACKEND.graph(spec.to_dict())
     if spec.swaps:
         mark_diff(graph, cost_of(spec.with_(swaps=())), cached_swapped_modules(spec.key()))
     return graph
@@ -90,6 +99,115 @@ def swap_diff_graph(swapped: ModelSpec, height: int = 640):
                "opened); click one for its figures and the change against the base (Δ). Groups whose figures moved "
                "are outlined in orange; double-click a group to open or close it.")
     show_graph(graph, open_depth=1, height=height, reveal_changed=True)
+
+
+def rf_overlay(spec: ModelSpec) -> dict[str, str]:
+    """{node id: its receptive-field line}: the spec's receptive-field report, traced once per spec by the
+    `receptive_field` job (torch.fx must not run in this process), joined onto the graph's nodes."""
+    from explorer.graph_overlays import receptive_field_by_node
+    from ui.common import cached_rf
+
+    report = cached_rf(spec.key())
+    return {node_id: entry["text"] for node_id, entry in receptive_field_by_node(cached_graph(spec.key()), report).items()}
+
+
+def links_overlay(spec: ModelSpec) -> dict[str, list[dict[str, str]]]:
+    """{node id: the Inside views that apply to it, as links}."""
+    from explorer.catalog import resolve
+    from explorer.graph_overlays import inside_links
+
+    return inside_links(cached_graph(spec.key()), spec, resolve(spec.arch).input_kind)
+
+
+LATENCY_SETTINGS = {"device": "auto", "batches": [1], "dtype": "fp32", "channels_last": False, "compile": False,
+                    "per_layer": True, "min_runs": 5, "min_seconds": 0.3}
+
+
+def latency_run_for(spec: ModelSpec) -> dict[str, Any] | None:
+    """A per-layer latency run of this spec that this session has: the Graph page's own, else the Latency
+    page's last run of the same model (any device and batch; the first batch size is the profiled one)."""
+    from explorer.graph_overlays import latency_run_of
+
+    own = st.session_state.get("graph_latency", {}).get(spec.with_(batch=1).key())
+    candidates = ([own] if own else []) + list(st.session_state.get("latency_runs") or [])
+    return next((run for run in (latency_run_of(result, spec) for result in candidates) if run), None)
+
+
+def latency_job(spec: ModelSpec):
+    """The per-layer latency job of the Graph page (batch 1, torch.profiler) and its estimate."""
+    from ui.jobs import job_estimate
+
+    payload = {"spec": spec.with_(batch=1).to_dict(), "settings": dict(LATENCY_SETTINGS)}
+    return payload, job_estimate("bench", payload)
+
+
+def run_latency(spec: ModelSpec) -> None:
+    """Times every layer of the spec at batch 1 (a `bench` job with torch.profiler) and keeps the result for
+    this session's Graph page."""
+    from ui.jobs import run_job
+
+    payload, expected = latency_job(spec)
+    result = run_job("bench", payload, f"Timing every layer of {spec.arch}", expected=expected)
+    if result.get("error"):
+        from explorer.errors import ExplorerError
+
+        raise ExplorerError(result["error"])
+    st.session_state.setdefault("graph_latency", {})[spec.with_(batch=1).key()] = result
+
+
+def time_overlay(spec: ModelSpec, run: dict[str, Any]) -> dict[str, Any]:
+    """The overlay entries for a latency run: times per node and one line on how they were taken."""
+    from explorer.graph_overlays import time_by_node
+
+    joined = time_by_node(cached_graph(spec.key()), run["layers"])
+    about = (f"ms per forward at batch {run['batch']}, {run['dtype']}, {run['device']} (torch.profiler; a group: the "
+             "sum of its layers; ops a block runs itself are not timed)")
+    return {"times": joined["times"], "time_about": about}
+
+
+def compare_diff_section(specs: list[ModelSpec], labels: list[str]) -> None:
+    """The Compare page's graph diff: the second model drawn, its nodes marked against the first (matched by
+    name, so the two must be one architecture)."""
+    from explorer.graph_overlays import diff_graph, diff_summary, same_architecture
+    from explorer.text import escape_markdown
+    from explorer.units import format_bytes, format_count
+    from ui.common import cost_of, guard
+
+    if len(specs) < 2:
+        st.info("A graph diff needs two models in the set.")
+        return
+    c1, c2 = st.columns(2)
+    first = c1.selectbox("Against (the first)", range(len(specs)), format_func=lambda i: labels[i],
+                         key="compare_diff_first")
+    second = c2.selectbox("Draw (the second)", range(len(specs)), index=1, format_func=lambda i: labels[i],
+                          key="compare_diff_second")
+    with guard("The graph diff"):
+        a, b = specs[first], specs[second]
+        if not same_architecture(a, b):
+            st.warning(f"A node-by-node diff needs the same architecture: {escape_markdown(a.arch)} and "
+                       f"{escape_markdown(b.arch)} differ, and their layers do not correspond by name. Pick two "
+                       "entries of one architecture (with different swaps, input sizes or options).")
+            return
+        with st.spinner("Tracing both models on the meta device…"):
+            graph = diff_graph(a, cost_of(a), b, cached_graph(b.key()))
+        summary = diff_summary(graph)
+        delta = summary["delta_totals"]
+
+        def signed(value, fmt):
+            return ("+" if value > 0 else "−" if value < 0 else "±") + fmt(abs(value))
+
+        st.caption(escape_markdown(
+            f"{labels[second]} against {labels[first]}: {summary['changed']} changed modules (red), {summary['new']} new "
+            f"(dotted), {summary['removed']} removed, {summary['moved']} whose figures moved (orange). "
+            f"Δ params {signed(delta['params'], format_count)}, Δ MACs {signed(delta['macs'], format_count)}, "
+            f"Δ memory access {signed(delta['memory_access_bytes'], format_bytes)}. Click a node for its Δ.",
+            limit=2000))
+        if graph["removed"]:
+            shown = ", ".join(graph["removed"][:12]) + (f" and {len(graph['removed']) - 12} more"
+                                                        if len(graph["removed"]) > 12 else "")
+            st.caption(escape_markdown(f"Only in {labels[first]}: {shown}", limit=2000))
+        show_graph(graph, open_depth=1, height=600, reveal_changed=True,
+                   overlays={"changed_label": "changed against " + labels[first][:120]})
 
 
 _TEMPLATE = r"""<!DOCTYPE html>
@@ -140,7 +258,15 @@ for (const n of G.nodes) if (n.parent !== null && n.parent !== undefined) {
   kids.get(n.parent).push(n.id);
 }
 const UNITS = { macs: "MACs", params: "parameters", memory_access_bytes: "bytes of memory access (read + written)",
-                activations: "activation elements" };
+                activations: "activation elements", time_ms: "measured time (ms)" };
+const HAS_TIMES = Object.keys(G.times).length > 0;
+if (HAS_TIMES) {
+  const opt = document.createElement("option");
+  opt.value = "time_ms"; opt.textContent = "measured time (ms)";
+  document.getElementById("measure").append(opt);
+}
+// a node's figure for a measure: the cost row's, or the measured time joined onto it
+function valueOf(n, measure) { return measure === "time_ms" ? (G.times[n.id] || 0) : (n[measure] || 0); }
 const expanded = new Set(G.nodes.filter(n => n.group && n.depth < G.open_depth).map(n => n.id));
 if (G.reveal_changed) for (const name of G.changed) { let p = byId.get(name) && byId.get(name).parent; while (p) { expanded.add(p); p = byId.get(p).parent; } }
 
@@ -156,7 +282,9 @@ function bytes(v) {
   if (a >= 1e3) return (v / 1e3).toFixed(1) + " kB";
   return Math.round(v) + " B";
 }
+function ms(v) { return v >= 100 ? v.toFixed(0) + " ms" : v >= 1 ? v.toFixed(2) + " ms" : v.toFixed(3) + " ms"; }
 function fmt(measure, v) {
+  if (measure === "time_ms") return ms(v);
   if (measure === "memory_access_bytes") return bytes(v);
   if (measure === "macs") return count(v) + " MACs";
   if (measure === "params") return count(v) + " params";
@@ -218,14 +346,14 @@ function render(keepView) {
   const measure = measureOf();
   const vis = G.nodes.filter(n => visible(n.id));
   const leaves = vis.filter(n => !(n.group && expanded.has(n.id)));
-  const values = leaves.map(n => n[measure]).filter(v => v > 0);
+  const values = leaves.map(n => valueOf(n, measure)).filter(v => v > 0);
   const lo = values.length ? Math.log10(Math.min(...values)) : 0, hi = values.length ? Math.log10(Math.max(...values)) : 1;
   const span = hi - lo || 1;
   const order = new Map(G.nodes.map((n, i) => [n.id, n.order === undefined ? i : n.order]));
   const els = [];
   for (const n of vis) {
     const open = n.group && expanded.has(n.id);
-    const v = n[measure] || 0, t = v > 0 ? (Math.log10(v) - lo) / span : -1;
+    const v = valueOf(n, measure), t = v > 0 ? (Math.log10(v) - lo) / span : -1;
     let label = (n.group && !open ? "⊞ " : "") + shortName(n) + (n.kind === "io" ? "" : "\n" + n.type);
     if (!open && v > 0) label += "\n" + fmt(measure, v);
     if (n.delta && n.delta.macs) label += "\nΔ " + (n.delta.macs > 0 ? "+" : "") + count(n.delta.macs) + " MACs";
@@ -273,7 +401,8 @@ function legend(measure, lo, hi, n) {
   const el = document.getElementById("legend");
   el.textContent = "";
   const label = document.createElement("span");
-  label.textContent = "Colour and height: " + UNITS[measure] + " (log scale)";
+  label.textContent = "Colour and height: " + UNITS[measure] + " (log scale)" +
+                      (measure === "time_ms" && G.time_about ? ", " + G.time_about : "");
   const low = document.createElement("span"), high = document.createElement("span"), bar = document.createElement("span");
   bar.id = "ramp";
   low.textContent = n ? fmt(measure, Math.pow(10, lo)) : "—";
@@ -284,7 +413,7 @@ function legend(measure, lo, hi, n) {
   if (G.changed.length) {
     const k = document.createElement("span");
     k.innerHTML = '<span class="key"></span>';
-    k.append(" changed by the swap (" + G.changed.length + ")");
+    k.append(" " + G.changed_label + " (" + G.changed.length + ")");
     el.append(k);
   }
   const tot = document.createElement("span");
@@ -317,7 +446,9 @@ function showPanel(id) {
         count(n.all_calls.params) + " params (the module's row)");
   } else if (n.kind === "module") row(table, "calls", String(n.calls));
   if (G.totals.macs) row(table, "share of MACs", (100 * n.macs / G.totals.macs).toFixed(1) + " %");
-  if (n.changed) row(table, "swap", "changed (replaced by the swap)");
+  if (HAS_TIMES && n.kind !== "io") row(table, "measured time", n.id in G.times ? ms(G.times[n.id]) + " per forward" :
+                     "not timed (runs outside every layer's profiler range)");
+  if (n.changed) row(table, "swap", G.changed_label);
   if (n.new) row(table, "swap", "new: part of a swapped-in block");
   if (n.delta) {
     row(table, "Δ parameters", signed("params", n.delta.params));
@@ -325,6 +456,23 @@ function showPanel(id) {
     row(table, "Δ memory access", signed("memory_access_bytes", n.delta.memory_access_bytes));
   }
   panel.append(table);
+  if (G.rf[n.id]) {
+    const p = document.createElement("p"); p.setAttribute("data-testid", "graph-node-rf");
+    p.textContent = G.rf[n.id]; panel.append(p);
+  }
+  const links = G.links[n.id] || [];
+  if (links.length) {
+    const p = document.createElement("p"); p.setAttribute("data-testid", "graph-node-links");
+    p.append("Inside, at this layer where the view has one (opens in a new tab): ");
+    links.forEach((l, i) => {
+      if (!String(l.url).startsWith("/Inside?")) return;  // only the app's own page
+      const a = document.createElement("a");
+      a.href = l.url; a.target = "_blank"; a.rel = "noopener"; a.textContent = l.label;
+      if (i) p.append(" · ");
+      p.append(a);
+    });
+    panel.append(p);
+  }
   if (n.kind === "op") {
     const p = document.createElement("p"); p.textContent = "An op the block runs in its own forward (" + n.type + "), not a module.";
     panel.append(p);
