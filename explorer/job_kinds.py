@@ -41,14 +41,16 @@ def _quick_bench(payload, progress):
 
 
 def _bench(payload, progress):
-    return _timed(progress, lambda: _backend().bench(_spec(payload), payload["settings"]))
+    """A latency sweep whose progress counts its timed runs (explorer.latency.BenchProgress)."""
+    return _timed(progress, lambda: _backend().bench(_spec(payload), payload["settings"], progress=progress))
 
 
 def _train_bench(payload, progress):
     """A training step timed on real tensors (forward / backward / optimizer step), beside the inference bench."""
     from explorer.memory import train_bench
 
-    return _timed(progress, lambda: train_bench(ModelSpec.from_dict(_spec(payload)), dict(payload.get("settings") or {})))
+    return _timed(progress, lambda: train_bench(ModelSpec.from_dict(_spec(payload)), dict(payload.get("settings") or {}),
+                                                progress=progress))
 
 
 def _fold(payload, progress):
@@ -75,6 +77,20 @@ def _swin_masks(payload, progress):
 
 def _latency_sweep(payload, progress):
     return _timed(progress, lambda: _backend().resolution_sweep(_spec(payload), list(payload["sides"]), latency=True))
+
+
+def _onnx_bench(payload, progress):
+    """An uploaded ONNX file timed with ONNX Runtime: its bytes travel in the payload, as a checkpoint's do
+    (model_with_weights), and are checked (size, protobuf, no external files) before ONNX Runtime reads them."""
+    from explorer.onnx_timing import time_onnx
+
+    settings = dict(payload.get("settings") or {})
+    data = payload.get("data")
+    if not isinstance(data, (bytes, bytearray)):
+        raise ExplorerError("no ONNX file was uploaded")
+    return _timed(progress, lambda: time_onnx(
+        bytes(data), str(payload.get("name") or "model.onnx"), batch=settings.get("batch"),
+        runs=settings.get("runs", 20), threads=settings.get("threads"), device=settings.get("device", "auto")))
 
 
 def _peaks(payload, progress):
@@ -301,6 +317,7 @@ JOB_KINDS: dict[str, Callable[[dict[str, Any], Progress], Any]] = {
     "bench": _bench,
     "train_bench": _train_bench,
     "latency_sweep": _latency_sweep,
+    "onnx_bench": _onnx_bench,
     "peaks": _peaks,
     "fold": _fold,
     "receptive_field": _receptive_field,

@@ -192,8 +192,14 @@ def autocast_context(device: str, dtype: str):
     return torch.autocast(device_type="cuda" if device == "cuda" else "cpu" if device == "cpu" else device, dtype=dtype_of(dtype))
 
 
-def time_forward(forward: Callable[[], Any], device: str, settings: BenchSettings) -> Timing:
-    """Warm up until stable, then time. Returns per-run seconds and the stats."""
+RunsDone = Callable[[int, int], None]  # (timed runs done, runs planned): the planned count is final on the last call
+
+
+def time_forward(forward: Callable[[], Any], device: str, settings: BenchSettings,
+                 on_run: RunsDone | None = None) -> Timing:
+    """Warm up until stable, then time. Returns per-run seconds and the stats. `on_run(done, planned)` after
+    each timed run: the runs planned so far (the minimum count, or as many as the minimum time asks at the
+    pace so far, at most what the budget allows); on the last run, planned equals done."""
     timer = _Timer(device)
     budget_end = time.perf_counter() + settings.max_seconds
     warm = []
@@ -207,9 +213,15 @@ def time_forward(forward: Callable[[], Any], device: str, settings: BenchSetting
             break
     runs = []
     started = time.perf_counter()
-    while len(runs) < settings.min_runs or time.perf_counter() - started < settings.min_seconds:
+    while True:  # at least one run: min_runs is at least 1
         runs.append(timer(forward))
-        if time.perf_counter() > budget_end and len(runs) >= 3:
+        now = time.perf_counter()
+        finished = ((len(runs) >= settings.min_runs and now - started >= settings.min_seconds)
+                    or (now > budget_end and len(runs) >= 3))
+        if on_run is not None:
+            on_run(len(runs), len(runs) if finished else _planned_runs(len(runs), now - started, budget_end - now,
+                                                                         settings))
+        if finished:
             break
     seconds = np.array(runs)
     return {
@@ -219,6 +231,16 @@ def time_forward(forward: Callable[[], Any], device: str, settings: BenchSetting
         "runs": len(runs),
         "warmup_runs": len(warm),
     }
+
+
+def _planned_runs(done: int, elapsed_s: float, left_s: float, settings: BenchSettings) -> int:
+    """Timed runs time_forward will make in all, at the pace of the `done` runs so far: the minimum count, or
+    as many as the minimum time asks, cut at what the budget allows (at least three); always more than `done`
+    while the loop goes on."""
+    pace = elapsed_s / done
+    wanted = max(settings.min_runs, math.ceil(settings.min_seconds / pace) if pace > 0 else settings.min_runs)
+    allowed = done + max(0, math.floor(left_s / pace)) if pace > 0 else wanted
+    return max(done + 1, min(wanted, max(3, allowed)))
 
 
 def _settings_record(device: str, settings: BenchSettings) -> dict[str, Any]:
@@ -254,9 +276,40 @@ def _prepare(spec: ModelSpec | ResolvedSpec, device: str, settings: BenchSetting
     return key, MODEL_CACHE.get(key, make)
 
 
-def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], None] | None = None) -> BenchResult:
-    """Latency, throughput and achieved rates of `spec` for each batch size in `settings`."""
+class BenchProgress:
+    """A bench's timed runs as a job's progress text, "17 of about 30 timed runs (batch 4, 2 of 3 batch sizes)":
+    the later batch sizes counted at the current one's plan. At most one report every REPORT_EVERY_S, besides
+    each batch size's last count, so a model that runs in microseconds does not flood the job's pipe."""
+
+    REPORT_EVERY_S = 0.25
+
+    def __init__(self, progress: Callable[[str], None], batches: tuple[int, ...]):
+        self.progress, self.batches = progress, batches
+        self.index, self.runs_before, self.reported_at = 0, 0, None
+
+    def stage(self, index: int, text: str) -> None:
+        self.index = index
+        self.progress(text)
+
+    def on_run(self, done: int, planned: int) -> None:
+        later = len(self.batches) - self.index - 1
+        now = time.monotonic()
+        if done == planned or self.reported_at is None or now - self.reported_at >= self.REPORT_EVERY_S:
+            self.reported_at = now
+            where = f"batch {self.batches[self.index]}" + (
+                f", {self.index + 1} of {len(self.batches)} batch sizes" if len(self.batches) > 1 else "")
+            self.progress(f"{self.runs_before + done:,} of about {self.runs_before + planned * (1 + later):,} "
+                          f"timed runs ({where})")
+        if done == planned:
+            self.runs_before += done
+
+
+def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], None] | None = None,
+          progress: Callable[[str], None] | None = None) -> BenchResult:
+    """Latency, throughput and achieved rates of `spec` for each batch size in `settings`. `progress(text)`,
+    when given, hears the timed runs done out of those planned (BenchProgress), and what runs between."""
     settings.validate()
+    counter = BenchProgress(progress, settings.batches) if progress is not None else None
     device = settings.resolved_device()
     resolved = resolve_spec(spec)  # once: the variant and input the build and every batch's input read
     size = resolved.input_size
@@ -271,8 +324,12 @@ def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], Non
         key, model = None, None
         try:
             with forward_errors(spec, size):
+                if counter is not None:
+                    counter.stage(0, "building the model")
                 key, model = _prepare(resolved, device, settings)
-                for batch in settings.batches:
+                for index, batch in enumerate(settings.batches):
+                    if counter is not None:
+                        counter.stage(index, f"warming up at batch {batch}")
                     x = example_input(resolved.with_batch(batch), device)
                     if settings.channels_last and x.dim() == 4:
                         x = x.contiguous(memory_format=torch.channels_last)
@@ -281,7 +338,8 @@ def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], Non
                         with torch.inference_mode(), autocast_context(device, settings.dtype):
                             model(x)
 
-                    stats = time_forward(forward, device, settings)
+                    counting = {"on_run": counter.on_run} if counter is not None else {}  # unasked: the plain call
+                    stats = time_forward(forward, device, settings, **counting)
                     seconds = stats["median_ms"] / 1e3
                     flops = costs[batch]["flops"]
                     bytes_moved = costs[batch]["memory_access_bytes"]
@@ -308,6 +366,8 @@ def bench(spec: ModelSpec, settings: BenchSettings, on_wait: Callable[[int], Non
                 error = f"{device} run failed at batch {settings.batches[len(rows)]}: {one_line(exc)}"
         per_layer = None
         if settings.per_layer and error is None:
+            if progress is not None:
+                progress(f"timing every layer with torch.profiler at batch {settings.batches[0]}")
             per_layer = layer_times(spec, settings, device, model, per_sample)
     result: BenchResult = {
         "spec": spec.to_dict(),

@@ -32,7 +32,7 @@ import math
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -45,6 +45,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from explorer.catalog import resolve
 from explorer.cost import MAC_FORMULAS, is_data_dependent, meta_fast_path
 from explorer.errors import ExplorerError
+from explorer.estimates import TRAIN_WARMUP_STEPS  # the estimate counts the same steps
 from explorer.models import DTYPES, build_model, dtype_of, example_input, forward_errors, input_size_of
 from explorer.spec import MAX_BATCH, ModelSpec
 
@@ -707,12 +708,14 @@ MAX_TRAIN_RUNS = 50
 MAX_TRAIN_SECONDS = 60.0
 
 
-def train_bench(spec: ModelSpec, settings: dict[str, Any]) -> dict[str, Any]:
+def train_bench(spec: ModelSpec, settings: dict[str, Any],
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """One training step on real tensors, timed phase by phase (forward with the loss, backward, optimizer
     step): median and p10/p90 over the runs, after warm-up steps that also create the optimizer's state.
     On CUDA, the measured peak (torch.cuda.max_memory_allocated over one step) beside the predicted one.
     `settings`: device (auto|cuda|mps|cpu), dtype (fp32, or bf16/fp16 under autocast), optimizer,
-    min_runs (1..50), max_seconds (timing budget, at most 60 s). The step waits for its device's queue."""
+    min_runs (1..50), max_seconds (timing budget, at most 60 s). The step waits for its device's queue.
+    `progress(text)`, when given, hears the steps done out of those planned ("3 of about 7 training steps")."""
     import time
 
     import numpy as np
@@ -740,7 +743,16 @@ def train_bench(spec: ModelSpec, settings: dict[str, Any]) -> dict[str, Any]:
                 x = example_input(spec, device)
                 optimizer = make_optimizer(optimizer_name, [p for p in model.parameters() if p.requires_grad])
 
+                steps_done = [0]
+
+                def report(planned: int):
+                    if progress is not None:
+                        progress(f"{steps_done[0]:,} of about {planned:,} training steps "
+                                 f"({TRAIN_WARMUP_STEPS} untimed)")
+
                 def step(timed: bool):
+                    report(TRAIN_WARMUP_STEPS + max(min_runs, len(phases["forward"]) + (1 if timed else 0)))
+                    steps_done[0] += 1
                     marks = [time.perf_counter()]
                     with autocast_context(device, dtype):
                         outputs = floating_outputs(model(x))
@@ -760,7 +772,7 @@ def train_bench(spec: ModelSpec, settings: dict[str, Any]) -> dict[str, Any]:
                         for phase, start, end in zip(phases, marks, marks[1:]):
                             phases[phase].append(end - start)
 
-                for _ in range(2):  # warm-up: kernels chosen, allocator and optimizer state in place
+                for _ in range(TRAIN_WARMUP_STEPS):  # warm-up: kernels chosen, allocator and optimizer state in place
                     step(False)
                 if device == "cuda":
                     torch.cuda.reset_peak_memory_stats()
@@ -769,6 +781,7 @@ def train_bench(spec: ModelSpec, settings: dict[str, Any]) -> dict[str, Any]:
                 end = time.perf_counter() + max_seconds
                 while len(phases["forward"]) < min_runs and (time.perf_counter() < end or len(phases["forward"]) < 2):
                     step(True)
+                report(steps_done[0])  # the last count: every step done
         except ExplorerError:
             raise
         except Exception as exc:

@@ -6,14 +6,16 @@ import streamlit as st
 
 from explorer.catalog import library_metadata, load_catalog, native_input_size, published_figures, resolve
 from explorer.errors import ExplorerError
+from explorer.jobs import job_key
 from explorer.layers import max_depth, module_tree_text, rolled_up, subtree
-from explorer.spec import MAX_BATCH, ModelSpec, format_size, parse_size
+from explorer.spec import MAX_BATCH, ModelSpec, parse_size
 from explorer.text import escape_markdown
 from explorer.units import format_bytes, format_count
 from ui.common import (RANDOM_WEIGHTS_NOTE, cost_of, drop_unused_link_params, fvcore_of, guard, int_from_link, page_setup,
                        plot_config, start_from_link)
 from ui.components import LAYER_COLUMNS, depth_slider, layer_frame, structural_depth, totals
 from ui.figures import cost_treemap
+from ui.jobs import confirm_estimate, job_estimate
 from ui.memory import memory_section
 
 page_setup("Model", ":material/biotech:")
@@ -108,22 +110,21 @@ st.info(RANDOM_WEIGHTS_NOTE, icon=":material/info:")
 AXES = {"image": "batch×channels×height×width", "tokens": "batch×tokens",
         "volume": "batch×channels×depth×height×width"}
 st.markdown(f"**Input** {'×'.join(map(str, result['input_shape']))} ({AXES.get(variant.input_kind, 'batch×…')}), fp32 · "
-            f"native input {format_size(native_input_size(variant))}")
+            f"native input {'×'.join(map(str, native_input_size(variant)))}")
 totals(result)
 
 published = published_figures(variant)
 if published:
     rows = []
     if published.get("params_m") is not None:
-        rows.append({"figure": "Parameters (M)", "published": published["params_m"], "we measure": f"{result['params'] / 1e6:.3f}"})
+        rows.append({"figure": "Parameters (M)", "published": f"{published['params_m']:.3f}", "we measure": f"{result['params'] / 1e6:.3f}"})
     if published.get("gmacs") is not None:
-        rows.append({"figure": "GMACs per sample", "published": published["gmacs"], "we measure": f"{result['macs'] / 1e9 / spec.batch:.3f}"})
+        rows.append({"figure": "GMACs per sample", "published": f"{published['gmacs']:.3f}", "we measure": f"{result['macs'] / 1e9 / spec.batch:.3f}"})
     if published.get("top1") is not None:
-        rows.append({"figure": published.get("metric") or "top-1 (%)", "published": published["top1"], "we measure": "— (random weights)"})
+        rows.append({"figure": published.get("metric") or "top-1 (%)", "published": f"{published['top1']:.3f}", "we measure": "— (random weights)"})
     if rows:
         st.markdown("**Published vs measured**")
-        st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
-            "published": st.column_config.NumberColumn(format="%.3f")})
+        st.dataframe(pd.DataFrame(rows), hide_index=True)  # both columns as text, to 3 decimals: they line up
         st.caption(f"Published figures: {published.get('source', 'paper').rstrip('.')}. Measured per sample at this "
                    "page's input size.")
 
@@ -140,10 +141,13 @@ if result["traced_on"] == "cpu":
 layers = result["layers"]
 deepest = max_depth(layers)
 st.subheader("Where the cost sits")
-c1, c2 = st.columns([1, 3])
-metric = c1.radio("Size by", ["MACs", "Memory access cost", "Parameters"], key="model_treemap_metric")
-chart_depth = depth_slider("Chart depth", deepest, 3, "model_chart_depth", container=c1)
-c2.plotly_chart(cost_treemap(layers, metric, chart_depth), width="stretch", config=plot_config())
+# The controls above the chart, so that the treemap has the page's whole width (at 800 px it had a third of it).
+c1, c2 = st.columns(2)
+metric = c1.radio("Size by", ["MACs", "Memory access cost", "Parameters"], key="model_treemap_metric", horizontal=True)
+chart_depth = depth_slider("Chart depth", deepest, 3, "model_chart_depth", container=c2)
+treemap = cost_treemap(layers, metric, chart_depth)
+treemap.update_layout(uniformtext=dict(minsize=10, mode="hide"))  # a box too small to read its label shows none
+st.plotly_chart(treemap, width="stretch", config=plot_config())
 
 # --- per-layer table -------------------------------------------------------------------------------
 st.subheader("Per layer")
@@ -188,8 +192,9 @@ memory_section(spec)
 
 # --- second opinion ---------------------------------------------------------------------------------
 st.subheader("Second opinion: fvcore")
-heavy = result["macs"] > 60e9
-if heavy and not st.button("Run fvcore on the CPU (this model is large: it takes a while)", key="model_run_fvcore"):
+fvcore_payload = {"spec": spec.to_dict()}  # fvcore traces the model on real CPU tensors: a job, estimated first
+if not confirm_estimate(job_estimate("fvcore", fvcore_payload), "fvcore", "model_fvcore",
+                        job_key("fvcore", fvcore_payload)):
     st.caption("fvcore traces the model on real CPU tensors; press the button to run it.")
 else:
     with guard("fvcore"):

@@ -5,9 +5,12 @@ import streamlit as st
 from explorer.devices import best_device
 from explorer.catalog import load_catalog
 
+from explorer.estimates import combine
+from explorer.jobs import job_key
 from explorer.spec import ModelSpec, parse_size
 from explorer.swaps import PRESETS, expand_swaps, parse_swap
 from explorer.units import format_bytes, format_count
+from ui.jobs import confirm_estimate, job_estimate
 from ui.memory import memory_deltas
 from ui.components import before_after, change_text, changed_place, changed_places_text, depth_slider
 from ui.common import (arch_from_link, cached_bench, cached_fold, cached_rf, cached_swap_points,
@@ -93,10 +96,15 @@ measure = st.toggle("Measure latency on every change", value=best_device() == "c
 latency = {}
 if measure:
     with guard("Timing"):
-        with st.spinner(f"Timing both models on {best_device()}…"):
-            for name, spec in (("base", base), ("swapped", swapped)):
-                result = cached_bench(spec.key())
-                latency[name] = result["results"][0]["median_ms"] if result["results"] else None
+        # both timings' estimate first; a long one (a large model on a CPU) waits for its Run button
+        expected = combine([job_estimate("quick_bench", {"spec": spec.to_dict()}) for spec in (base, swapped)],
+                           "quick_bench", "models")
+        if confirm_estimate(expected, "the timing", "swap_latency_estimate",
+                            job_key("quick_bench", {"specs": [base.key(), swapped.key()]})):
+            with st.spinner(f"Timing both models on {best_device()}…"):
+                for name, spec in (("base", base), ("swapped", swapped)):
+                    result = cached_bench(spec.key())
+                    latency[name] = result["results"][0]["median_ms"] if result["results"] else None
 
 
 def last_spatial_rf(spec) -> int | None:
@@ -164,7 +172,7 @@ frame = pd.DataFrame(
     }
 )
 changed_set = {r["name"] for r in changed_rows}
-f1, f2 = st.columns([3, 1])
+f1, f2 = st.columns(2)  # half the width for the toggle: at [3, 1] its label was cut at 800 px
 depth = depth_slider("Down to depth", int(frame["depth"].max()), 3, "swap_depth", container=f1)
 only_changed = f2.toggle("Only the changed layers", value=True, key="swap_only_changed")
 shown = frame[(frame["depth"] <= depth) & (frame["depth"] > 0)]
@@ -197,6 +205,8 @@ if any(line.split(":", 1)[1].startswith(("doconv", "repvgg", "dbb")) for line in
     st.subheader("Fold (re-parameterisation)")
     st.caption("DO-Conv, RepVGG and DBB train with extra structure and fold into plain convs for inference. "
                "Folding is run on the CPU in fp32 with random weights and non-trivial BatchNorm statistics.")
+    with guard("The estimate"):
+        st.caption(f"Estimate: {job_estimate('fold', {'spec': swapped.to_dict()}).text()}.")
     if st.button("Fold and compare outputs", key="swap_fold"):
         with guard("Folding"):
             report = cached_fold(swapped.key())

@@ -4,13 +4,15 @@ import streamlit as st
 
 from explorer.catalog import load_catalog
 from explorer.errors import ExplorerError
+from explorer.estimates import combine
+from explorer.jobs import job_key
 from explorer.roofline import ridge_point
 from explorer.spec import ModelSpec, format_size, parse_size
 from explorer.text import escape_markdown
 from ui.common import QUOTED_LINK_TEXT, drop_unused_link_params, guard, page_setup, plot_config, start_from_link
 from ui.components import parse_batch_list
 from ui.figures import roofline_plot, sweep_plot
-from ui.jobs import JobCancelled, job_service, run_job
+from ui.jobs import JobCancelled, confirm_estimate, job_estimate, job_service, run_job
 
 page_setup("Latency", ":material/timer:")
 st.title("Latency")
@@ -139,6 +141,17 @@ def time_batch_by_batch(item: dict, done: int, total: int, progress) -> dict | N
 
 
 pending = st.session_state.get("latency_pending")
+if pending:
+    # The whole run's estimate first (every model, every batch size); a long one waits for its Run button
+    estimates = []
+    for item in pending:
+        try:
+            estimates.append(job_estimate("bench", {"spec": item["spec"], "settings": item["settings"]}))
+        except ExplorerError:
+            pass  # a model that cannot be built: the run below says why
+    if estimates and not confirm_estimate(combine(estimates, "bench", "models"), "the timing", "lat",
+                                          job_key("bench", {"pending": pending})):
+        st.stop()
 if pending:
     runs = []
     total = sum(len(item["settings"]["batches"]) for item in pending)

@@ -11,11 +11,15 @@ from explorer.accuracy import (IMAGENET_TOP1, MAX_TYPED_FIGURES, OTHER_RANGE, ch
 from explorer.compare import (READY_MADE, TRAINING_SETTINGS, label_of, pareto_front, published_metrics, spec_from_item,
                               with_typed_figures)
 from explorer.errors import ExplorerError
+from explorer.estimates import combine
+from explorer.jobs import job_key
 
 from ui.common import (QUOTED_LINK_TEXT, cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep,
                        cached_training_costs,
                        drop_unused_link_params, escape_markdown, guard, page_setup, plot_config, start_from_link)
 from ui.figures import attention_formula_plot
+from ui.jobs import confirm_estimate, job_estimate
+from ui.graph import compare_diff_section
 
 page_setup("Compare", ":material/compare_arrows:")
 st.title("Compare")
@@ -196,11 +200,16 @@ if not rows:
 measure = st.toggle("Measure latency (batch 1, fp32, channels-last, this machine's device)", key="compare_latency")
 if measure:
     with guard("Timing"):
-        for row, spec in zip(rows, specs):
-            with st.spinner(f"Timing {escape_markdown(row['label'], limit=200)}…"):
-                result = cached_bench(spec.key())
-            row["latency_ms"] = result["results"][0]["median_ms"] if result["results"] else None
-            row["latency_device"] = result["settings"]["device_name"]
+        # every model's timing estimate first; a long one (large models on a CPU) waits for its Run button
+        expected = combine([job_estimate("quick_bench", {"spec": spec.to_dict()}) for spec in specs],
+                           "quick_bench", "models")
+        if confirm_estimate(expected, "the timing", "compare_latency_estimate",
+                            job_key("quick_bench", {"specs": [spec.key() for spec in specs]})):
+            for row, spec in zip(rows, specs):
+                with st.spinner(f"Timing {escape_markdown(row['label'], limit=200)}…"):
+                    result = cached_bench(spec.key())
+                row["latency_ms"] = result["results"][0]["median_ms"] if result["results"] else None
+                row["latency_device"] = result["settings"]["device_name"]
 training = st.toggle(f"Training cost (one step: {TRAINING_SETTINGS}, traced on the meta device)", key="compare_training")
 if training:
     with guard("The training trace"):
@@ -225,6 +234,9 @@ if st.session_state.get("compare_typed_error"):
     st.error(escape_markdown(st.session_state.pop("compare_typed_error")))
 
 frame = pd.DataFrame(rows).drop(columns=["spec", "published", "published_sources"])
+# a model without a published figure says so, rather than "None" in two columns
+frame["published_metric"] = frame["published_metric"].fillna("none published")
+frame["published_source"] = frame["published_source"].fillna("—")
 frame.insert(frame.columns.get_loc("published_source") + 1, "other published figures", [
     "; ".join(f"{m} {v:.2f}" for m, v in r["published"].items() if m != r["published_metric"]) for r in rows])
 st.dataframe(frame, hide_index=True, width="stretch", column_config={
@@ -246,12 +258,14 @@ st.download_button("Download (CSV)", frame.to_csv(index=False), "comparison.csv"
 # --- trade-off plot ---------------------------------------------------------------------------------
 st.subheader("Trade-offs")
 axes = {"GMACs": "gmacs", "parameters (M)": "params_m", "memory access (MB)": "memory_access_mb"}
-if measure:
+if any(row.get("latency_ms") is not None for row in rows):  # timed (not while the timing waits for its Run)
     axes["latency (ms, batch 1)"] = "latency_ms"
 if training:
     axes["training peak (GB)"] = "training_memory_gb"
     axes["training-step GMACs"] = "training_step_gmacs"
-p1, p2, p3, p4 = st.columns(4)
+# two by two: in four columns at 800 px the metric names were cut to "publishec"
+p1, p2 = st.columns(2)
+p3, p4 = st.columns(2)
 x_label = p1.selectbox("Cost axis", list(axes), key="compare_x")
 # Accuracies are only comparable within one metric (ImageNet top-1, COCO box AP, ...): one choice each.
 # The metric most of the set has comes first.
@@ -259,7 +273,8 @@ metrics = published_metrics(rows) or [IMAGENET_TOP1]
 y_label = p2.selectbox("Against", [f"published {m}" for m in metrics] + [a for a in axes if a != x_label],
                        key="compare_y")
 size_label = p3.selectbox("Bubble size", ["none"] + list(axes), key="compare_size")
-colour_label = p4.selectbox("Colour", list(axes) + ["FLOPs per byte"], key="compare_colour")
+# FLOPs per byte first: colour by the cost axis would only repeat the x position
+colour_label = p4.selectbox("Colour", ["FLOPs per byte"] + list(axes), key="compare_colour")
 colour_key = axes.get(colour_label, "intensity_flops_per_byte")
 x_key = axes[x_label]
 y_metric = y_label.removeprefix("published ") if y_label.startswith("published ") else None
@@ -296,6 +311,10 @@ if y_metric:
                              name="Pareto front", line=dict(dash="dash")))
 fig.update_layout(xaxis_title=x_label, yaxis_title=y_label, height=480, title=f"{y_label} against {x_label}",
                   legend=dict(orientation="h", y=-0.18))  # below the plot, clear of the colour bar
+if plotted:  # room either side for the names over the first and last points (they were cut at the plot's edge)
+    low, high = min(r[x_key] for r in plotted), max(r[x_key] for r in plotted)
+    pad = 0.12 * ((high - low) or abs(high) or 1.0)
+    fig.update_xaxes(range=[low - pad, high + pad])
 st.plotly_chart(fig, width="stretch", config=plot_config())
 if missing:
     st.caption(f"No {escape_markdown(y_label)} for: {escape_markdown(', '.join(missing))} (pick another axis, or type "
@@ -304,18 +323,39 @@ if y_metric and plotted:
     sources = "; ".join(f"{r['label']}: {r['published_sources'].get(y_metric)}" for r in plotted)
     st.caption(escape_markdown(f"Sources of the {y_metric} figures — {sources}", limit=3000))
 
+# --- graph diff ----------------------------------------------------------------------------------------
+st.subheader("Graph diff")
+if st.toggle("Draw one model's graph with its nodes marked against another's (same architecture: different swaps, "
+             "input size or options)", key="compare_graph_diff"):
+    compare_diff_section(specs, [label_of(spec) for spec in specs])
+
 # --- resolution sweep ----------------------------------------------------------------------------------
 st.subheader("Resolution sweep")
 default_sides = READY_MADE.get(st.session_state.get("compare_ready_applied", ""), {}).get("sweep", [160, 224, 320])
 sides = st.multiselect("Input sides (square)", [96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512],
                        default=default_sides, key="compare_sides")
+sweep_request = ([spec.key() for spec in specs], sorted(sides), measure)
 if sides and st.button("Sweep", key="compare_sweep"):
-    sweep_rows = []
+    st.session_state.compare_sweep_asked = sweep_request  # kept until it runs: a timed one may wait for its Run
+if st.session_state.get("compare_sweep_asked") == sweep_request:
     with guard("The sweep"):
-        for spec in specs:
-            with st.spinner(f"Sweeping {escape_markdown(label_of(spec), limit=200)}…"):
-                sweep_rows.extend(cached_sweep(spec.key(), tuple(sorted(sides)), measure))
-    st.session_state.compare_sweep_rows = sweep_rows
+        start = True
+        if measure:  # a timed sweep is a job per model: its estimate first, and a Run click when it is long
+            expected = combine([job_estimate("latency_sweep", {"spec": spec.to_dict(), "sides": sorted(sides)})
+                                for spec in specs], "latency_sweep", "models")
+            start = confirm_estimate(expected, "the timed sweep", "compare_sweep_estimate",
+                                     job_key("latency_sweep", {"request": sweep_request}))
+        if start:
+            sweep_rows = []
+            try:
+                for spec in specs:
+                    with st.spinner(f"Sweeping {escape_markdown(label_of(spec), limit=200)}…"):
+                        sweep_rows.extend(cached_sweep(spec.key(), tuple(sorted(sides)), measure))
+            except ExplorerError:  # failed or cancelled: not asked again until the next click
+                st.session_state.compare_sweep_asked = None
+                raise
+            st.session_state.compare_sweep_rows = sweep_rows
+            st.session_state.compare_sweep_asked = None
 sweep_rows = st.session_state.get("compare_sweep_rows")
 if sweep_rows:
     measured = [("gmacs", "GMACs", "MACs against input side: CNNs grow with side², global attention with side⁴")]
@@ -343,4 +383,5 @@ st.caption("Ω(MSA) = 4NC² + 2N²C grows with the square of the token count; Ω
 with guard("The formula sweep"):
     formula_rows = cached_attention_formulas((224, 448, 672, 896))
     fig = attention_formula_plot(formula_rows)
+    fig.update_layout(margin=dict(t=30))  # no title (the heading above is one): no empty band above the plot
     st.plotly_chart(fig, width="stretch", config=plot_config())

@@ -10,17 +10,28 @@ from plotly.subplots import make_subplots
 
 from explorer.spec import ModelSpec
 from ui.common import plot_config
-from ui.jobs import run_job
+from ui.jobs import estimated_job, run_job
 
 SHOWN = 128  # cells drawn per side at most (wider blocks are drawn at several channels a cell)
 MAX_FACTORS = 6
 
 
-def _connectivity(spec_key: str, module: str | None) -> dict:
-    """The job's report with its matrices shrunk to what is drawn, so a 1600-channel block stays small."""
+def connectivity_job(spec_key: str, module: str | None, key: str | None = None) -> dict | None:
+    """The job's report with its matrices shrunk to what is drawn, so a 1600-channel block stays small. With a
+    widget `key`: the job's estimate first, and None while a long one waits for its Run click; without, the job
+    at once (a caller that needs the blocks before the view draws them: ui.inside's link check)."""
     spec = json.loads(spec_key)
-    result = dict(run_job("connectivity", {"spec": spec, "module": module},
-                          f"Channel paths of {spec['arch']}" + (f" at {module}" if module else "")))
+    payload = {"spec": spec, "module": module}
+    label = f"Channel paths of {spec['arch']}" + (f" at {module}" if module else "")
+    if key is None:
+        found = run_job("connectivity", payload, label)
+    else:
+        found = estimated_job("connectivity", payload, label,
+                              "the channel-path trace" if module else "the search for blocks",
+                              f"{key}_{'paths' if module else 'blocks'}_estimate")
+    if found is None:
+        return None
+    result = dict(found)
     report = result.get("report")
     if report:
         report = result["report"] = {**report, "factors": [dict(f) for f in report["factors"]]}  # the cached copy stays whole
@@ -54,10 +65,15 @@ def _heatmap(drawn: dict, blank_zeros: bool = False, **kwargs) -> go.Heatmap:
     return go.Heatmap(z=z, x=np.arange(z.shape[1]) * step, y=np.arange(z.shape[0]) * step, **kwargs)
 
 
-def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | None = None):
-    """Pick a block (``block`` first if given, else the first most nested one) and draw its channel paths."""
+def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | None = None, layout=None):
+    """Pick a block (``block`` first if given, else the first most nested one) and draw its channel paths.
+    `layout`, when given, restyles each chart before it is drawn (a tour's presenter mode: ui.presenter.for_screen)."""
+    layout = layout or (lambda fig: fig)
     with st.spinner("Finding the blocks of grouped convs…"):
-        candidates = _connectivity(spec.key(), None)["candidates"]
+        found = connectivity_job(spec.key(), None, key)
+    if found is None:  # a long search waits for its Run click
+        return
+    candidates = found["candidates"]
     if not candidates:
         st.info("This model has no block built from grouped convs and permutations. Try igcv1, igcv3 or a "
                 "ShuffleNet V1, or add the swap `conv:igcv2@layer1.0.conv1` (IGCV2) or `conv:igc@layer1.0.conv1` "
@@ -69,7 +85,10 @@ def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | N
     first = names.index(block) if block in names else max(range(len(names)), key=lambda i: (names[i].count("."), -i))
     chosen = st.selectbox("Block", names, index=first, format_func=labels.get, key=f"{key}_block")
     with st.spinner("Tracing the channel paths…"):
-        report = _connectivity(spec.key(), chosen)["report"]
+        found = connectivity_job(spec.key(), chosen, key)
+    if found is None:
+        return
+    report = found["report"]
     uniform = report["min_paths"] == report["max_paths"]
     c1, c2, c3 = st.columns(3)
     c1.metric("Paths per (output, input) channel pair",
@@ -86,8 +105,8 @@ def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | N
     else:
         st.warning(f"Not dense: each output channel reaches {report['reached_fraction']:.0%} of the input channels "
                    "on average; information stays inside groups.")
-    _factor_figure(report["factors"], report["in_channels"])
-    _paths_figure(report)
+    _factor_figure(report["factors"], report["in_channels"], layout)
+    _paths_figure(report, layout)
     st.caption("Structure only: each conv is drawn as its connectivity (a cell is 1 when the output channel, row, "
                "reads the input channel, column), whatever its weights; norms and activations pass channels "
                "through one to one. The product counts the paths through the whole block"
@@ -97,7 +116,7 @@ def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | N
                    report["product_of_factors"]])
 
 
-def _factor_figure(factors: list[dict], inputs: int):
+def _factor_figure(factors: list[dict], inputs: int, layout):
     shown = factors[:MAX_FACTORS]
     chained = [f for f in shown if "so_far" in f]
     rows = 2 if chained else 1
@@ -126,7 +145,7 @@ def _factor_figure(factors: list[dict], inputs: int):
     fig.update_layout(height=330 * rows, margin=dict(t=90),
                       title="Top: each factor in call order (black = connected, 0/1). "
                             + ("Bottom: paths from the block's input so far (blank = no path)" if chained else ""))
-    st.plotly_chart(fig, width="stretch", config=plot_config())
+    st.plotly_chart(layout(fig), width="stretch", config=plot_config())
     notes = []
     if len(factors) > MAX_FACTORS:
         notes.append(f"the first {MAX_FACTORS} of {len(factors)} factors are drawn")
@@ -138,7 +157,7 @@ def _factor_figure(factors: list[dict], inputs: int):
         st.caption("Drawn: " + "; ".join(notes) + ".")
 
 
-def _paths_figure(report: dict):
+def _paths_figure(report: dict, layout):
     paths = report["paths"]
     fig = go.Figure(_heatmap(paths, blank_zeros=True, colorscale="Viridis", zmin=0, zmax=max(1, report["max_paths"]),
                              colorbar=dict(title="paths (count)"),
@@ -149,4 +168,4 @@ def _paths_figure(report: dict):
     step = paths["step"]
     fig.update_layout(height=460, title=f"Paths through {report['module']} ({full[0]}×{full[1]} channels"
                                         + (f", {step}×{step} channels a cell)" if step > 1 else ")"))
-    st.plotly_chart(fig, width="stretch", config=plot_config())
+    st.plotly_chart(layout(fig), width="stretch", config=plot_config())

@@ -19,7 +19,7 @@ from explorer.text import escape_markdown
 from explorer.units import format_bytes, format_count
 from ui.common import guard, plot_config
 from ui.components import change_text
-from ui.jobs import run_job
+from ui.jobs import job_estimate, run_job
 
 CATEGORY_LABELS = {"weights": "Weights", "gradients": "Gradients", "optimizer": "Optimizer state (and fp32 master weights)",
                    "activations": "Activations", "temporaries": "Temporaries (backward, optimizer step)"}
@@ -86,8 +86,8 @@ def _memory_controls(spec: ModelSpec) -> tuple[int, str, str, str]:
 def memory_section(spec: ModelSpec):
     """The Model page's Memory section for `spec` (its batch is the default of this section's own)."""
     st.subheader("Memory")
-    st.caption("Traced on the meta device: storages as PyTorch allocates them, views and in-place ops sharing "
-               "theirs, each freed after its last use. " + MEMORY_NOTES)
+    st.caption("Views and in-place ops share their storage's bytes, and each storage is freed after its last use. "
+               + MEMORY_NOTES)
     batch, dtype, optimizer, size_text = _memory_controls(spec)
     with guard("The memory trace"):
         sized = spec.with_(batch=batch)
@@ -182,11 +182,15 @@ def _train_bench(spec: ModelSpec, optimizer: str):
     with st.expander("Time a real training step (forward / backward / optimizer)"):
         st.caption("Runs on the compute worker's device with real tensors (fp32), after two warm-up steps; sessions "
                    "take turns. On a GPU it also measures the peak (torch.cuda.max_memory_allocated).")
+        payload = {"spec": spec.to_dict(), "settings": {"optimizer": optimizer, "min_runs": 5, "max_seconds": 10.0}}
+        expected = None
+        with guard("The estimate"):
+            expected = job_estimate("train_bench", payload)  # shown before the button that starts it
+            (st.warning if expected.long else st.caption)(f"Estimate: {expected.text()}.")
         if not st.button("Time a training step", key="model_memory_train_bench"):
             return
         with guard("The training-step benchmark"):
-            payload = {"spec": spec.to_dict(), "settings": {"optimizer": optimizer, "min_runs": 5, "max_seconds": 10.0}}
-            result = run_job("train_bench", payload, f"Timing a training step of {spec.arch}")
+            result = run_job("train_bench", payload, f"Timing a training step of {spec.arch}", expected=expected)
             if result.get("error"):
                 st.error(escape_markdown(result["error"]))
                 return
