@@ -9,14 +9,14 @@ from explorer.spec import ModelSpec, parse_size
 from explorer.text import escape_markdown
 from explorer.views.registry import inside_views, view_by_label
 from ui.common import QUOTED_LINK_TEXT, arch_from_link, drop_unused_link_params, guard, page_setup, start_from_link
-from ui.inside import INSIDE_RENDERERS
+from ui.inside import INSIDE_RENDERERS, LAYER_VIEWS, LINK_LAYER, keep_layer_in_link, link_layer
 
 page_setup("Inside", ":material/visibility:")
 st.title("Inside")
 
 ids = [v.id for v in load_catalog().variants.values() if v.implemented]
 params = st.query_params
-drop_unused_link_params(("arch", "view", "swaps", "input"))
+drop_unused_link_params(("arch", "view", "swaps", "input", "layer"))
 VIEWS = [v.label for v in inside_views()]  # explorer.views.registry: the one list of views, and their labels
 
 
@@ -33,15 +33,23 @@ def library_arch_from_link() -> str:
 
 
 def widgets_from_link() -> dict:
-    """The model, view, swaps and input the URL names, as the widgets' values (each checked)."""
+    """The model, view, swaps and input the URL names, as the widgets' values (each checked). The layer it
+    names waits for its view, which checks it against its own list of layers for the model (ui.inside
+    start_layer_from_link) when it draws its layer picker."""
     library = library_arch_from_link()
     arch = "resnet50" if library else arch_from_link(ids)
     if params.get("view") and params.get("view") not in VIEWS:
         named = escape_markdown(params.get("view"), limit=QUOTED_LINK_TEXT)
         st.warning(f"The link asks for a view named '{named}', which this page does not have; showing {VIEWS[0]}.")
-    return {"inside_arch_text": library, "inside_arch": arch,
-            "inside_view": params.get("view") if params.get("view") in VIEWS else VIEWS[0],
-            "inside_swaps": params.get("swaps", ""), "inside_input": params.get("input", "")}
+    view = params.get("view") if params.get("view") in VIEWS else VIEWS[0]
+    layer = params.get("layer", "").strip()
+    if layer and view_by_label(view).id not in LAYER_VIEWS:
+        named = escape_markdown(layer, limit=QUOTED_LINK_TEXT)
+        st.warning(f"The link names a layer, '{named}', but {view} picks none: ignored.")
+        layer = ""
+    return {"inside_arch_text": library, "inside_arch": arch, "inside_view": view,
+            "inside_swaps": params.get("swaps", ""), "inside_input": params.get("input", ""),
+            LINK_LAYER: {"view": view_by_label(view).id, "layer": layer} if layer else None}
 
 
 start_from_link("inside_arch", widgets_from_link)
@@ -75,6 +83,7 @@ if not tokens and (variant.input_kind != "image" or len(input_size_of(spec)) != 
 view = st.radio("View", VIEWS, horizontal=True, key="inside_view")
 st.query_params["view"] = view
 chosen = view_by_label(view)
+keep_layer_in_link(link_layer(chosen.id))  # until the view has checked it: a reload still asks for it
 if tokens and not chosen.tokens:
     token_views = " or ".join(v.label for v in inside_views() if v.tokens)
     st.info(f"This view works on image models; {escape_markdown(spec.arch)} takes tokens input "

@@ -8,18 +8,19 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from explorer.jobs import job_key
 from explorer.models import input_size_of
 from explorer.spec import ModelSpec
 from explorer.text import escape_markdown
-from explorer.units import format_count
-from ui.common import cached_device_info, cached_rf, cost_of, plot_config
+from ui.common import QUOTED_LINK_TEXT, cached_rf, plot_config
 from ui.components import rf_frame
-from ui.jobs import run_job
+from ui.jobs import confirm_estimate, job_estimate, run_job
 
 
-def _erf(spec_key: str, layer: str) -> dict:
+def _erf(spec_key: str, layer: str, expected=None) -> dict:
     spec = json.loads(spec_key)
-    return run_job("erf", {"spec": spec, "layer": layer}, f"Effective receptive field of {spec['arch']} at {layer}")
+    return run_job("erf", {"spec": spec, "layer": layer}, f"Effective receptive field of {spec['arch']} at {layer}",
+                   expected=expected)
 
 
 def _swin(spec_key: str, stage: int, block: int, window: int | None) -> dict:
@@ -28,8 +29,49 @@ def _swin(spec_key: str, stage: int, block: int, window: int | None) -> dict:
                    f"Swin windows of {spec['arch']}")
 
 
-def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "rf", with_erf: bool = False):
-    """Theoretical receptive field of every layer across depth; the chosen layer highlighted."""
+# --- a layer the Inside page's link names (?layer=NAME) --------------------------------------------------
+
+LINK_LAYER = "inside_link_layer"  # {"view": view id, "layer": the link's text}: read once, checked by that view
+LAYER_VIEWS = ("cam", "attention", "offsets", "rf", "swin", "connectivity")  # the views with a layer (block) picker
+
+
+def link_layer(view_id: str) -> str | None:
+    """The layer the Inside page's link names for this view, until the view has checked it; else None."""
+    pending = st.session_state.get(LINK_LAYER)
+    return pending["layer"] if pending and pending["view"] == view_id else None
+
+
+def start_layer_from_link(view_id: str, names: list[str], widget_key: str, shown: str) -> None:
+    """Before a view's layer picker is drawn: the layer the link names becomes the picker's value when it is
+    one of `names`, the view's own list for this model (an allowlist: the link's text is used no other way);
+    any other name gets a one-line warning and the picker keeps its default (`shown` names it). Checked once:
+    later reruns keep what the person picks."""
+    wanted = link_layer(view_id)
+    if wanted is None:
+        return
+    del st.session_state[LINK_LAYER]
+    if wanted in names:
+        st.session_state[widget_key] = wanted
+        return
+    if "layer" in st.query_params:  # the URL names the layer shown instead, once the picker is drawn
+        del st.query_params["layer"]
+    named = escape_markdown(wanted, limit=QUOTED_LINK_TEXT)
+    st.warning(f"The link asks for a layer named '{named}', which this view does not offer for this model; "
+               f"showing {escape_markdown(shown)}.")
+
+
+def keep_layer_in_link(name: str | None) -> None:
+    """The Inside page's URL carries the layer shown, so a shared link reopens it."""
+    if name:
+        st.query_params["layer"] = str(name)
+
+
+def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "rf", with_erf: bool = False,
+                         layout=None, from_link: bool = False):
+    """Theoretical receptive field of every layer across depth; the chosen layer highlighted. `layout`, when
+    given, restyles each chart before it is drawn (a tour's presenter mode: ui.presenter.for_screen); with
+    `from_link` (the Inside page) the link's layer is the first one chosen, and the URL keeps the chosen one."""
+    layout = layout or (lambda fig: fig)
     report = cached_rf(spec.key())
     rows = [r for r in report["rows"] if r["op"] != "container"]
     names = [r["name"] for r in rows]
@@ -37,7 +79,11 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
     spatial = [i for i, r in enumerate(rows) if not r["global"]]
     default = names.index(layer) if layer in names else next(
         (i for i in reversed(spatial) if rows[i]["op"] == "module"), spatial[-1] if spatial else 0)
+    if from_link:
+        start_layer_from_link("rf", names, f"{key}_layer", f"the default layer, {names[default]}")
     chosen = st.selectbox("Layer", names, index=default, key=f"{key}_layer")
+    if from_link:
+        keep_layer_in_link(chosen)
     row = rows[names.index(chosen)]
     pair = lambda v: f"{v[0]:.4g} × {v[1]:.4g}"  # noqa: E731 — fractional after resampling; 4 digits are plenty
     c1, c2, c3 = st.columns(3)
@@ -57,7 +103,7 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
                            x=local[0][0] if local else 0, y=local[0][1]["rf"][0] if local else 0, showarrow=True)
     fig.update_layout(xaxis_title="layer (execution order)", yaxis_title="pixels (height)", height=380,
                       title=f"Theoretical receptive field across depth ({report.get('method', 'fx')} trace)")
-    st.plotly_chart(fig, width="stretch", config=plot_config())
+    st.plotly_chart(layout(fig), width="stretch", config=plot_config())
     if row.get("note"):
         st.caption(f"{chosen}: {row['note']}")
     if row.get("approximate"):
@@ -70,9 +116,12 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
         if loaded is not None:
             unit_on_image(row, tuple(report["input_hw"]), loaded[0], key)
     if with_erf and not row["global"]:
+        expected = job_estimate("erf", {"spec": json.loads(spec.key()), "layer": chosen})
+        # the button below starts it: its estimate beside it, a warning when it is long
+        (st.warning if expected.long else st.caption)(f"Effective receptive field, estimate: {expected.text()}.")
         if st.button("Effective receptive field of this layer's centre unit (Luo et al. 2016)", key=f"{key}_erf"):
             with st.spinner("Back-propagating from the centre unit on 4 random inputs…"):
-                erf = _erf(spec.key(), chosen)
+                erf = _erf(spec.key(), chosen, expected)
             box = erf["box"]
             heat = go.Figure(go.Heatmap(z=erf["map"], colorscale="Inferno", colorbar=dict(title="|∂y/∂x|, max 1")))
             heat.add_shape(type="rect", x0=box["x0"] - 0.5, x1=box["x1"] - 0.5, y0=box["y0"] - 0.5, y1=box["y1"] - 0.5,
@@ -80,14 +129,17 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
             heat.update_yaxes(autorange="reversed", scaleanchor="x", title="y (pixels)")
             heat.update_xaxes(title="x (pixels)")
             heat.update_layout(height=520, title="Effective receptive field (heat) inside the theoretical box (cyan)")
-            st.plotly_chart(heat, width="stretch", config=plot_config())
+            st.plotly_chart(layout(heat), width="stretch", config=plot_config())
             st.caption("Random weights: the effective field of a trained network is typically smaller and Gaussian-like.")
     with st.expander("All layers"):
         st.dataframe(rf_frame(rows), hide_index=True, width="stretch")
 
 
-def swin_mask_view(spec: ModelSpec, stage: int = 1, block: int = 1, key: str = "swin", controls: bool = False):
-    """Window grid, cyclic shift, region labels and the attention mask of one window."""
+def swin_mask_view(spec: ModelSpec, stage: int = 1, block: int = 1, key: str = "swin", controls: bool = False,
+                   layout=None):
+    """Window grid, cyclic shift, region labels and the attention mask of one window. `layout`, when given,
+    restyles each chart before it is drawn (a tour's presenter mode: ui.presenter.for_screen)."""
+    layout = layout or (lambda fig: fig)
     window = None
     if controls:
         c1, c2, c3 = st.columns(3)
@@ -111,7 +163,7 @@ def swin_mask_view(spec: ModelSpec, stage: int = 1, block: int = 1, key: str = "
         labels.add_vline(x=j * w - 0.5, line_color="white", line_width=2)
     labels.update_yaxes(autorange="reversed", scaleanchor="x")
     labels.update_layout(title="Region labels after the cyclic shift, window grid in white", height=460)
-    c1.plotly_chart(labels, width="stretch", config=plot_config())
+    c1.plotly_chart(layout(labels), width="stretch", config=plot_config())
     masked = [i for i, m in enumerate(data["masked_pairs"]) if m] or [0]
     index = c2.selectbox("Window", list(range(data["total_windows"])), index=masked[-1], key=f"{key}_window_index",
                          help="Windows in row-major order; the last one mixes the most regions")
@@ -121,7 +173,7 @@ def swin_mask_view(spec: ModelSpec, stage: int = 1, block: int = 1, key: str = "
     mask.update_yaxes(autorange="reversed", scaleanchor="x", title="query token in the window")
     mask.update_xaxes(title="key token in the window")
     mask.update_layout(title=f"Attention mask of window {index} (−100 = blocked)", height=460)
-    c2.plotly_chart(mask, width="stretch", config=plot_config())
+    c2.plotly_chart(layout(mask), width="stretch", config=plot_config())
 
 
 # --- image, weights and CAMs --------------------------------------------------------------------------
@@ -233,11 +285,12 @@ def random_weights_notice(kind: str) -> None:
 
 
 def view_job(kind: str, spec: ModelSpec, weights: dict, image, label: str, model_label: str = "",
-             with_job: bool = False, **settings):
+             with_job: bool = False, expected=None, **settings):
     """Runs one view's job in the job service with the weights the person chose (and their image, if any):
     its result, with the weights report shown; or None, with a message that says why, when those weights
     cannot be used. Nothing is then drawn: a map from random weights would pass for the checkpoint's (random
-    weights are drawn only when the person picks them, and then said to be random). With `with_job`:
+    weights are drawn only when the person picks them, and then said to be random). Its estimate shows first,
+    and a long job (a big model's attention) waits for its Run button: None meanwhile. With `with_job`:
     (result, job), the job saying how long it ran."""
     if weights["kind"] == "checkpoint" and weights.get("data") is None:
         st.info(f"Nothing is drawn until a checkpoint loads: upload one above (at most {_upload_limit_mb()} MB; the "
@@ -246,7 +299,11 @@ def view_job(kind: str, spec: ModelSpec, weights: dict, image, label: str, model
     payload = {"spec": spec.to_dict(), "weights": weights, **settings}
     if image is not None:
         payload["image"] = np.asarray(image.convert("RGB"))
-    result, job = run_job(kind, payload, label, with_job=True)
+    if expected is None:  # the estimate first (a caller that showed its own passes it); a long job waits for Run
+        expected = job_estimate(kind, payload)
+        if not confirm_estimate(expected, label, f"view_{kind}_{model_label or 'model'}", job_key(kind, payload)):
+            return None
+    result, job = run_job(kind, payload, label, with_job=True, expected=expected)
     what = "the checkpoint was refused" if weights["kind"] == "checkpoint" else "the pretrained weights could not be loaded"
     if result.get("weights_error"):
         st.error(f"Nothing is drawn: {what}: {escape_markdown(result['weights_error'].rstrip('.'))}. {USE_RANDOM}")
@@ -346,60 +403,29 @@ def overlay_figure(image, heat: np.ndarray, title: str, colour_bar: str = "relev
     return fig
 
 
-CPU_GMACS_PER_S = 15.0  # image forwards on a CPU, about: Score-CAM on resnet50 (8.4 TMACs) took 10 min on 2 cores
-CUDA_GMACS_PER_S = 2000.0
-LONG_JOB_S = 20.0  # longer than this: the estimate first, and a button to start
-MEASURABLE_S = 0.2  # a method's own time below this says little about the machine's speed
+def cam_estimate(spec: ModelSpec, method: str, layer: str | None, layers_seen: dict):
+    """Before a CAM job: its image forwards, MACs and a time (explorer.estimates, the one way), with the speed
+    this session's earlier jobs of the method measured; the default layer's channels from an earlier result."""
+    payload = {"spec": spec.to_dict(), "method": method, "layer": layer}
+    return job_estimate("cam", payload, target_channels=layers_seen.get("default_channels") if layer is None else None)
 
 
-def _target_channels(spec: ModelSpec, layer: str | None, layers_seen: dict) -> int | None:
-    """Channels of the CAM's target layer, for the estimate: the chosen layer's, else the default layer's from
-    an earlier result, else the last spatial output of the cost report (where CNNs' default layer is)."""
+def cam_layer_names(spec: ModelSpec) -> list[str]:
+    """The layers a CAM can target, as the cam job lists them (explorer.views.cam.cam_layers: every module whose
+    output is one tensor that can be drawn over the image), read from the cost trace's output shapes on the
+    meta device, so a link's layer is checked before the first CAM runs. The trace keeps a tuple's one tensor:
+    nn.MultiheadAttention's (output, None) is left out here as the CAM leaves it out."""
     from explorer.views.cam import layout_of
+    from ui.common import cost_of
 
-    if layer is None and layers_seen.get("default_channels"):
-        return layers_seen["default_channels"]
-    rows = cost_of(spec)["layers"]
-    hw = tuple(input_size_of(spec)[-2:])
-    for row in reversed(rows):
-        shape = tuple(row.get("output_shape") or ())
-        if (layer is None or row["name"] == layer) and shape and layout_of(shape, hw):
-            return int(shape[1] if layout_of(shape, hw) == "nchw" else shape[-1])
-    return None
+    input_hw = tuple(input_size_of(spec)[-2:])
+    return [row["name"] for row in cost_of(spec)["layers"]
+            if row.get("output_shape") and not isinstance(row["output_shape"][0], list)
+            and row["type"] != "MultiheadAttention" and layout_of(tuple(row["output_shape"]), input_hw)]
 
 
-def job_estimate(spec: ModelSpec, method: str, layer: str | None, layers_seen: dict) -> dict:
-    """Before a CAM job: its image forwards, MACs and a time, from the cost report's MACs and the speed
-    measured by this session's earlier CAM jobs (else an approximate figure for the device)."""
-    from explorer.views.cam import forward_passes
-
-    gmacs = cost_of(spec)["macs"] / spec.batch / 1e9
-    forwards = forward_passes(method, tuple(input_size_of(spec)[-2:]), _target_channels(spec, layer, layers_seen))
-    device = cached_device_info()["device"]
-    measured = st.session_state.get("inside_gmacs_per_s", {}).get(method)  # batched methods run faster per image
-    rate = measured or (CUDA_GMACS_PER_S if device == "cuda" else CPU_GMACS_PER_S)
-    return {"forwards": forwards, "gmacs": gmacs, "seconds": forwards * gmacs / rate, "rate": rate,
-            "measured": measured is not None, "device": device}
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _estimate_text(estimate: dict) -> str:
-    basis = (f"at the {estimate['rate']:,.3g} GMAC/s this method ran at in this session" if estimate["measured"]
-             else f"at about {estimate['rate']:,.3g} GMAC/s, a typical {estimate['device'].upper()} figure")
-    return (f"about {estimate['forwards']:,} image forwards (a backward counted as two) × "
-            f"{estimate['gmacs']:.2f} GMACs = {format_count(estimate['forwards'] * estimate['gmacs'] * 1e9)}MACs: "
-            f"about {_duration(estimate['seconds'])} {basis}")
-
-
-def cam_view(spec: ModelSpec, key: str = "cam"):
-    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS, JOB_OVERHEAD_FORWARDS, SCORECAM_BATCH
+def cam_view(spec: ModelSpec, key: str = "cam", from_link: bool = False):
+    from explorer.views.cam import ATTRIBUTION_METHODS, CAM_METHODS, SCORECAM_BATCH
 
     chosen = image_and_weights(key, spec)
     if chosen is None:
@@ -417,40 +443,30 @@ def cam_view(spec: ModelSpec, key: str = "cam"):
     # The layer list comes with the CAM (one job); the choice is read before the widget is drawn below it,
     # under a key per model so another model starts from its own default.
     layer_key = f"{key}_layer_{hashlib.sha256(spec.key().encode()).hexdigest()[:12]}"
+    if from_link and method in CAM_METHODS and link_layer("cam") is not None:  # before the first CAM: it runs there
+        start_layer_from_link("cam", cam_layer_names(spec), layer_key, "the layer derived from the model")
     choice = st.session_state.get(layer_key, DERIVED_LAYER)
     layer = None if method not in CAM_METHODS or choice == DERIVED_LAYER else choice
     layers_seen = st.session_state.setdefault(f"{layer_key}_seen", {})
     settings = {"method": method, "layer": layer, "class_index": class_index}
-    estimate = job_estimate(spec, method, layer, layers_seen)
+    estimate = cam_estimate(spec, method, layer, layers_seen)
     if method == "scorecam":
-        device_default = SCORECAM_BATCH["cuda" if estimate["device"] == "cuda" else "cpu"]
+        device_default = SCORECAM_BATCH["cuda" if estimate.device == "cuda" else "cpu"]
         settings["scorecam_batch"] = int(st.number_input(
             "Score-CAM batch (images per forward)", 1, 64, device_default, key=f"{key}_scorecam_batch",
             help="Smaller batches use less memory and report progress more often; the total work is the same"))
-    long_job = estimate["seconds"] > LONG_JOB_S
-    if long_job:
-        confirmed_key = f"{key}_confirmed"
-        signature = json.dumps([spec.key(), weights["kind"], settings], sort_keys=True, default=str)
-        cpu = " on a CPU" if estimate["device"] != "cuda" else ""
-        st.warning(f"**{method}{cpu} is slow:** {_estimate_text(estimate)}. It runs in the worker with its progress "
-                   "shown and a Cancel button; other sessions' jobs wait behind it."
-                   + (" Grad-CAM++, Grad-CAM, EigenCAM and Layer-CAM take about one forward and backward." if
-                      method in ("scorecam", "occlusion") else ""), icon=":material/timer:")
-        if st.session_state.get(confirmed_key) != signature:
-            if not st.button(f"Run {method} (about {_duration(estimate['seconds'])})", key=f"{key}_run", type="primary"):
-                return
-            st.session_state[confirmed_key] = signature  # later reruns show the result (from the job cache)
-    else:
-        st.caption(f"Estimate: {_estimate_text(estimate)}.")
-    outcome = view_job("cam", spec, weights, image, f"{method} on {spec.arch}", with_job=True, **settings)
-    if outcome is None:
+    signature = json.dumps([spec.key(), weights["kind"], settings], sort_keys=True, default=str)
+    quick_ones = ("Grad-CAM++, Grad-CAM, EigenCAM and Layer-CAM take about one forward and backward."
+                  if method in ("scorecam", "occlusion") else "")
+    if not confirm_estimate(estimate, method, key, signature, quick_ones):
         return
-    result, job = outcome
-    if not job.cached and result.get("method_s", 0) >= MEASURABLE_S:  # the speed the next estimate uses
-        own = estimate["forwards"] - JOB_OVERHEAD_FORWARDS  # the passes the job timed: the method's own
-        st.session_state.setdefault("inside_gmacs_per_s", {})[method] = own * estimate["gmacs"] / result["method_s"]
+    result = view_job("cam", spec, weights, image, f"{method} on {spec.arch}", expected=estimate, **settings)
+    if result is None:
+        return
     if method in CAM_METHODS:
         c2.selectbox("Target layer", [DERIVED_LAYER] + result["layers"][::-1], key=layer_key)
+        if from_link and st.session_state[layer_key] != DERIVED_LAYER:
+            keep_layer_in_link(st.session_state[layer_key])
         if layer is None and result.get("layer_channels"):
             layers_seen["default_channels"] = result["layer_channels"]
     trained = labels_meaningful(weights, result.get("weights_report"))
@@ -488,7 +504,7 @@ def _grid_heatmap(grid, title: str, colourbar: str, rows: str = "patch row", col
     return fig
 
 
-def attention_view(spec: ModelSpec, key: str = "attn"):
+def attention_view(spec: ModelSpec, key: str = "attn", from_link: bool = False):
     """Per layer and head: the CLS token's (or a chosen patch's) attention over the image and ViT rollout;
     Swin windows; PVT / BoTNet / CoAtNet / DETR maps over their key grid; token × token matrices."""
     from explorer.catalog import resolve
@@ -517,8 +533,12 @@ def attention_view(spec: ModelSpec, key: str = "attn"):
         return
     names = data["layers"]
     c1, c2, c3 = st.columns(3)
+    if from_link:
+        start_layer_from_link("attention", names, f"{key}_layer", f"the last layer, {names[-1]}")
     layer = c1.selectbox("Layer", names, index=len(names) - 1, key=f"{key}_layer",
                          format_func=lambda n: f"{n} ({_attention_role(data['info'][n])})")
+    if from_link:
+        keep_layer_in_link(layer)
     info = data["info"][layer]
     head = c2.selectbox("Head", ["mean"] + list(range(info["heads"])), key=f"{key}_head")
     head_arg = None if head == "mean" else head
@@ -725,7 +745,7 @@ def _matrix_attention(data: dict, layer: str, head):
                    "the diagonal); its cross-attention sees every source position.")
 
 
-def deformable_view(spec: ModelSpec, key: str = "dcn"):
+def deformable_view(spec: ModelSpec, key: str = "dcn", from_link: bool = False):
     """Sampling points of one output location through the deformable layers, over the input image."""
     from explorer.views.deformable import stack_sampling_points
 
@@ -742,7 +762,11 @@ def deformable_view(spec: ModelSpec, key: str = "dcn"):
                 "`conv:dcn@layer4.*.conv2` in the swaps box above.")
         return
     c1, c2, c3 = st.columns(3)
+    if from_link:
+        start_layer_from_link("offsets", layers, f"{key}_layer", f"the last one, {layers[-1]}")
     layer = c1.selectbox("Deformable layer", layers, index=len(layers) - 1, key=f"{key}_layer")
+    if from_link:
+        keep_layer_in_link(layer)
     out_h, out_w = captures[layer]["output_hw"]
     oy = c2.number_input("Output row", 0, out_h - 1, out_h // 2, key=f"{key}_oy")
     ox = c3.number_input("Output column", 0, out_w - 1, out_w // 2, key=f"{key}_ox")
@@ -810,11 +834,38 @@ def stn_view(key: str = "stn"):
 
 # --- the Inside page's renderer of each view of explorer.views.registry with a label, keyed by its id ------
 
+SWIN_BLOCK_TYPES = ("SwinTransformerBlock", "SwinTransformerBlockV2")  # torchvision's and timm's
+
+
+def swin_blocks(spec: ModelSpec) -> dict[str, tuple[int, int]]:
+    """{block module name: (stage, from 1; block in the stage, from 0)}: the Swin blocks the window view picks by
+    number, read from the cost trace (meta device); a stage is the container its blocks sit in, in order."""
+    from ui.common import cost_of
+
+    names = [row["name"] for row in cost_of(spec)["layers"] if row["type"] in SWIN_BLOCK_TYPES]
+    stages = list(dict.fromkeys(name.rsplit(".", 1)[0] for name in names))
+    seen: dict[str, int] = {}
+    blocks = {}
+    for name in names:
+        stage = name.rsplit(".", 1)[0]
+        blocks[name] = (stages.index(stage) + 1, seen.get(stage, 0))
+        seen[stage] = seen.get(stage, 0) + 1
+    return blocks
+
+
 def _inside_swin(spec: ModelSpec):
     if "swin" not in spec.arch:
         st.info("Pick a Swin model (swin_t, swin_s, swin_b) to see its windows.")
         return
+    blocks = swin_blocks(spec)
+    if link_layer("swin") is not None:  # the link names a block; the view's pickers take its stage and number
+        start_layer_from_link("swin", list(blocks), "inside_swin_link_block", "stage 1, block 1")
+        linked = st.session_state.pop("inside_swin_link_block", None)
+        if linked is not None:
+            st.session_state["inside_swin_stage"], st.session_state["inside_swin_block"] = blocks[linked]
     swin_mask_view(spec, key="inside_swin", controls=True)
+    shown = (st.session_state.get("inside_swin_stage"), st.session_state.get("inside_swin_block"))
+    keep_layer_in_link(next((name for name, place in blocks.items() if place == shown), None))
 
 
 def _inside_fusion(spec: ModelSpec):
@@ -824,16 +875,21 @@ def _inside_fusion(spec: ModelSpec):
 
 
 def _inside_connectivity(spec: ModelSpec):
-    from ui.connectivity import connectivity_view
+    from ui.connectivity import connectivity_job, connectivity_view
 
+    if link_layer("connectivity") is not None:  # the blocks: the same cached job the view runs first
+        blocks = [c["name"] for c in connectivity_job(spec.key(), None)["candidates"]]
+        start_layer_from_link("connectivity", blocks, "inside_connectivity_block", "the innermost block")
     connectivity_view(spec, key="inside_connectivity")
+    keep_layer_in_link(st.session_state.get("inside_connectivity_block"))
 
 
 INSIDE_RENDERERS = {
-    "cam": lambda spec: cam_view(spec, key="inside_cam"),
-    "attention": lambda spec: attention_view(spec, key="inside_attn"),
-    "offsets": lambda spec: deformable_view(spec, key="inside_dcn"),
-    "rf": lambda spec: receptive_field_view(spec, key="inside_rf", with_erf=True),  # erf is part of it: a button
+    "cam": lambda spec: cam_view(spec, key="inside_cam", from_link=True),
+    "attention": lambda spec: attention_view(spec, key="inside_attn", from_link=True),
+    "offsets": lambda spec: deformable_view(spec, key="inside_dcn", from_link=True),
+    # erf is part of it: a button
+    "rf": lambda spec: receptive_field_view(spec, key="inside_rf", with_erf=True, from_link=True),
     "swin": _inside_swin,
     "stn": lambda spec: stn_view(key="inside_stn"),
     "fusion": _inside_fusion,
