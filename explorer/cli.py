@@ -87,6 +87,11 @@ def cmd_cost(args) -> Any:
 def cmd_graph(args) -> Any:
     from explorer.graph import as_json, collapsed, graph_of, parse_depth, to_dot, to_svg
 
+    if args.time:
+        return _onnx_timing(args)
+    if args.runs is not None or args.threads is not None or args.device is not None or args.estimate:
+        raise ExplorerError("--runs, --threads, --device and --estimate go with --time (timing an .onnx file with "
+                            "ONNX Runtime)")
     depth = parse_depth(args.depth)
     svg_path = None
     if args.svg:
@@ -95,7 +100,11 @@ def cmd_graph(args) -> Any:
         except ExplorerError as exc:
             raise ExplorerError(str(exc).replace("--out", "--svg", 1)) from None
     if args.arch.lower().endswith(".onnx"):
+        if args.diff:
+            raise ExplorerError("--diff needs a model built from its code, not an .onnx file")
         graph = collapsed(_onnx_graph(args), depth)
+    elif args.diff:
+        graph = collapsed(_diff_graph(spec_from_args(args), args.diff), depth)
     else:
         graph = collapsed(graph_of(spec_from_args(args)), depth)
     if svg_path is not None:
@@ -104,6 +113,8 @@ def cmd_graph(args) -> Any:
         sys.stdout.write(to_dot(graph))
         return None
     if args.json:
+        if args.diff:
+            return {**as_json(graph), **{key: graph[key] for key in ("diff_against", "base_totals", "removed", "diff")}}
         return as_json(graph)
     if svg_path is None:
         from explorer.units import format_count
@@ -117,23 +128,69 @@ def cmd_graph(args) -> Any:
     return None
 
 
+def _diff_graph(spec: ModelSpec, other: str) -> dict:
+    """The spec's graph marked node by node against OTHER (a catalog id, library name or JSON spec of the same
+    architecture), as the Compare page's graph diff draws it."""
+    from explorer.compare import spec_from_item
+    from explorer.cost import analyse
+    from explorer.graph import build_graph
+    from explorer.graph_overlays import diff_graph, diff_summary
+
+    first = spec_from_item(other)
+    graph = diff_graph(first, analyse(first), spec, build_graph(spec))
+    return {**graph, "diff": diff_summary(graph)}  # counted over every node, before --depth folds any
+
+
 def _onnx_graph(args) -> dict:
     """An exported ONNX file's graph; what only a model built from its code has is refused by name."""
-    from explorer.model_files import MAX_ONNX_BYTES, read_onnx
+    from explorer.model_files import read_onnx
 
     shown = repr(args.arch[:200])
     if args.swap or args.input or args.option or args.batch != 1:
         raise ExplorerError(f"{shown} is a file: swaps, --input, --option and --batch need a model built from its code")
-    path = Path(args.arch)
+    return read_onnx(_onnx_bytes(args.arch), Path(args.arch).name)
+
+
+def _onnx_timing(args) -> Any:
+    """`graph FILE.onnx --time`: the file timed with ONNX Runtime's kernels (explorer.onnx_timing), here."""
+    from explorer.onnx_timing import time_onnx
+
+    shown = repr(args.arch[:200])
+    if not args.arch.lower().endswith(".onnx"):
+        raise ExplorerError(f"--time times an exported .onnx file with ONNX Runtime; {shown} is timed with `bench`")
+    if args.swap or args.input or args.option or args.dot or args.svg:
+        raise ExplorerError(f"{shown} is a file: --time reads only --batch, --runs, --threads and --device")
+    data = _onnx_bytes(args.arch)
+    if args.estimate:  # the page's job: warm-up and the timed runs at the batch, at the device's typical rate
+        return _estimate("onnx_bench", {"name": Path(args.arch).name, "data": data, "settings": {
+            "batch": args.batch, "runs": 20 if args.runs is None else args.runs, "device": args.device or "auto"}})
+    result = time_onnx(data, Path(args.arch).name, batch=args.batch, runs=20 if args.runs is None else args.runs,
+                       threads=args.threads, device=args.device or "auto")
+    if args.json:
+        return result
+    s, row = result["settings"], result["results"][0]
+    print(f"{result['file']} in ONNX Runtime {s['onnxruntime']} on {s['device_name']} ({', '.join(s['providers'])}), "
+          f"threads {s['threads']}, batch {row['batch']}")
+    print(f"  median {row['median_ms']:.3f} ms  p10 {row['p10_ms']:.3f} ms  p90 {row['p90_ms']:.3f} ms  "
+          f"({row['runs']} runs after {row['warmup_runs']} warm-up)  {row['throughput_per_s']:,.1f} samples/s")
+    print(f"  {result['note']}")
+    return None
+
+
+def _onnx_bytes(arch: str) -> bytes:
+    """The file's bytes, refused before reading when it is larger than an upload may be."""
+    from explorer.model_files import MAX_ONNX_BYTES
+
+    shown = repr(arch[:200])
+    path = Path(arch)
     try:
         if not path.is_file():
             raise ExplorerError(f"{shown} is not a file")
         if path.stat().st_size > MAX_ONNX_BYTES:
             raise ExplorerError(f"{shown} is larger than the limit of {MAX_ONNX_BYTES:,} bytes")
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise ExplorerError(f"cannot read {shown}: {exc.strerror or exc}") from None
-    return read_onnx(data, path.name)
 
 
 def cmd_swap_points(args) -> Any:
@@ -192,6 +249,8 @@ def cmd_cam(args) -> Any:
     out = _output_path(args.out, ".png") if args.out else None
     image, notes = load_image(args.image or default_sample())
     payload = {"spec": spec.to_dict(), "image": _pixels(image), **view_by_id("cam").cli_settings(vars(args))}
+    if args.estimate:
+        return _estimate("cam", payload)
     result, heat = cam_result(_compute_view("cam", payload))
     if out:
         _write(out, lambda: with_colour_bar(heat_overlay(image, heat)).save(out, format="PNG"))
@@ -237,6 +296,8 @@ def cmd_view(args) -> Any:
     elif view.needs == "image":
         image, _ = load_image(args.image or default_sample())
         payload["image"] = _pixels(image)
+    if args.estimate:
+        return _estimate(view.job_kind, payload)
     summary, arrays = view.summarize(_compute_view(view.id, payload), spec)
     if out:
         _write(out, lambda: np.savez_compressed(out, **arrays))
@@ -291,6 +352,8 @@ def cmd_bench(args) -> Any:
     )
     spec = ModelSpec(arch=args.arch, input_size=parse_size(args.input) if args.input else None,
                      options=tuple(_parse_option(o) for o in args.option or ()), swaps=tuple(args.swap or ()))
+    if args.estimate:
+        return _estimate("bench", {"spec": spec.to_dict(), "settings": _bench_payload_settings(settings)})
     if os.environ.get("EXPLORER_BACKEND", "").strip().lower() in ("", "local"):
         result = bench(spec, settings)  # in this process, as always
     else:
@@ -312,18 +375,33 @@ def cmd_bench(args) -> Any:
     return None
 
 
+def _bench_payload_settings(settings) -> dict[str, Any]:
+    """BenchSettings as a `bench` job's payload takes them (plain data)."""
+    from dataclasses import asdict
+
+    return {**asdict(settings), "batches": list(settings.batches)}
+
+
+def _estimate(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """What `--estimate` prints instead of running the job: explorer.estimates' figures for it (image forwards,
+    MACs, GMAC/s, seconds) at the typical rate of the device it would run on, as the pages show before a job."""
+    from explorer.devices import best_device
+    from explorer.estimates import QUICK_KINDS, estimate
+
+    shown = estimate(kind, payload, device=best_device())
+    return shown.to_dict() if shown is not None else {"kind": kind, "seconds": 0.0, "long": False,
+                                                      "text": QUICK_KINDS[kind]}
+
+
 def _bench_as_job(spec: ModelSpec, settings) -> dict[str, Any]:
     """The bench as a job of the shared service (EXPLORER_BACKEND=ray: on a worker of the Ray cluster); its
     settings then name the worker and host it ran on. The service and Ray are shut down before returning."""
-    from dataclasses import asdict
-
     from explorer.jobs import shared_service
 
     service = None
     try:
         service = shared_service()
-        return service.run("cli", "bench", {"spec": spec.to_dict(),
-                                            "settings": {**asdict(settings), "batches": list(settings.batches)}})
+        return service.run("cli", "bench", {"spec": spec.to_dict(), "settings": _bench_payload_settings(settings)})
     finally:
         if service is not None:
             service.shutdown()
@@ -363,7 +441,8 @@ def cmd_memory(args) -> Any:
 
 def cmd_compare(args) -> Any:
     from explorer.backend import BACKEND
-    from explorer.compare import READY_MADE, spec_from_item
+    from explorer.accuracy import TYPED_SOURCE
+    from explorer.compare import READY_MADE, pareto_fronts, spec_from_item, with_typed_figures
 
     items = list(args.items)
     if args.ready:
@@ -375,16 +454,57 @@ def cmd_compare(args) -> Any:
     sides = _int_list(args.sweep, "--sweep") if args.sweep else []
     if len(sides) > MAX_SWEEP_SIDES or any(not 1 <= side <= MAX_SIDE for side in sides):
         raise ExplorerError(f"--sweep takes 1 to {MAX_SWEEP_SIDES} input sides, each between 1 and {MAX_SIDE} pixels")
+    typed = _typed_figures(args.typed or [], items)
+    if args.estimate:
+        return _compare_estimate([spec_from_item(i).to_dict() for i in items], sides, args.latency)
     result = BACKEND.compare_set([spec_from_item(i).to_dict() for i in items], sides, latency=args.latency,
                                  training=args.training)
+    if typed:  # the page's way: each typed figure joins its row, named as typed, and the fronts count it
+        result["rows"] = [with_typed_figures(row, typed.get(item, {})) for row, item in zip(result["rows"], items)]
+        result["pareto"] = pareto_fronts(result["rows"])
     if args.json:
         return result
     print(f"{'model':<40} {'params M':>9} {'GMACs':>9} {'mem MB':>9} {'published':>10}  metric")
     for r in result["rows"]:
         top1 = f"{r['published_top1']:.2f}" if r["published_top1"] is not None else "—"
+        typed_mark = " (typed)" if r["published_source"] == TYPED_SOURCE else ""
         print(f"{r['label'][:40]:<40} {r['params_m']:>9.2f} {r['gmacs']:>9.3f} {r['memory_access_mb']:>9.1f} "
-              f"{top1:>10}  {r['published_metric'] or ''}")
+              f"{top1:>10}  {r['published_metric'] or ''}{typed_mark}")
     return None
+
+
+def _compare_estimate(specs: list[dict[str, Any]], sides: list[int], latency: bool) -> dict[str, Any]:
+    """`compare --latency --estimate`: the page's jobs, one after another (each model's quick timing, and its
+    timed sweep at `sides`), as one estimate. Without --latency nothing is timed: the rest is meta-device work."""
+    from explorer.devices import best_device
+    from explorer.estimates import combine, estimate
+
+    if not latency:
+        raise ExplorerError("--estimate goes with --latency: without it, compare only traces on the meta device")
+    device = best_device()
+    parts = [estimate("quick_bench", {"spec": spec}, device=device) for spec in specs]
+    parts += [estimate("latency_sweep", {"spec": spec, "sides": sides}, device=device) for spec in specs if sides]
+    return combine(parts, "compare", "jobs").to_dict()
+
+
+def _typed_figures(texts: list[str], items: list[str]) -> dict[str, dict[str, float]]:
+    """--typed values, each in the Compare link's form (a JSON list of [model, metric, value]), read by the
+    link's own parser; where the page drops a bad entry with a warning, the command line refuses it."""
+    from explorer.accuracy import MAX_TYPED_FIGURES, typed_figures_from_link
+
+    typed: dict[str, dict[str, float]] = {}
+    for text in texts:
+        figures, problems = typed_figures_from_link(text, items)
+        if problems:
+            reason = problems[0]
+            if "not in the comparison set" in reason:
+                reason += f" ({', '.join(items)[:200]})"
+            raise ExplorerError(f"--typed: {reason}")
+        for item, named in figures.items():
+            typed.setdefault(item, {}).update(named)
+    if sum(map(len, typed.values())) > MAX_TYPED_FIGURES:
+        raise ExplorerError(f"--typed: at most {MAX_TYPED_FIGURES} typed figures")
+    return typed
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -562,6 +682,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--svg", metavar="FILE", help="write a drawing as SVG (drawn here; Graphviz is not needed)")
     p.add_argument("--measure", default="macs", choices=("macs", "params", "memory_access_bytes", "activations"),
                    help="what colours the SVG's nodes (default macs)")
+    p.add_argument("--diff", metavar="OTHER_SPEC",
+                   help="mark the nodes changed against OTHER_SPEC (a catalog id, library name or JSON spec of the same "
+                        "architecture): changed, new and removed modules, each node's Δ params, MACs, memory access")
+    from explorer.onnx_timing import DEVICES as ONNX_DEVICES, MAX_RUNS as ONNX_MAX_RUNS, MAX_THREADS as ONNX_MAX_THREADS
+
+    p.add_argument("--time", action="store_true",
+                   help="time an .onnx file with ONNX Runtime's kernels (not PyTorch's) at --batch: median, p10, p90")
+    p.add_argument("--runs", type=_number(int, 1, ONNX_MAX_RUNS),
+                   help="with --time: timed runs after warm-up (default 20)")
+    p.add_argument("--threads", type=_number(int, 1, ONNX_MAX_THREADS),
+                   help="with --time: ONNX Runtime's threads (default: PyTorch's thread count)")
+    p.add_argument("--device", choices=ONNX_DEVICES, help="with --time: auto (CUDA when this onnxruntime has it "
+                                                         "and there is a GPU), cpu or cuda")
+    _estimate_flag(p)
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("swap-points", help="where blocks can go or be replaced in a model, and the presets")
@@ -587,6 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", help="target layer name (default: derived from the model)")
     _cam_flags(p, method="gradcam++")
     p.add_argument("--out", help="write the heat map over the image as PNG")
+    _estimate_flag(p)
     p.set_defaults(func=cmd_cam)
 
     from explorer.views.registry import VIEW_IDS, VIEWS
@@ -600,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cam_flags(p, method=None)
     _swin_flags(p, stage=None, block=None)
     p.add_argument("--out", help="write the full arrays to this .npz file")
+    _estimate_flag(p)
     p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("losses", help="loss curves: balanced L1, long-tail class weights, IoU-balanced sampling")
@@ -631,6 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--swap", action="append", metavar="SPEC")
     p.add_argument("--min-runs", type=int, default=10)
     p.add_argument("--min-seconds", type=float, default=0.5)
+    _estimate_flag(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
@@ -647,8 +784,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready", help="add a ready-made comparison's models (e.g. efficientnet_scaling)")
     p.add_argument("--sweep", help="also cost every model at these square input sides, e.g. 160,224,320")
     p.add_argument("--latency", action="store_true", help="quick batch-1 latency on this machine's device too")
+    _estimate_flag(p)
     p.add_argument("--training", action="store_true",
                    help="a training step's peak memory and MACs too (fp32, Adam), traced on the meta device")
+    p.add_argument("--typed", action="append", metavar="JSON",
+                   help="figures the libraries lack, as the Compare link's typed= carries them: a JSON list of "
+                        "[model, metric, value], e.g. '[[\"timm:convnext_tiny\", \"ImageNet top-1 (%%)\", 82.1]]' "
+                        "(a %% metric lies in 0..100); repeatable")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 
@@ -704,6 +846,11 @@ def _swin_flags(p, stage: int | None, block: int | None):
                    help="block within the stage, from 0 (odd blocks are shifted)" + (f" (default {block})" if block else ""))
     p.add_argument("--window", type=_number(int, 1, MAX_WINDOW), default=None,
                    help=f"override the window size (1 to {MAX_WINDOW} tokens)")
+
+
+def _estimate_flag(p):
+    p.add_argument("--estimate", action="store_true",
+                   help="print the job's estimate (image forwards, MACs, seconds) as JSON instead of running it")
 
 
 def _model_args(p):

@@ -144,6 +144,13 @@ TRAINING_AXES = ("training_memory_gb", "training_step_gmacs")
 TRAINING_SETTINGS = "batch 1, fp32, Adam"
 
 
+def pareto_fronts(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """metric → cost axis → its Pareto front, for every published metric and every cost axis the rows carry
+    (latency and the training axes only when compare_set measured them)."""
+    axes = [axis for axis in COST_AXES + ("latency_ms",) + TRAINING_AXES if any(axis in row for row in rows)]
+    return {m: {axis: pareto_front(rows, axis, m) for axis in axes} for m in sorted(published_metrics(rows))}
+
+
 def training_costs(spec: ModelSpec) -> dict[str, float]:
     """A training step's peak memory (GB, 1e9 bytes) and MACs (G) at the spec's batch, fp32 with Adam: the
     Compare page's and CLI's training axes (explorer.memory traces them on the meta device)."""
@@ -171,8 +178,7 @@ def compare_set(specs: list[ModelSpec], sides: list[int] = (), latency: bool = F
         if training:
             row.update(training_costs(spec))
         rows.append(row)
-    axes = COST_AXES + (("latency_ms",) if device else ()) + (TRAINING_AXES if training else ())
-    pareto = {m: {axis: pareto_front(rows, axis, m) for axis in axes} for m in sorted(published_metrics(rows))}
+    pareto = pareto_fronts(rows)
     sweep = [row for spec in specs for row in resolution_sweep(spec, list(sides), device)] if sides else []
     return {"rows": rows, "pareto": pareto, "sweep": sweep}
 

@@ -390,7 +390,7 @@ class JobService:
         if self._by_key.get(job.key) is job:
             del self._by_key[job.key]
         self._jobs.pop(job.id, None)
-        if state == DONE:
+        if state == DONE and not weights_failed(result):
             cached = Job(job.id, job.kind, job.payload, job.key, job.owner, state=DONE, result=result,
                          started=job.started, finished_at=job.finished_at, worker=job.worker, cached=True)
             cached.submitted = job.submitted
@@ -504,6 +504,13 @@ def _fits(job: Job, worker: Worker) -> bool:
 def _where(worker: Worker) -> dict[str, Any]:
     info = worker.describe()
     return {"worker": info.get("name"), "host": info.get("host")}
+
+
+def weights_failed(result) -> bool:
+    """Whether a view job's weights could not be loaded ({"weights_error": why}, explorer.job_kinds): such a
+    result is handed to whoever waits but never cached, since it depends on the machine, not on the request: the
+    same request succeeds once the weights are fetched into the cache or the network is back."""
+    return isinstance(result, dict) and bool(result.get("weights_error"))
 
 
 def approx_bytes(value, depth: int = 0) -> int:
