@@ -57,7 +57,8 @@ def explain_difference(our_macs: int, fv: dict[str, Any]) -> list[str]:
     if fv["non_mac_total"]:
         counted = ", ".join(sorted(k for k in fv["by_operator"] if k in _NON_MAC_OPS))
         reasons.append(
-            f"fvcore adds {fv['non_mac_total']:,} for {counted}; we report those as elementwise ops, not MACs."
+            f"fvcore adds {fv['non_mac_total']:,} operations (counted as if MACs) for {counted}; "
+            "we report those as elementwise ops, not MACs."
         )
     skipped = {k: v for k, v in fv["unsupported_ops"].items()}
     missed = [k for k in skipped if any(w in k for w in ("scaled_dot_product", "deform", "attention", "roi_align", "grid_sampler"))]

@@ -6,6 +6,10 @@ from explorer.catalog import catalog_rows, load_catalog
 from explorer.measured import load_measured
 from ui.common import drop_unused_link_params, guard, page_setup
 
+# The Source column names the library a model is built from; where each published figure comes from is a column of its own.
+PUBLISHED_CAPTION = ("published figures come from torchvision's weight metadata, the paper or its official repository, "
+                     "or timm's results table: the **Published source** column (scroll right) names which.")
+
 page_setup("Catalog", ":material/menu_book:")
 st.title("Catalog")
 drop_unused_link_params(())  # this page takes nothing from a link
@@ -53,13 +57,13 @@ with st.container(border=True):
                               help="The roster's sections; search by name for a single family")
     sources = c3.multiselect("Source", ["torchvision", "timm", "native"], key="catalog_sources",
                              help="torchvision / timm: built from the library; native: written in this project")
-    c4, c5, c6 = st.columns([2, 2, 2])
+    c4, c5 = st.columns(2)  # the toggle goes below: in a third column its label was cut at 800 px
     years = c4.slider("Year", int(frame["year"].min()), int(frame["year"].max()),
                       (int(frame["year"].min()), int(frame["year"].max())), key="catalog_years")
     max_gmacs = float(frame["GMACs"].max(skipna=True) or 1.0)
     gmacs = c5.slider("Cost (GMACs, at native input)", 0.0, float(round(max_gmacs + 0.5)), (0.0, float(round(max_gmacs + 0.5))),
                       key="catalog_gmacs", help="Multiply-accumulates measured by this app at each model's native input size")
-    ready_only = c6.toggle("Only models I can build now", key="catalog_ready")
+    ready_only = st.toggle("Only models I can build now", key="catalog_ready")
 
 view = frame
 if query:
@@ -76,9 +80,9 @@ if gmacs != (0.0, float(round(max_gmacs + 0.5))):
 if ready_only:
     view = view[view["status"] == "ready"]
 
+# Checked against the table it describes by tests/app/test_page_review.py
 st.caption(f"{len(view)} of {len(frame)} variants · costs are this app's own counts at each model's native input, "
-           "fp32; published figures come from torchvision's weight metadata or the paper named in the source column. "
-           "Click a row's **open →** to open it in the Model page.")
+           f"fp32; {PUBLISHED_CAPTION} Click a row's **open →** to open it in the Model page.")
 event = st.dataframe(
     view,
     hide_index=True,

@@ -13,6 +13,8 @@ WEIGHTS_CAPTION = ("Cost-sensitive CE weighs each class by n_min/n_c: the rarest
                    "classes whose frequency is below λ (the grey band; none when every class is above λ). "
                    "Balanced Softmax adds log n_c to the logits: shown as the prior n_c it multiplies in.")
 
+INLIER_X = 0.5  # the error at which the balanced L1 caption compares the gradients (an inlier: |x| < 1)
+
 page_setup("Losses", ":material/show_chart:")
 st.title("Losses and training techniques")
 drop_unused_link_params(())  # this page takes nothing from a link
@@ -25,12 +27,21 @@ with tab_l1, guard("The balanced L1 curves"):
     gamma = c2.slider("γ (gradient of outliers)", 0.5, 3.0, 1.5, 0.05, key="loss_gamma")
     beta = c3.slider("smooth-L1 β", 0.1, 2.0, 1.0, 0.05, key="loss_beta")
     curves = regression_curves(alpha, gamma, beta)
-    st.markdown(f"b = e^(γ/α) − 1 = **{curves['b']:.2f}** keeps the gradient continuous at |x| = 1. The balanced loss "
-                "raises the gradient of small errors (inliers) so that easy, accurate boxes are not drowned out by outliers.")
+    # The claim is read off the plotted curves (checked by tests/app/test_page_review.py): at these sliders the
+    # balanced gradient may fall below smooth L1's, and then the sentence says so.
+    balanced_at, smooth_at = (float(np.interp(INLIER_X, curves["x"], curves["gradient"][name]))
+                              for name in ("balanced L1", "smooth L1"))
+    st.markdown(f"b = e^(γ/α) − 1 = **{curves['b']:.2f}** keeps the gradient continuous at |x| = 1. Libra R-CNN "
+                "raises the gradient of small errors (inliers) above smooth L1's, so that easy, accurate boxes are not "
+                f"drowned out by outliers: at |x| = {INLIER_X}, balanced L1's gradient is **{balanced_at:.2f}**, "
+                f"{'above' if balanced_at > smooth_at else 'not above'} smooth L1's **{smooth_at:.2f}** (L1's is 1).")
     p1, p2 = st.columns(2)
-    for col, key, title in ((p1, "loss", "Loss against |x| (regression error)"), (p2, "gradient", "Gradient against |x|")):
+    for col, key, title in ((p1, "loss", "Loss against |x|"), (p2, "gradient", "Gradient against |x|")):
         fig = go.Figure([go.Scatter(x=curves["x"], y=ys, mode="lines", name=name) for name, ys in curves[key].items()])
-        fig.update_layout(title=title, xaxis_title="|x| (box regression error, normalised)", yaxis_title=key, height=380)
+        # short titles and the legend below the plot: at 800 px wide each chart is ~230 px and a side legend
+        # squeezed the curves while the longer titles were cut
+        fig.update_layout(title=title, xaxis_title="|x| (normalised box error)", yaxis_title=key, height=380,
+                          legend=dict(orientation="h", y=-0.3))
         col.plotly_chart(fig, width="stretch", config=plot_config())
 
 with tab_weights, guard("The class weights"):

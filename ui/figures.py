@@ -23,6 +23,14 @@ def decade_text(exponent: int) -> str:
     return "10" + str(exponent).translate(SUPERSCRIPT)
 
 
+def decade_texts(exponents) -> list[str]:
+    """One axis' decade labels in one style: written out (0.01 … 1,000) when every tick fits that, else powers of
+    ten throughout (10¹ 10² 10³ 10⁴, not 10 100 1,000 10⁴)."""
+    if all(-3 <= e <= 3 for e in exponents):
+        return [decade_text(e) for e in exponents]
+    return ["10" + str(e).translate(SUPERSCRIPT) for e in exponents]
+
+
 def _axis_values(fig: go.Figure, axis_name: str) -> list[float]:
     """The positive data values plotted against one axis (xaxis, yaxis2, …) by every trace."""
     letter, suffix = axis_name[0], axis_name[5:]
@@ -52,8 +60,9 @@ def label_decades(fig: go.Figure) -> go.Figure:
         if high <= low:
             high = low + 1
         exponents = range(low, high + 1)
+        ticktext = decade_texts(exponents)
         fig.layout[axis_name].update(
-            tickmode="array", tickvals=[10.0 ** e for e in exponents], ticktext=[decade_text(e) for e in exponents],
+            tickmode="array", tickvals=[10.0 ** e for e in exponents], ticktext=ticktext,
             range=[low, high], minor=dict(tickmode="array", showgrid=True, ticks="",
                                           tickvals=[m * 10.0 ** e for e in exponents[:-1] for m in range(2, 10)]))
     return fig

@@ -17,7 +17,7 @@ from explorer.spec import ModelSpec
 from tests.conftest import ROOT
 from ui.components import (before_after, changed_place, changed_places_text, parse_batch_list, rf_frame,
                            structural_depth)
-from ui.figures import (attention_formula_plot, class_weight_plot, cost_treemap, decade_text, label_decades,
+from ui.figures import (attention_formula_plot, class_weight_plot, cost_treemap, decade_text, decade_texts, label_decades,
                         roofline_plot, sweep_plot)
 
 pytestmark = pytest.mark.usefixtures("clear_streamlit_caches")
@@ -53,7 +53,7 @@ def assert_decades_only(fig, axis_names: set[str]):
         exponents = [math.log10(t) for t in ticks]
         assert all(abs(e - round(e)) < 1e-9 for e in exponents), (name, ticks)
         assert [round(b) - round(a) for a, b in zip(exponents, exponents[1:])] == [1] * (len(ticks) - 1)
-        assert len(ticks) >= 2 and axis["ticktext"] == [decade_text(round(e)) for e in exponents]
+        assert len(ticks) >= 2 and axis["ticktext"] == decade_texts([round(e) for e in exponents])
         values = plotted(fig, name[0])
         assert ticks[0] <= min(values) and max(values) <= ticks[-1], (name, ticks, min(values), max(values))
         assert axis["range"] == [round(exponents[0]), round(exponents[-1])]
@@ -86,9 +86,10 @@ def test_the_long_tail_weights_label_decades_on_both_axes():
     kept = weights.pop("EQL negatives kept")
     fig = class_weight_plot(counts.tolist(), weights, kept)
     assert_decades_only(fig, {"xaxis", "yaxis"})
-    assert fig.layout.xaxis.ticktext == ("10", "100", "1,000", "10⁴")  # class sizes 50 … 5,000
+    assert fig.layout.xaxis.ticktext == ("10¹", "10²", "10³", "10⁴")  # class sizes 50 … 5,000: one style per axis
 
 
+@pytest.mark.slow
 def test_the_attention_formula_chart_labels_decades():
     from explorer.backend import BACKEND
 
@@ -188,6 +189,7 @@ def test_an_added_se_block_is_named_as_se_with_before_and_after():
     assert changed_places_text(["layer4.0.conv2"], base, dcn) == "replaced: `layer4.0.conv2`"
 
 
+@pytest.mark.slow
 def test_the_swap_page_shows_before_and_after_per_layer():
     at = open_page("pages/4_Swap.py", arch="resnet18", swaps="attn:se@all", input="3,64,64")
     assert not at.error, [e.value for e in at.error]
@@ -199,6 +201,7 @@ def test_the_swap_page_shows_before_and_after_per_layer():
     assert "Sequential" not in " ".join(table[table["layer"].str.endswith("bn2")]["type"])
 
 
+@pytest.mark.slow
 def test_a_fold_says_when_it_costs_what_the_base_model_costs():
     """DO-Conv folds into the very conv it replaced: the folded model's cost is the base model's."""
     at = open_page("pages/4_Swap.py", arch="resnet18", swaps="conv:doconv@layer1.0.conv1", input="3,64,64")
@@ -214,6 +217,7 @@ def test_a_fold_says_when_it_costs_what_the_base_model_costs():
     assert equal and says_equal
 
 
+@pytest.mark.slow
 def test_the_model_page_opens_its_table_at_the_structural_depth():
     at = open_page("pages/2_Model.py", arch="vgg16")
     assert at.slider(key="model_depth").value == 2  # VGG's depth 1 is features (99 %) and classifier
@@ -221,6 +225,7 @@ def test_the_model_page_opens_its_table_at_the_structural_depth():
     assert max(table["share of MACs (%)"]) <= 50 and "features.0" in set(table["layer"])
 
 
+@pytest.mark.slow
 def test_the_latency_page_times_batch_by_batch_and_flags_its_spread():
     at = open_page("pages/5_Latency.py", input="3,32,32")
     # a form's fields are sent with its button: typed and clicked in one run
@@ -260,6 +265,7 @@ def test_the_vovnet_caption_states_the_charts_ratios():
                               / rows["densenet121"]["intensity_flops_per_byte"], 1)
 
 
+@pytest.mark.slow
 def test_the_nasnet_tour_step_states_its_chart():
     from explorer.tours import load_tours
 
@@ -340,6 +346,7 @@ def test_the_sidebar_calls_the_entry_page_home():
     assert links[:3] == ["Home", "Catalog", "Model"] and "app" not in links
 
 
+@pytest.mark.slow
 def test_the_vit_swin_pvt_caption_matches_its_sweep():
     """'Swin 4×, ViT and PVT more than 4×' when the side doubles (224 → 448: four times the tokens)."""
     from explorer.backend import BACKEND
@@ -354,6 +361,7 @@ def test_the_vit_swin_pvt_caption_matches_its_sweep():
     assert growth["vit_b_16"] > 4.2 and growth["pvt_v2_b2"] > 4.2  # PVT's reduction divides N², it stays quadratic
 
 
+@pytest.mark.slow
 def test_the_efficientnet_caption_roughly_doubles_per_step():
     rows = [compare_row(spec_from_item(item)) for item in READY_MADE["efficientnet_scaling"]["specs"]]
     assert "roughly doubling FLOPs per step" in READY_MADE["efficientnet_scaling"]["why"]
