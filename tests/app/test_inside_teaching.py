@@ -95,6 +95,7 @@ class _TinyCNN(nn.Module):
         return self.head(self.features(x))
 
 
+@pytest.mark.slow
 def test_score_cam_reports_every_batch_and_removes_its_hook():
     torch.manual_seed(0)
     model, messages = _TinyCNN().eval(), []
@@ -191,6 +192,7 @@ def _kept_checkpoints_app():
     st.write({arch: kept["name"] for arch, kept in st.session_state.inside_checkpoints.items()})
 
 
+@pytest.mark.slow
 def test_an_uploaded_checkpoint_is_kept_one_per_model():
     at = AppTest.from_function(_kept_checkpoints_app).run()
     assert not at.exception

@@ -32,6 +32,7 @@ def test_catalog_source_filter():
     assert set(table["status"]) <= {"ready", "needs native implementation"}
 
 
+@pytest.mark.slow
 def test_model_page_shows_the_engine_totals():
     at = open_page("pages/2_Model.py", arch="resnet50")
     expected = analyse(ModelSpec("resnet50"), with_layers=False)
@@ -51,6 +52,7 @@ def test_model_page_rolls_up_by_depth():
     assert deeper["MACs (M)"].sum() == pytest.approx(table["MACs (M)"].sum())
 
 
+@pytest.mark.slow
 def test_bad_input_is_a_message_and_the_page_recovers():
     at = open_page("pages/2_Model.py", arch="vit_b_16")
     at.text_input(key="model_input").input("3,100,100").run()
@@ -63,6 +65,7 @@ def test_bad_input_is_a_message_and_the_page_recovers():
     assert metric(at, "MACs") == "17.56 G"
 
 
+@pytest.mark.slow
 def test_garbage_in_every_field_never_raises():
     at = open_page("pages/2_Model.py", arch="resnet18")
     at.text_input(key="model_input").input("three by three").run()
@@ -83,6 +86,7 @@ def test_a_url_with_a_library_model_opens_it():
     assert at.text_input(key="model_arch_text").value == "timm:resnet10t"
 
 
+@pytest.mark.slow
 def test_latency_page_runs_a_sweep_and_keeps_it():
     at = open_page("pages/5_Latency.py")
     assert "Pick models" in at.info[0].value
@@ -108,6 +112,7 @@ def test_latency_page_reports_a_bad_library_name():
     assert any("timm has no model" in e.value for e in at.error)
 
 
+@pytest.mark.slow
 def test_swap_page_shows_base_and_swapped_side_by_side():
     at = open_page("pages/4_Swap.py", arch="resnet50", swaps="preset:dcnv2")
     assert not at.error
@@ -121,6 +126,7 @@ def test_swap_page_shows_base_and_swapped_side_by_side():
     assert at.text_area(key="swap_text").value == "conv:dcn@layer1.0.conv1"
 
 
+@pytest.mark.slow
 def test_swap_page_folds_repvgg_with_identical_outputs():
     at = open_page("pages/4_Swap.py", arch="resnet18", swaps="conv:repvgg@layer1.*.conv1")
     next(b for b in at.button if b.label.startswith("Fold")).click().run()
@@ -133,6 +139,7 @@ def test_swap_page_folds_repvgg_with_identical_outputs():
     assert report["max_abs_diff"] <= 1e-5 * max(1.0, report["output_scale"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("view", ["Grad-CAM++ and attributions", "Receptive fields", "Deformable offsets",
                                   "Spatial transformer"])
 def test_inside_views_render(view):
@@ -142,6 +149,7 @@ def test_inside_views_render(view):
         assert metric(at, "Jump / stride (pixels)") == "32 × 32"
 
 
+@pytest.mark.slow
 def test_inside_swin_windows_match_the_worked_example():
     at = open_page("pages/3_Inside.py", arch="swin_t", view="Swin shifted windows")
     assert any("15 of 64 windows carry a mask" in m.value for m in at.markdown)
@@ -149,6 +157,7 @@ def test_inside_swin_windows_match_the_worked_example():
     assert any("7 of 16 windows carry a mask" in m.value for m in at.markdown)
 
 
+@pytest.mark.slow
 def test_compare_page_table_comes_from_the_url():
     at = open_page("pages/6_Compare.py", set='["resnet18", "mobilenet_v2"]')
     table = at.dataframe[0].value
@@ -164,6 +173,7 @@ def test_losses_page_curves_respond_to_their_sliders():
     assert any("6.39" in m.value for m in at.markdown)  # e^2 − 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["lenet5", "gcn", "bert_base", "cyclemlp_b1", "detr_r50", "unetr"])
 def test_model_page_renders_native_models_of_every_input_kind(arch):
     """Flat models (one level of layers), token ids, graphs, volumes and detector outputs."""
@@ -179,6 +189,7 @@ def test_inside_page_explains_that_its_views_need_images(arch, kind):
     assert not at.error and f"takes {kind} input" in at.info[0].value
 
 
+@pytest.mark.slow
 def test_compare_page_keeps_each_accuracy_metric_on_its_own_axis():
     """ImageNet top-1 and COCO box AP are not one scale: each metric is its own choice of y axis."""
     at = open_page("pages/6_Compare.py", set='["resnet18", "spinenet49"]')
@@ -202,6 +213,7 @@ def test_inside_receptive_field_of_a_chosen_unit_on_the_image():
     assert any("reaches past the image" in c.value for c in at.caption)  # the corner unit's does not
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("arch", "text"), [("asff", "Mean weight over the grid"), ("m2det320", "8 TUMs × 256")])
 def test_inside_fusion_weights_view(arch, text):
     at = open_page("pages/3_Inside.py", arch=arch, view="Fusion weights")
@@ -209,12 +221,14 @@ def test_inside_fusion_weights_view(arch, text):
     assert any(text in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_inside_cam_on_a_segmentation_model_names_class_maps():
     at = open_page("pages/3_Inside.py", arch="hrnet_w18_v2", view="Grad-CAM++ and attributions", input="3,128,256")
     assert not at.error, [e.value for e in at.error]
     assert any("class map" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_swap_page_lists_transformer_swaps_as_changed_places():
     at = open_page("pages/4_Swap.py", arch="swin_t", swaps="tfm:window(size=8)@all", input="3,256,256")
     assert not at.error, [e.value for e in at.error]
@@ -224,6 +238,7 @@ def test_swap_page_lists_transformer_swaps_as_changed_places():
     assert metric(at, "MACs, swapped") == format_count(swapped["macs"])
 
 
+@pytest.mark.slow
 def test_compare_page_sweep_times_each_size_when_latency_is_on():
     at = open_page("pages/6_Compare.py", set='["resnet18"]')
     at.multiselect(key="compare_sides").set_value([64, 96]).run()
@@ -237,11 +252,13 @@ def test_compare_page_sweep_times_each_size_when_latency_is_on():
     assert not any("Turn on “Measure latency”" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_compare_page_offers_the_most_common_metric_first():
     at = open_page("pages/6_Compare.py", set='["resnet18", "mobilenet_v2", "spinenet49"]')
     assert at.selectbox(key="compare_y").options[:2] == ["published ImageNet top-1 (%)", "published COCO val2017 box AP (%)"]
 
 
+@pytest.mark.slow
 def test_inside_channel_connectivity_of_an_igcv2_swap():
     at = open_page("pages/3_Inside.py", arch="resnet18", view="Channel connectivity",
                    swaps="conv:igcv2@layer1.0.conv1")
@@ -259,6 +276,7 @@ def test_inside_channel_connectivity_says_what_to_try_without_grouped_convs():
     assert any("conv:igcv2@layer1.0.conv1" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_swap_page_shows_inside_views_beside_the_original():
     at = open_page("pages/4_Swap.py", arch="resnet18", swaps="conv:igcv2@layer1.0.conv1")
     assert at.radio(key="swap_inside_view").value == "nothing"
@@ -275,6 +293,7 @@ def test_swap_page_shows_inside_views_beside_the_original():
     assert len(classes) == 2 and classes[0].split(" at ")[0] == classes[1].split(" at ")[0]
 
 
+@pytest.mark.slow
 def test_receptive_fields_default_to_a_layer_and_handle_a_one_unit_grid():
     at = open_page("pages/3_Inside.py", arch="m2det320", view="Receptive fields")
     assert not at.error, [e.value for e in at.error]
@@ -285,6 +304,7 @@ def test_receptive_fields_default_to_a_layer_and_handle_a_one_unit_grid():
     assert any("output grid is 1×1: one unit" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_links_with_a_wrong_model_view_or_input_say_so():
     at = open_page("pages/3_Inside.py", arch="nosuch", view="nosuch")
     warnings = " ".join(w.value for w in at.warning)
@@ -311,6 +331,7 @@ def test_latency_page_takes_its_models_from_the_link():
     assert any("nosuch" in w.value for w in at.warning)
 
 
+@pytest.mark.slow
 def test_model_page_switches_models_from_its_own_controls():
     at = open_page("pages/2_Model.py", arch="resnet18")
     at.selectbox(key="model_arch").select("vgg16").run()
@@ -331,6 +352,7 @@ def test_catalog_names_the_metric_of_each_published_accuracy():
     assert row["published accuracy"] == 27.3 and row["metric"] == "WMT 2014 En-De BLEU"
 
 
+@pytest.mark.slow
 def test_compare_set_takes_only_buildable_entries_and_removes_one_at_a_time():
     at = open_page("pages/6_Compare.py", set='["resnet18"]')
     at.text_input(key="compare_extra").input('{"arch": "resnet18", "swaps": ["conv:dcn@nowhere"]}').run()
@@ -350,6 +372,7 @@ def test_compare_set_takes_only_buildable_entries_and_removes_one_at_a_time():
     assert not at.exception
 
 
+@pytest.mark.slow
 def test_the_vovnet_comparison_opens_on_memory_access_against_macs():
     at = open_page("pages/6_Compare.py")
     at.selectbox(key="compare_ready").select("vovnet_vs_densenet").run()
@@ -358,6 +381,7 @@ def test_the_vovnet_comparison_opens_on_memory_access_against_macs():
     assert at.selectbox(key="compare_y").value == "memory access (MB)"
 
 
+@pytest.mark.slow
 def test_swap_page_shows_swin_windows_of_both_models():
     at = open_page("pages/4_Swap.py", arch="swin_t", swaps="tfm:window(size=8)@all", input="3,256,256")
     at.radio(key="swap_inside_view").set_value("Swin windows").run()
@@ -367,6 +391,7 @@ def test_swap_page_shows_swin_windows_of_both_models():
     assert len(texts) == 2 and "window 7×7" in texts[0] and "window 8×8" in texts[1]
 
 
+@pytest.mark.slow
 def test_model_page_lets_a_bad_link_be_corrected():
     at = open_page("pages/2_Model.py", arch="resnet18", input="3,abc")
     assert at.error
@@ -375,6 +400,7 @@ def test_model_page_lets_a_bad_link_be_corrected():
     assert metric(at, "Parameters") == "11.69 M"
 
 
+@pytest.mark.slow
 def test_latency_page_times_a_model_on_every_worker_side_by_side(monkeypatch):
     """A lab's workers compared on one chart: the same model on each worker, each row naming where it ran,
     one roofline per worker's device (here two local CPU workers)."""

@@ -175,6 +175,7 @@ FINDINGS = [("pages/3_Inside.py", "view", {"arch": "lenet5"}),
             ("pages/6_Compare.py", "set", {})]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page,param,others,echoed", PARAMETERS,
                          ids=[f"{p.split('_', 1)[1][:-3]}-{q}" for p, q, _, _ in PARAMETERS])
 @pytest.mark.parametrize("payload", COMPOSITE, ids=["images-links-html", "heading-code-entity"])
@@ -183,6 +184,7 @@ def test_every_parameter_shows_a_payload_as_plain_text(page, param, others, echo
     assert_payload_is_plain_text(at, payload, echoed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page,param,others", FINDINGS, ids=["Inside-view", "Latency-arch", "Compare-set"])
 @pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
 def test_the_findings_parameters_show_every_payload_as_plain_text(page, param, others, payload):
@@ -200,6 +202,7 @@ def test_latency_input_from_the_link_is_quoted_plainly_when_run(payload):
     assert_payload_is_plain_text(at, payload, echoed=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", ["pages/1_Catalog.py", "pages/2_Model.py", "pages/8_Losses.py"])
 def test_a_parameter_a_page_does_not_read_is_named_plainly_and_dropped(page):
     payload = COMPOSITE[0]
@@ -215,6 +218,7 @@ def warnings_of(at) -> str:
     return " ".join(shown_text(w.value) for w in at.warning)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", ["100000", "0", "abc", "-3", "1e3"])
 def test_model_page_names_a_batch_it_cannot_use(batch):
     at = open_page("pages/2_Model.py", arch="lenet5", batch=batch)
@@ -239,6 +243,7 @@ def test_latency_page_takes_batches_and_input_from_the_link_and_names_the_rest()
     assert "100000" in warnings_of(at) and at.text_input(key="lat_batch_text").value == "1, 2"  # the CPU default
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("raw,why", [('{"a":1}', "it is an object, not a list"),
                                      ('"resnet18"', "it is a string, not a list"),
                                      ("[resnet18", "it is not valid JSON (Expecting value, at character 1)")])
@@ -249,6 +254,7 @@ def test_compare_page_says_why_a_set_could_not_be_read(raw, why):
     assert "The comparison set is empty" in at.info[0].value
 
 
+@pytest.mark.slow
 def test_compare_page_keeps_an_empty_set_and_opens_a_ready_made_comparison_by_name():
     at = open_page("pages/6_Compare.py", set="[]")
     assert at.session_state.compare_set == [] and not at.warning
@@ -296,6 +302,7 @@ def torch_checkpoint(state: dict) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_inside_cam_draws_nothing_when_the_checkpoint_is_missing_or_refused():
     at = open_page("pages/3_Inside.py", arch="lenet5", view="Grad-CAM++ and attributions")
     assert len(cam_captions(at)) == 1  # random weights, chosen: the map is drawn
@@ -329,6 +336,7 @@ def test_inside_cam_draws_nothing_when_the_checkpoint_is_missing_or_refused():
     assert any(shown_text(c.value) == f"Loaded {len(state)} tensors from lenet5.pt." for c in at.caption)
 
 
+@pytest.mark.slow
 def test_swap_cams_draw_nothing_when_the_checkpoint_is_refused():
     at = open_page("pages/4_Swap.py", arch="resnet18", swaps="attn:se@all", input="3,64,64")
     at.radio(key="swap_inside_view").set_value("Grad-CAM++ and friends").run()

@@ -20,6 +20,7 @@ def test_every_roster_family_has_a_tour_with_valid_steps():
             assert step["figure"]["kind"] in FIGURE_KINDS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", [t["family"] for t in TOURS])
 def test_every_step_of_the_tour_renders(family):
     tour = next(t for t in TOURS if t["family"] == family)

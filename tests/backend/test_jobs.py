@@ -125,6 +125,7 @@ def test_a_session_that_left_has_its_queued_jobs_cancelled():
 # local processes and Ray actors, in tests/backend/test_ray_backend.py.
 
 
+@pytest.mark.slow
 def test_tracing_in_a_worker_leaves_every_forward_pass_here_intact():
     """torch.fx patches nn.Module.__call__ for all threads while it traces: in the web server's process,
     ~65,000 of ~65,200 forward passes of other sessions failed during one receptive-field report. Run as
@@ -232,6 +233,7 @@ def test_jobs_go_to_a_worker_of_the_device_they_need_and_name_where_they_ran():
         cpu_only.shutdown()
 
 
+@pytest.mark.slow
 def test_a_worker_starts_from_the_job_loop_not_from_the_page_being_run(monkeypatch):
     """Inside Streamlit, __main__ is the page script being run. A worker started with multiprocessing's spawn
     re-ran it first (importing streamlit, torch and the app: ~0.5 GB before its first job). A worker starts

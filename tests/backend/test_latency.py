@@ -16,6 +16,7 @@ from explorer.spec import ModelSpec
 QUICK = dict(device="cpu", min_runs=3, min_seconds=0.05, max_seconds=5)
 
 
+@pytest.mark.slow
 def test_sweep_reports_stats_and_achieved_rates():
     result = bench(ModelSpec("resnet18", input_size=(3, 64, 64)), BenchSettings(batches=(1, 2), **QUICK))
     assert result["error"] is None
@@ -34,12 +35,14 @@ def test_sweep_reports_stats_and_achieved_rates():
     assert settings["inference_mode"] is True and settings["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_path_runs_on_cpu():
     result = bench(ModelSpec("mobilenet_v3_small", input_size=(3, 64, 64)),
                    BenchSettings(batches=(2,), dtype="bf16", channels_last=True, **QUICK))
     assert result["error"] is None and result["settings"]["autocast"] is True
 
 
+@pytest.mark.slow
 def test_per_layer_times_cover_every_leaf_layer_with_its_cost():
     result = bench(ModelSpec("resnet18", input_size=(3, 96, 96)), BenchSettings(batches=(1,), per_layer=True, **QUICK))
     layers = result["layers"]
@@ -66,6 +69,7 @@ def test_bad_settings_are_messages():
         bench(ModelSpec("resnet18"), BenchSettings(device="cpu", dtype="int4"))
 
 
+@pytest.mark.slow
 def test_out_of_memory_ends_the_job_frees_memory_and_the_next_job_runs(monkeypatch):
     freed = []
     monkeypatch.setattr(latency, "free_memory", lambda: freed.append(True))
@@ -148,6 +152,7 @@ def test_roofline_peaks():
     assert cpu["tflops"] > 0 and cpu["bandwidth_gb_s"] > 0 and "measured" in cpu["source"]
 
 
+@pytest.mark.slow
 def test_resolution_sweep_times_every_size_with_the_quick_settings():
     from explorer.compare import resolution_sweep
 

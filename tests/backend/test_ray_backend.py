@@ -223,6 +223,7 @@ def test_the_cli_benches_on_the_ray_cluster_and_names_the_worker(ray_address):
     assert result["results"][0]["batch"] == 1 and result["macs_per_sample"] == 148_557_824
 
 
+@pytest.mark.slow
 def test_the_default_backend_never_imports_ray_and_an_unknown_one_is_refused():
     code = ("import sys; import explorer.cli, explorer.jobs as j; j.shared_service().shutdown(); "
             "print('ray' in sys.modules)")
@@ -236,6 +237,7 @@ def test_the_default_backend_never_imports_ray_and_an_unknown_one_is_refused():
     assert done.returncode == 2 and done.stderr == "error: EXPLORER_BACKEND must be local or ray, got 'gpu-farm'\n"
 
 
+@pytest.mark.slow
 def test_an_unreachable_cluster_is_refused_in_one_line_not_waited_for():
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -258,6 +260,7 @@ def test_cpu_workers_beyond_the_cluster_are_refused_before_any_actor_starts(ray_
         ray_workers()
 
 
+@pytest.mark.slow
 def test_a_local_ray_instance_outlives_the_request_thread_that_started_it():
     """The web server starts Ray from a session's script thread, which ends with the session. Ray's raylet
     dies with the thread that started it (PR_SET_PDEATHSIG), and the server with the raylet: a class of 10

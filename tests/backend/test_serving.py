@@ -1,4 +1,5 @@
 """How the app is served: loopback only unless told otherwise."""
+import pytest
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_the_app_listens_on_loopback_only_by_default():
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],

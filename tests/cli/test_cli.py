@@ -5,6 +5,7 @@ import pytest
 from tests.cli_support import run_cli
 
 
+@pytest.mark.slow
 def test_cost_json_has_the_documented_fields():
     proc = run_cli("cost", "resnet50", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -20,6 +21,7 @@ def test_cost_json_has_the_documented_fields():
     assert {"name", "type", "params", "macs", "memory_access_bytes", "output_shape"} <= set(result["layers"][1])
 
 
+@pytest.mark.slow
 def test_cost_with_input_batch_and_library_name():
     proc = run_cli("cost", "timm:resnet18", "--input", "3,112,112", "--batch", "2", "--json", "--no-layers")
     assert proc.returncode == 0, proc.stderr
@@ -28,6 +30,7 @@ def test_cost_with_input_batch_and_library_name():
     assert "layers" not in result
 
 
+@pytest.mark.slow
 def test_list_json_is_the_catalog():
     proc = run_cli("list", "--json")
     assert proc.returncode == 0
@@ -53,6 +56,7 @@ def test_list_json_is_the_catalog():
         (("losses", "regression", "--beta", "0", "--json"), "smooth-L1 β must be positive"),
     ],
 )
+@pytest.mark.slow
 def test_bad_requests_exit_non_zero_with_one_line(args, reason):
     proc = run_cli(*args)
     assert proc.returncode != 0
@@ -61,6 +65,7 @@ def test_bad_requests_exit_non_zero_with_one_line(args, reason):
     assert len(lines) == 1 and reason in lines[0], proc.stderr
 
 
+@pytest.mark.slow
 def test_compare_json_keeps_metrics_apart_and_sweeps():
     proc = run_cli("compare", "resnet18", "mobilenet_v2", "spinenet49", "--sweep", "160,224", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -76,6 +81,7 @@ def test_compare_json_keeps_metrics_apart_and_sweeps():
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown architecture")
 
 
+@pytest.mark.slow
 def test_view_json_summarises_the_inside_views(tmp_path):
     import numpy as np
 
@@ -95,6 +101,7 @@ def test_view_json_summarises_the_inside_views(tmp_path):
     assert refused.returncode == 2 and "needs an image model" in refused.stderr
 
 
+@pytest.mark.slow
 def test_cost_second_opinion_bench_roofline_and_tour():
     cost = run_cli("cost", "resnet18", "--second-opinion", "--no-layers", "--json")
     assert cost.returncode == 0, cost.stderr
@@ -114,6 +121,7 @@ def test_cost_second_opinion_bench_roofline_and_tour():
     assert run_cli("tour", "no_such_family").returncode == 2
 
 
+@pytest.mark.slow
 def test_measure_catalog_through_the_backend_agrees_with_the_shipped_table():
     from explorer.measured import load_measured
 

@@ -45,6 +45,7 @@ def test_a_timm_model_gets_its_default_tags_row():
     assert "timm's results table" in figures["source"] and "4e5207c" in figures["source"]
 
 
+@pytest.mark.slow
 def test_an_exact_timm_tag_and_another_input_size():
     assert published_figures(resolve("timm:convnext_tiny.fb_in1k"))["top1"] == float(csv_row("convnext_tiny.fb_in1k", 224)["top1"])
     # The table is per image size: Compare shows the row of the size asked, and nothing where there is none.
@@ -68,6 +69,7 @@ def test_torchvision_detection_weights_show_coco_box_ap():
     assert mask == {"COCO val2017 box AP (%)": 37.9, "COCO val2017 mask AP (%)": 34.6}
 
 
+@pytest.mark.slow
 def test_compare_page_shows_the_coco_box_ap_and_the_timm_figure():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     at.run()
@@ -100,6 +102,7 @@ def open_compare(**query) -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_a_typed_figure_round_trips_through_the_url():
     at = open_compare(set='["resnet18", "timm:vovnet39a"]')
     at.selectbox(key="compare_typed_item").set_value("timm:vovnet39a")

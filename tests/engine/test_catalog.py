@@ -100,6 +100,7 @@ NON_TV_CLASSIFICATION = [v.id for v in catalog.variants.values()
                          if v.implemented and v.library != "native" and (v.library != "torchvision" or v.input_size)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant_id", NON_TV_CLASSIFICATION)
 def test_measured_costs_match_a_fresh_analysis(variant_id):
     fresh = analyse(ModelSpec(variant_id), with_layers=False)

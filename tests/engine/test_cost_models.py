@@ -75,6 +75,7 @@ def test_inputs_a_model_cannot_take_are_one_line_errors(spec, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_detection_models_are_costed_and_name_their_uncounted_ops():
     result = analyse(ModelSpec("fasterrcnn_resnet50_fpn", input_size=(3, 320, 320)), with_layers=False)
     assert result["traced_on"] == "cpu"

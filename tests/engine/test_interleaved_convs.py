@@ -59,6 +59,7 @@ def test_igc_weights_by_hand():
     assert _params(block) == 64 * 2 * 9 + 64 * 32 == 3200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("cin", "cout", "chain"), [(64, 64, 3), (64, 128, 3), (24, 24, 4), (96, 96, 3),
                                                     (64, 64, 4), (256, 512, 3), (30, 60, 4)])
 def test_igcv2_meets_the_complementary_condition(cin, cout, chain):
@@ -109,6 +110,7 @@ def test_swaps_refuse_grouped_convs_and_igc_refuses_pointwise_ones():
         build_model(ModelSpec("mobilenet_v2", swaps=("conv:igc@features.2.conv.1.0",)), device="meta")
 
 
+@pytest.mark.slow
 def test_igcv2_on_mobilenet_pointwise_convs_makes_igcv2_blocks():
     # In place of a stride-1 1×1 conv the chain stands alone; MobileNet's depthwise conv before it is W1.
     spec = ModelSpec("mobilenetv1_100", swaps=("conv:igcv2@*.conv_pw",))
@@ -136,6 +138,7 @@ def test_igcv2_on_mobilenet_pointwise_convs_makes_igcv2_blocks():
     assert (round(swapped["params"] / 1e4), round(swapped["macs"] / 1e6)) == (134, 91)  # 1.34 M, 91 M
 
 
+@pytest.mark.slow
 def test_candidates_name_the_swapped_block_not_its_wrapper():
     model = build_model(ModelSpec("resnet18", swaps=("conv:igcv2@layer1.0.conv1",)), device="cpu")
     names = [c["name"] for c in connectivity_candidates(model)]
@@ -144,6 +147,7 @@ def test_candidates_name_the_swapped_block_not_its_wrapper():
     assert connectivity_candidates(build_model(ModelSpec("resnet18"), device="cpu")) == []  # no grouped conv
 
 
+@pytest.mark.slow
 def test_igcv3_block_is_dense():
     model = igcv3()
     report = channel_paths(model, "features.stage2.block2")  # 24 → 144 → 24 with the identity shortcut
@@ -169,6 +173,7 @@ def test_view_leaves_the_model_untouched():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_cli_connectivity_view(tmp_path):
     out = tmp_path / "paths.npz"
     proc = run_cli("view", "resnet18", "connectivity", "--swap", "conv:igcv2@layer1.0.conv1", "--layer",
@@ -184,6 +189,7 @@ def test_cli_connectivity_view(tmp_path):
     assert missing.returncode != 0 and "stage1.block1" in missing.stderr and "Traceback" not in missing.stderr
 
 
+@pytest.mark.slow
 def test_shufflenet_unit_reaches_every_input_only_with_its_shuffle():
     model = build_model(ModelSpec("shufflenet_v1_g3"), device="cpu")
     report = channel_paths(model, "stage2.unit2")  # 240 channels, 3 groups, a 60-channel bottleneck
@@ -195,6 +201,7 @@ def test_shufflenet_unit_reaches_every_input_only_with_its_shuffle():
     assert report["reached_fraction"] * 240 == 80  # an output sees its own group's 80 inputs only
 
 
+@pytest.mark.slow
 def test_wide_blocks_are_counted_without_the_factor_by_factor_trace():
     report = channel_paths(igcv1(), "stage4.block2")  # 1600 channels: two IGC blocks and the identity
     assert (report["min_paths"], report["max_paths"]) == (1600, 1601)

@@ -26,6 +26,8 @@ import ast
 import functools
 from pathlib import Path
 
+import pytest
+
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "explorer"
@@ -162,6 +164,7 @@ def cycles(edges) -> set[tuple[str, ...]]:
     return found
 
 
+@pytest.mark.slow
 def test_the_walk_sees_module_and_function_level_imports():
     # Two facts of this checkout, one of each kind, so that the walk cannot silently see nothing.
     models = imports_of("explorer.models")
@@ -213,6 +216,7 @@ def private_imports(source: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_file_imports_another_modules_private_names():
     assert private_imports("from explorer.cost import _x, y\nfrom explorer import __version__\nimport os") == [
         "explorer.cost:_x"]

@@ -150,6 +150,7 @@ def test_backward_fast_path_matches_the_cpu_kernels():
     assert (real.shape, real.stride(), real.dtype) == (fast.shape, fast.stride(), fast.dtype)
 
 
+@pytest.mark.slow
 def test_resnet50_batch2_adam_against_a_real_cpu_step():
     spec = ModelSpec("resnet50", batch=2)
     ours = memory_report(spec, train=True, optimizer="adam", with_layers=False)
@@ -180,6 +181,7 @@ def test_resnet50_batch2_adam_against_a_real_cpu_step():
     assert abs(ours["saved_activations_bytes"] - sum(saved.values())) <= 0.10 * sum(saved.values())
 
 
+@pytest.mark.slow
 def test_largest_batch_is_the_last_that_fits():
     spec = ModelSpec("resnet18", input_size=(3, 64, 64))
     budget = parse_memory_size("0.3GB")
@@ -224,6 +226,7 @@ def run_cli(*args):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_memory_json():
     done = run_cli("memory", "resnet18", "--input", "3,64,64", "--batch", "4", "--train", "--optimizer", "momentum",
                    "--fits", "1GB", "--json")
@@ -250,6 +253,7 @@ def test_cli_memory_refuses_bad_input_with_one_line(args, capsys):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_model_page_memory_section_shows_the_engine_figures(clear_streamlit_caches):
     from streamlit.testing.v1 import AppTest
 
@@ -275,6 +279,7 @@ def test_model_page_memory_section_shows_the_engine_figures(clear_streamlit_cach
     assert any(f"batch **{fits}**" in md.value for md in at.markdown)
 
 
+@pytest.mark.slow
 def test_train_bench_job_times_each_phase_of_a_real_step():
     from explorer.jobs import run_job_kind
 
@@ -293,6 +298,7 @@ def test_train_bench_job_times_each_phase_of_a_real_step():
         run_job_kind("train_bench", {"spec": spec.to_dict(), "settings": {"min_runs": 10**6}}, lambda text: None)
 
 
+@pytest.mark.slow
 def test_swap_page_shows_what_an_se_block_adds_to_saved_activations(clear_streamlit_caches):
     from streamlit.testing.v1 import AppTest
 
@@ -316,6 +322,7 @@ def test_swap_page_shows_what_an_se_block_adds_to_saved_activations(clear_stream
     assert shown["Training-step MACs, swapped"].value == format_count(swapped["training_step_macs"], "MAC")
 
 
+@pytest.mark.slow
 def test_compare_puts_training_memory_and_step_macs_on_the_cost_axes():
     from explorer.compare import TRAINING_AXES, compare_set
 
@@ -331,6 +338,7 @@ def test_compare_puts_training_memory_and_step_macs_on_the_cost_axes():
     assert "training_memory_gb" not in compare_set(specs[:1])["rows"][0]  # only when asked
 
 
+@pytest.mark.slow
 def test_compare_page_training_toggle_adds_the_axes(clear_streamlit_caches):
     from streamlit.testing.v1 import AppTest
 

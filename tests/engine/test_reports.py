@@ -29,6 +29,7 @@ def test_a_cost_report_has_exactly_the_typed_keys():
     assert set(totals) == CostReport.__required_keys__ == keys(CostReport) - {"layers"}
 
 
+@pytest.mark.slow
 def test_uncounted_op_rows_have_the_typed_keys():
     # SSDlite's post-processing (NMS, top-k, sort) has no cost formula: listed by name and count
     report = analyse(ModelSpec("ssdlite320_mobilenet_v3_large", input_size=(3, 64, 64)), with_layers=False)
@@ -38,6 +39,7 @@ def test_uncounted_op_rows_have_the_typed_keys():
         assert set(row) == keys(UncountedOp), row["op"]
 
 
+@pytest.mark.slow
 def test_a_bench_result_has_exactly_the_typed_keys():
     result = bench(SMALL, BenchSettings(device="cpu", batches=(1, 2), min_runs=2, min_seconds=0.0, max_seconds=1.0,
                                         per_layer=True))

@@ -31,6 +31,7 @@ def test_every_classification_model_is_covered():
     assert len(CASES) >= 110
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grad_enabled", [False, True], ids=["no_grad", "grad"])
 @pytest.mark.parametrize("name,weight", CASES, ids=[f"{n}-{w.name}" for n, w in CASES])
 def test_matches_torchvision_metadata(name, weight, grad_enabled):

@@ -90,6 +90,7 @@ def at_320():
     return model, x, model.fusion_weights(x)
 
 
+@pytest.mark.slow
 def test_outputs_at_608_and_fusion_weights_sum_to_one(at_320):
     spec = ModelSpec("asff")
     with torch.no_grad():  # the three YOLO outputs at 608 (shapes only, on meta)
@@ -119,6 +120,7 @@ def test_asff_output_is_the_weighted_sum_of_the_resized_levels():
             torch.testing.assert_close(fusion(levels), resized)
 
 
+@pytest.mark.slow
 def test_fusion_view_report_matches_the_model_weights(at_320):
     from explorer.views.fusion import fusion_report
 

@@ -110,6 +110,7 @@ def test_every_catalog_shufflenet_v1_variant_is_built_and_tested_here():
     assert all(v.implemented and v.name in NATIVE_BUILDERS for v in family)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", SHUFFLENET)
 def test_shufflenet_v1_cost_against_the_paper(arch, reports):
     r = reports(arch)

@@ -102,6 +102,7 @@ def test_detr_sine_encoding_matches_the_official_masked_cumsum_form():
     torch.testing.assert_close(ours, ref)
 
 
+@pytest.mark.slow
 def test_detr_forward_and_attention_maps_at_128():
     spec = ModelSpec("detr_r50", input_size=(3, 128, 128))
     model, x = build_model(spec), example_input(spec)
@@ -144,6 +145,7 @@ def test_unetr_structure_and_shapes():
     assert [len(model.encoder2.blocks), len(model.encoder3.blocks), len(model.encoder4.blocks)] == [2, 1, 0]
 
 
+@pytest.mark.slow
 def test_unetr_uses_the_outputs_of_layers_3_6_9_12():
     from explorer.native.unetr import SKIP_LAYERS
 

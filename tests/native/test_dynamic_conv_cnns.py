@@ -95,6 +95,7 @@ def _shift_max_products(arch, report):
                for name, m in model.named_modules() if isinstance(m, DynamicShiftMax))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["micronet_m0", "micronet_m1", "micronet_m2", "micronet_m3"])
 def test_micronet_against_the_paper(arch, reports):
     r = reports(arch)

@@ -4,6 +4,7 @@ Costed on the meta device at the catalog's 800×800 (the exact counts are pinned
 explorer/data/measured_costs.json and checked by tests/native/test_native_contract.py). The real CPU forward runs at
 3×128×128: torchvision's CPU deformable conv makes 800×800 take several seconds.
 """
+import pytest
 import torch
 import torch.nn as nn
 import torchvision
@@ -73,6 +74,7 @@ def test_structure_and_shapes():
     assert isinstance(model.backbone.body.bn1, nn.BatchNorm2d)
 
 
+@pytest.mark.slow
 def test_forward_at_128_and_the_deformable_offsets():
     spec = ModelSpec("ga_rpn", input_size=(3, 128, 128))
     model, x = build_model(spec), example_input(spec)

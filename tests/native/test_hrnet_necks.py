@@ -56,12 +56,14 @@ def test_body_gives_the_four_branches():
     (32, (3, 384, 288), 28.5, 16.0),
     (48, (3, 384, 288), 63.6, 32.9),
 ])
+@pytest.mark.slow
 def test_v1_construction_matches_table_1_at_w32_and_w48(width, size, params_m, gflops):
     r = paper_config("hrnet_w18_v1", size, width=width)
     assert r["params"] == pytest.approx(params_m * 1e6, rel=0.03)
     assert r["macs"] / GIB == pytest.approx(gflops, rel=0.03)
 
 
+@pytest.mark.slow
 def test_v1_structure_shapes_and_forward():
     s = shapes(cost("hrnet_w18_v1"))
     assert s["neck"] == [1, 18, 64, 48]  # the 1/4 branch only
@@ -72,6 +74,7 @@ def test_v1_structure_shapes_and_forward():
     assert BODY_PARAMS - sum(p.numel() for p in model.backbone.parameters()) == 244_368
 
 
+@pytest.mark.slow
 def test_v1_trimmed_body_keeps_the_high_resolution_output():
     full, x = hrnet_body().eval(), torch.randn(1, 3, 64, 64)
     v1 = build_model(ModelSpec("hrnet_w18_v1", input_size=(3, 64, 64))).backbone
@@ -83,6 +86,7 @@ def test_v1_trimmed_body_keeps_the_high_resolution_output():
 
 # --- V2 --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width, params_m, gflops", [(48, 65.9, 696.2), (40, 45.2, 493.2)])  # Table III
 def test_v2_construction_matches_table_3_at_w40_and_w48(width, params_m, gflops):
     r = paper_config("hrnet_w18_v2", (3, 1024, 2048), width=width)
@@ -90,6 +94,7 @@ def test_v2_construction_matches_table_3_at_w40_and_w48(width, params_m, gflops)
     assert r["macs"] / GIB == pytest.approx(gflops, rel=0.03)
 
 
+@pytest.mark.slow
 def test_v2_w18_face_landmark_model_against_appendix_d():
     # Appendix D: HRNetV2-W18, 256×256, 9.3 M / 4.3 G; WFLW has 98 landmarks.
     r = paper_config("hrnet_w18_v2", (3, 256, 256), num_classes=98)
@@ -99,6 +104,7 @@ def test_v2_w18_face_landmark_model_against_appendix_d():
     assert cost("hrnet_w18_v1")["params"] == pytest.approx(9.3e6, rel=0.003)
 
 
+@pytest.mark.slow
 def test_v2_neck_is_the_270_channel_concat_and_mix():
     s = shapes(cost("hrnet_w18_v2"))
     assert s["neck"] == [1, 270, 128, 256]  # 15C = 18 + 36 + 72 + 144 at 1/4
@@ -112,6 +118,7 @@ def test_v2_neck_is_the_270_channel_concat_and_mix():
 
 # --- V2p -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_v2p_pyramid_neck_count_and_shapes():
     model = build_model(ModelSpec("hrnet_w18_v2p"), "meta")
     neck = 270 * 256 + 256 + 5 * (256 * 256 * 9 + 256)  # 1×1 reduction + five 3×3 convs, all with bias
@@ -125,6 +132,7 @@ def test_v2p_pyramid_neck_count_and_shapes():
         [1, 256, 200, 200], [1, 256, 100, 100], [1, 256, 50, 50], [1, 256, 25, 25], [1, 256, 12, 12]]
 
 
+@pytest.mark.slow
 def test_v2p_outputs_five_pyramid_levels_at_256():
     spec = ModelSpec("hrnet_w18_v2p", input_size=(3, 256, 256))
     with torch.no_grad():  # shapes only (on meta); the contract test runs it for real

@@ -33,6 +33,7 @@ def test_catalog_variant():
     assert tuple(variant.input_size) == (3, 800, 800)
 
 
+@pytest.mark.slow
 def test_only_torchvisions_post_processing_is_uncosted(report):
     assert report["traced_on"] == "cpu"
     # Every op of the BFP is costed; only torchvision's post-processing inside rpn / roi_heads is not.
@@ -53,6 +54,7 @@ def test_params_are_faster_rcnn_plus_the_non_local_block():
     assert count(faster_rcnn) == 41_808_406
 
 
+@pytest.mark.slow
 def test_bfp_cost_and_shapes(report):
     rows = {row["name"]: row for row in report["layers"]}
     s = shapes(report)
@@ -86,6 +88,7 @@ def test_bfp_gathers_averages_and_scatters_back():
     torch.testing.assert_close(out["pool"], feats["pool"] + F.max_pool2d(mean, 4))
 
 
+@pytest.mark.slow
 def test_real_forward_gives_boxes_inside_the_image():
     out = small_forward("libra_rcnn")  # 3×128×128, torchvision's resize set to 128 (the registered small input)
     assert NATIVE_MODELS["libra_rcnn"].small_input == (3, 128, 128)

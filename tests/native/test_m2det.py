@@ -100,6 +100,7 @@ def at_288():
     return model, x, out, seen, model.sfam_weights(x)
 
 
+@pytest.mark.slow
 def test_outputs_at_320_and_the_sfam_weights_the_forward_applies(at_288):
     spec = ModelSpec("m2det320")
     with torch.no_grad():  # shapes at the catalog size (on meta)
@@ -125,6 +126,7 @@ def test_input_side_limit():
         build_model(spec, "meta")(example_input(spec, "meta"))
 
 
+@pytest.mark.slow
 def test_fusion_view_averages_each_tums_256_sfam_weights(at_288):
     from explorer.views.fusion import fusion_report
 

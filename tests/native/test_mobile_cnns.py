@@ -28,6 +28,7 @@ def test_every_variant_of_these_families_is_built_except_igcv2():
     assert not family["igcv2"].implemented  # no configuration from the paper to build it from
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", BUILT)
 def test_cost_against_the_published_figures(arch, reports):
     r = reports(arch)

@@ -67,6 +67,7 @@ def test_register_model_refuses_a_name_already_taken():
     assert NATIVE_BUILDERS == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_costed_on_meta_and_equal_to_the_measured_table(arch):
     report = cost_report(arch)  # asserts: every op costed but the declared ones
@@ -78,6 +79,7 @@ def test_costed_on_meta_and_equal_to_the_measured_table(arch):
     assert report["traced_on"] == ("cpu" if declared else "meta")  # only data-dependent detectors leave meta
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_real_cpu_forward_at_the_small_input_is_finite(arch):
     model = NATIVE_MODELS[arch]

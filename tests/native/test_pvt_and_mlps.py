@@ -194,6 +194,7 @@ def test_conv_to_fc_matrix_equals_the_grouped_conv():
 # (8, 14) and (16, 28): small blocks with all three perceptrons; (64, 28) and (128, 14): the blocks of
 # RepMLP-Res50-light's stages 2 and 3 (FC3 sums 784 and 1568 products per output, outputs up to about 8),
 # where fp32 rounding alone reaches about 1e-5, so the bound there is 1e-5 of the largest output.
+@pytest.mark.slow
 @pytest.mark.parametrize("channels, side", [(8, 7), (8, 14), (16, 28), (64, 28), (128, 14)])
 def test_repmlp_block_fold_is_exact(channels, side):
     from explorer.native.repmlp import RepMLP
@@ -243,6 +244,7 @@ def test_the_explorers_fold_finds_every_repmlp_block():
     assert sum(p.numel() for p in folded.parameters()) == REPMLP_DEPLOY[0]
 
 
+@pytest.mark.slow
 def test_repmlp_res50_folded_network_matches_the_training_network():
     from explorer.native.repmlp import fold_model
 

@@ -103,6 +103,7 @@ def test_every_catalog_variant_of_these_families_is_registered():
     assert catalog.variants["gcn"].input_size == (2708, 1433)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(PARAMS))
 def test_params_and_macs_at_the_catalog_input_size(arch):
     model = build_model(ModelSpec(arch), device="meta")
@@ -139,6 +140,7 @@ def cpu_models():
     return {arch: build_model(ModelSpec(arch), device="cpu") for arch in ("transformer_base", "bert_base", "gcn")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["transformer_base", "bert_base"])
 def test_token_models_run_on_the_cpu_and_cost_the_same_as_on_meta(cpu_models, arch):
     model = cpu_models[arch]
@@ -161,6 +163,7 @@ def test_token_models_run_on_the_cpu_and_cost_the_same_as_on_meta(cpu_models, ar
     assert uncounted(cpu) == [] and uncounted(meta) == []
 
 
+@pytest.mark.slow
 def test_gcn_runs_on_the_cpu(cpu_models):
     model = cpu_models["gcn"]
     x = catalog_input("gcn", "cpu")
@@ -171,6 +174,7 @@ def test_gcn_runs_on_the_cpu(cpu_models):
     assert recorder.total.macs == MACS["gcn"] and uncounted(recorder) == []
 
 
+@pytest.mark.slow
 def test_big_models_output_shapes_on_meta():
     bert = build_model(ModelSpec("bert_large"), device="meta")
     sequence, pooled = bert(torch.empty(2, 128, dtype=torch.long, device="meta"))

@@ -143,6 +143,7 @@ def test_shapes_at_640():
     assert s["head.box_predict"] == [1, 36, 5, 5]
 
 
+@pytest.mark.slow
 def test_scaling_of_the_family():
     m49s = build_model(ModelSpec("spinenet49s"), "meta")
     assert m49s.backbone.stem_blocks[0][0].conv1.conv.out_channels == 41  # int(64 · 0.65)
@@ -173,6 +174,7 @@ def test_head_convs_are_shared_and_batchnorms_are_per_level():
 
 # --- Real forwards ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["spinenet49s"])  # 49 runs the same code (and the contract's 32×32 forward)
 @pytest.mark.parametrize("size", [(3, 256, 256), (3, 200, 312)])
 def test_forward_returns_per_level_class_and_box_outputs(arch, size):

@@ -217,6 +217,7 @@ def _stored(numel: int) -> bytes:
         ("wrong size", "lies.safetensors", None, r"declares 16 bytes \(F32 \[2, 2\]\) but its offsets span 8"),
     ],
 )
+@pytest.mark.slow
 def test_oversized_or_unbounded_checkpoints_are_refused_before_reading(case, filename, model, message, zip_bomb,
                                                                        zip_bomb_of_small_entries):
     data = {
@@ -377,6 +378,7 @@ SHAPES = str(ROOT / "assets" / "images" / "shapes.png")
         (("bench", "resnet50", "--min-runs", "-1"), "min_runs (timed runs per batch size) must be between 1 and 10000"),
     ],
 )
+@pytest.mark.slow
 def test_cli_refusals_are_one_line_and_exit_2(args, message, tmp_path):
     (tmp_path / "huge.png").write_bytes(png_header(12000, 9000))
     proc = run_cli(*(a.replace("{tmp}", str(tmp_path)) for a in args))
@@ -417,6 +419,7 @@ def test_number_flags_are_bounded_when_parsed(argv, message, capsys):
         (["swin-mask", "swin_t", "--block", "-1"], "block must be 0..1 in stage 1, got -1"),
     ],
 )
+@pytest.mark.slow
 def test_number_flags_the_engine_bounds_end_in_one_line(argv, message, capsys):
     assert main(argv) == 2
     captured = capsys.readouterr()

@@ -141,6 +141,7 @@ def test_the_limit_is_read_from_the_environment(monkeypatch, limit, refused):
     (lambda: analyse(ModelSpec("torchvision:ssdlite320_mobilenet_v3_large"), with_layers=False), 1_000_000,
      "0.0139 GB"),
 ], ids=["condconv_64_cpu", "detection_cost_fallback"])
+@pytest.mark.slow
 def test_real_builds_above_the_limit_are_refused_with_the_estimate(monkeypatch, request_, limit, estimate):
     if limit is not None:
         monkeypatch.setenv("EXPLORER_MAX_BUILD_BYTES", str(limit))

@@ -90,6 +90,7 @@ def test_replacing_mobilenet_v3_se_with_eca():
     assert count_type(swapped, "ECA") == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", ["doconv", "repvgg", "dbb"])
 def test_fold_gives_identical_outputs(block):
     where = "all" if block == "doconv" else "layer1.*.conv1,layer2.*.conv2"

@@ -48,6 +48,7 @@ def test_window_8_vs_4_at_256_follows_the_w_msa_formula(arch):
     assert w8["params"] - w4["params"] == (15 * 15 - 7 * 7) * table_entries == 24_288
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["swin_t", TIMM_SWIN_T])
 def test_window_and_shift_swaps_reach_the_mask_view(arch):
     plain = build_model(ModelSpec(arch), "cpu")
@@ -81,6 +82,7 @@ def _encoder_output(arch, *swaps):
     return features["out"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["vit_b_16", "timm:vit_tiny_patch16_224"])
 def test_scaled_dot_and_initial_general_score_reproduce_the_model(arch):
     original = _encoder_output(arch)
@@ -105,6 +107,7 @@ def test_score_functions_cost_what_the_hand_count_says():
     assert additive["uncounted_ops"] == []
 
 
+@pytest.mark.slow
 def test_score_swap_on_cross_attention_keeps_shapes():
     """DETR's decoder uses nn.MultiheadAttention (sequence-first) for self- and cross-attention."""
     model = build_model(ModelSpec("detr_r50", swaps=("tfm:score(kind=additive)@transformer.decoder.*",),
@@ -136,6 +139,7 @@ def test_swap_points_list_transformer_places():
     assert [p["shift"][0] for p in swin["window_attention"][:4]] == [0, 3, 0, 3]
 
 
+@pytest.mark.slow
 def test_score_swap_on_sequence_models_runs_the_chosen_score():
     """nn.TransformerEncoderLayer's fused fast path would compute scaled dot products from the weights
     and skip the swapped module; the swap keeps the layers on the path that calls it."""
@@ -156,6 +160,7 @@ def test_score_swap_on_sequence_models_runs_the_chosen_score():
     assert sum(type(m).__name__ == "ScoredMultiheadAttention" for m in transformer.modules()) == 18
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("arch", "size"), [("vit_b_16", None), ("bert_base", (16,))])
 def test_attention_view_shows_the_swapped_score(arch, size):
     from explorer.views.attention import attention_maps

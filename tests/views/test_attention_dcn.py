@@ -53,6 +53,7 @@ def deit():
     return build_model(ModelSpec("timm:deit_tiny_patch16_224"), device="cpu")
 
 
+@pytest.mark.slow
 def test_torchvision_vit_maps_leave_logits_unchanged(tv_vit):
     x = rand((2, 3, 64, 64))
     with torch.no_grad():
@@ -73,6 +74,7 @@ def test_torchvision_vit_maps_leave_logits_unchanged(tv_vit):
     assert attention_rollout(res, as_grid=True).shape == (2, 4, 4)
 
 
+@pytest.mark.slow
 def test_vit_map_equals_multihead_attention_need_weights(tv_vit):
     """Our map of a real layer equals nn.MultiheadAttention's own unfused weights on that layer's input."""
     x = rand((1, 3, 64, 64), 1)
@@ -117,6 +119,7 @@ def test_mha_recomputation_matches_module(kwargs, batch_first, masks):
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_deit_maps_match_unfused_path_and_leave_logits_unchanged(deit):
     x = rand((1, 3, 224, 224), 4)
     with torch.no_grad():
@@ -147,6 +150,7 @@ def test_hooks_removed_when_forward_raises(tv_vit):
 # Swin (torchvision and timm)
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_torchvision_swin_maps_match_library_softmax():
     import torchvision.models.swin_transformer as tvswin
 
@@ -205,6 +209,7 @@ def test_torchvision_swin_maps_match_library_softmax():
     assert q["map"][7:].sum() == 0 and q["map"][:, 7:].sum() == 0  # window (0, 0) only
 
 
+@pytest.mark.slow
 def test_timm_swin_maps_match_unfused_softmax():
     from timm.models.swin_transformer import SwinTransformer
 
@@ -334,6 +339,7 @@ def dcnv2_resnet():
     return build_model(ModelSpec("resnet50", input_size=(3, 128, 128), swaps=("preset:dcnv2",)), device="cpu")
 
 
+@pytest.mark.slow
 def test_capture_on_dcnv2_resnet50(dcnv2_resnet):
     model = dcnv2_resnet
     assert len(deformable_layers(model)) == 13

@@ -67,6 +67,7 @@ def capture_inputs(model, x, modules) -> list[tuple[tuple, dict]]:
 # PVT: spatial-reduction attention
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_pvt_v1_maps_are_over_the_reduced_grid_and_rebuild_the_output():
     model = build_model(ModelSpec("pvt_v1_tiny"))
     x = rand((1, 3, 224, 224), 1)
@@ -112,6 +113,7 @@ def _tiny_linear_pvt_v2():
                                       linear=True, num_classes=10).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["pvt_v2_b0", "pvt_v2_b2", "linear"])
 def test_pvt_v2_maps_match_timm_unfused_path(arch):
     model = _tiny_linear_pvt_v2() if arch == "linear" else build_model(ModelSpec(arch))
@@ -136,6 +138,7 @@ def test_pvt_v2_maps_match_timm_unfused_path(arch):
 # BoTNet and CoAtNet: all-to-all attention over a feature map with relative positions
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_botnet_maps_equal_a_hand_computation_with_relative_logits():
     model = build_model(ModelSpec("botnet26t_256"))
     x = rand((1, 3, 256, 256), 3)
@@ -162,6 +165,7 @@ def test_botnet_maps_equal_a_hand_computation_with_relative_logits():
     np.testing.assert_allclose(res["maps"]["stages.3.1.self_attn"][0, head], ref.numpy(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_coatnet_maps_match_timm_unfused_path():
     model = build_model(ModelSpec("coatnet_0_rw_224"))
     x = rand((1, 3, 224, 224), 4)
@@ -180,6 +184,7 @@ def test_coatnet_maps_match_timm_unfused_path():
 # DETR: encoder self-attention and the object queries' cross-attention over the image tokens
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_detr_maps_match_multihead_attention_weights():
     spec = ModelSpec("detr_r50", input_size=(3, 256, 256))
     model, x = build_model(spec), example_input(spec)
@@ -211,6 +216,7 @@ def test_detr_maps_match_multihead_attention_weights():
 # Token-id models: nn.TransformerEncoder (fused in eval) and nn.TransformerDecoder
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, length, layers, heads", [("bert_base", 16, 12, 12), ("transformer_base", 12, 6, 8)])
 def test_sequence_maps_keep_the_fused_encoder_and_match_multihead_attention(monkeypatch, arch, length, layers, heads):
     spec = ModelSpec(arch, input_size=(length,))
@@ -251,6 +257,7 @@ def test_sequence_maps_keep_the_fused_encoder_and_match_multihead_attention(monk
 # Hooks go away when the forward raises
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_hooks_removed_when_the_forward_raises(monkeypatch):
     botnet = build_model(ModelSpec("botnet26t_256"))
     assert hook_count(botnet) == 0
@@ -279,6 +286,7 @@ def test_hooks_removed_when_the_forward_raises(monkeypatch):
     ("bert_base", "16", 1, "16 random ids"),
     ("detr_r50", "3,256,256", 3, "object queries attends to the 8×8 encoder tokens"),
 ])
+@pytest.mark.slow
 def test_inside_attention_view_renders(arch, size, charts, text):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()

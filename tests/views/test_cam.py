@@ -68,6 +68,7 @@ def _input(size=(3, 96, 96)):
     return to_input(image, size)
 
 
+@pytest.mark.slow
 def test_gradcam_plus_plus_on_a_cnn_and_hooks_removed():
     model = build_model(ModelSpec("resnet18", input_size=(3, 96, 96)), "cpu")
     before = hook_count(model)
@@ -77,6 +78,7 @@ def test_gradcam_plus_plus_on_a_cnn_and_hooks_removed():
     assert hook_count(model) == before == 0
 
 
+@pytest.mark.slow
 def test_hooks_are_removed_when_the_cam_fails():
     model = build_model(ModelSpec("resnet18", input_size=(3, 96, 96)), "cpu")
     with pytest.raises(ExplorerError):
@@ -90,6 +92,7 @@ def test_hooks_are_removed_when_the_cam_fails():
     ("timm:deit_tiny_patch16_224", "blocks.11.norm1", "tokens"),
     ("swin_t", "features.7.1.norm1", "nhwc"),
 ])
+@pytest.mark.slow
 def test_transformer_targets_and_reshapes_are_derived_from_the_model(arch, layer, layout):
     model = build_model(ModelSpec(arch), "cpu")
     x = _input((3, 224, 224))
@@ -106,12 +109,14 @@ def test_token_grid_finds_the_class_token_prefix():
     assert token_grid(1 + 12 * 16, (192, 256)) == (1, 12, 16)
 
 
+@pytest.mark.slow
 def test_zero_initialised_vit_head_is_explained_not_shown_as_a_blank():
     model = build_model(ModelSpec("vit_b_16", input_size=(3, 64, 64)), "cpu")
     result = compute_cam(model, _input((3, 64, 64)), "gradcam")
     assert float(result["heat"].max()) == 0.0 and "zero" in result["note"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["integrated_gradients", "saliency", "occlusion"])
 def test_captum_attributions(method):
     model = build_model(ModelSpec("resnet18", input_size=(3, 64, 64)), "cpu")
@@ -199,6 +204,7 @@ def test_pretrained_weights_come_from_the_cache_without_network(tmp_path, monkey
     assert float(model.conv1.weight.flatten()[0]) == 0.5
 
 
+@pytest.mark.slow
 def test_dense_outputs_get_cams_of_a_whole_class_map():
     """Segmentation / keypoint models: a class's score is its map summed over positions. The CAM of
     HRNetV2's 19-class map equals the CAM of a classifier whose logits are those sums."""
@@ -220,6 +226,7 @@ def test_dense_outputs_get_cams_of_a_whole_class_map():
     assert attribution["heat"].shape == (64, 128)
 
 
+@pytest.mark.slow
 def test_detectors_are_told_why_they_get_no_cam():
     model = build_model(ModelSpec("asff", input_size=(3, 128, 128)), "cpu")
     with pytest.raises(ExplorerError, match="this model returns dict"):

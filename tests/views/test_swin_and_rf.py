@@ -38,6 +38,7 @@ def timm_swin():
     return build_model(ModelSpec("timm:swin_tiny_patch4_window7_224"), device="cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["tv_swin", "timm_swin"])
 def test_swin_config_read_from_model(which, request):
     cfg = swin_config(request.getfixturevalue(which), input_hw=(224, 224))
@@ -80,6 +81,7 @@ def _tv_stage_modules(model):
     return [m for m in model.features if isinstance(m, nn.Sequential) and hasattr(m[0], "attn")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hw", [(224, 224), (256, 256), (200, 232)])
 def test_mask_equals_torchvision_own_mask(tv_swin, monkeypatch, hw):
     """Capture the logits torchvision's shifted_window_attention feeds to softmax with q = k = 0 and a
@@ -173,6 +175,7 @@ def test_attention_cost_formulas():
 # Receptive fields
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_vgg16_conv5_3():
     # Each 3x3/1 conv adds 2*jump, each 2x2/2 pool adds 1*jump then doubles the jump:
     #   conv1_1,1_2: 1+2+2 = 5          pool1: 5+1 = 6,   j=2
@@ -194,6 +197,7 @@ def test_vgg16_conv5_3():
     assert corner["clipped"] and corner["y0"] == 0 and corner["unclipped"][0] == -90
 
 
+@pytest.mark.slow
 def test_resnet50_layer4_and_fx_equals_hooks():
     # torchvision ResNet-50 (v1.5: the stride sits on the 3x3 conv):
     #   conv1 7x7/2:        r = 7,                 j = 2
@@ -224,6 +228,7 @@ def test_resnet50_layer4_and_fx_equals_hooks():
     assert key(fx["rows"]) == key(hooks["rows"])
 
 
+@pytest.mark.slow
 def test_googlenet_inception_takes_max_of_branches():
     model = build_model(ModelSpec("googlenet"), device="cpu")
     rows = theoretical_rf(model, (3, 224, 224))
@@ -320,6 +325,7 @@ def test_data_dependent_model_falls_back_to_hooks():
         effective_rf(model, (3, 20, 20), "nope")
 
 
+@pytest.mark.slow
 def test_top_down_merges_keep_the_lateral_jump():
     # M2Det at 320: TUM decoders upsample 1→3→5→10→20→40 beside lateral maps; odd sizes must not shrink the
     # jump path after path (it fell below a pixel when the merge kept the finest of the two).

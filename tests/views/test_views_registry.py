@@ -111,6 +111,7 @@ def test_cli_views_run_the_job_kinds_the_pages_run(capsys, tmp_path, job_kinds_r
     assert rows["rows"] == rf["rows"] and job_kinds_run[-1] == "receptive_field"
 
 
+@pytest.mark.slow
 def test_cli_cam_view_matches_the_cam_command(capsys, job_kinds_run):
     image = str(ROOT / "assets" / "images" / "shapes.png")
     common = ("resnet18", "--input", "3,64,64", "--image", image, "--method", "gradcam", "--class", "3", "--json")
@@ -165,6 +166,7 @@ def test_every_labelled_view_has_a_link_here():
     assert set(LINKS) == {v.id for v in inside_views()}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("clear_streamlit_caches")
 @pytest.mark.parametrize("view", inside_views(), ids=lambda v: v.id)
 def test_a_link_to_each_view_opens_it(view):
@@ -176,6 +178,7 @@ def test_a_link_to_each_view_opens_it(view):
     assert shows(at)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("clear_streamlit_caches")
 def test_the_swap_page_offers_the_registrys_swap_views():
     at = open_page("pages/4_Swap.py", arch="resnet18", swaps="act:relu6@all", input="3,64,64")
