@@ -11,7 +11,7 @@ from explorer.tours import load_tours
 from explorer.text import escape_markdown
 from ui.common import QUOTED_LINK_TEXT, drop_unused_link_params, guard, int_from_link, page_setup, start_from_link
 from ui.presenter import PRESENTER_FLAG, arrow_keys, presenter_style
-from ui.tour_figures import render_figure
+from ui.tour_figures import FULL_WIDTH_IN_PRESENTER, render_figure
 
 page_setup("Tours", ":material/school:")
 
@@ -96,8 +96,11 @@ if present:
     st.caption(about + " · ← / → keys move between steps")  # the tour's title is the menu's, above
     if step["figure"].get("kind") == "text":
         step_prose()
+    elif step["figure"].get("kind") in FULL_WIDTH_IN_PRESENTER:  # too dense to sit beside the prose
+        step_prose()
+        step_figure()
     else:  # prose beside its figure: one screen, no scrolling
-        left, right = st.columns([5, 6], gap="medium")
+        left, right = st.columns([5.3, 6.7], gap="medium")
         with left:
             step_prose()
         with right:

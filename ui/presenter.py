@@ -1,8 +1,14 @@
 """Presenter mode for a projector: what a page needs to show one step per 1280×720 screen.
 
-- ``presenter_style()``: the sidebar and the toolbar out of the way, large type, tight spacing.
-- ``show_chart(fig)``: every chart of the page through here; in presenter mode its text is at least
-  PRESENTER_FONT_PX (a projector's back row reads 18 px, not Plotly's 12) and its height fits beside the prose.
+- ``presenter_style()``: the sidebar and the toolbar out of the way, large type, tight spacing, large table text.
+- ``for_screen(fig)``: the one place a chart gets the presenter layout. Every chart a tour step shows passes
+  through it: the tour's own through ``show_chart``, the Inside views' (Swin masks, receptive fields, channel
+  connectivity) as their ``layout`` argument. In presenter mode its text is at least PRESENTER_FONT_PX (a
+  projector's back row reads 18 px, not Plotly's 12) and its height fits beside the prose; otherwise it is
+  left exactly as drawn.
+- ``presenter_table(frame, columns)``: in presenter mode, a table as HTML in large type (st.dataframe's canvas
+  ignores the page's CSS), formatted as its column configuration says, scrolling inside a box when it has
+  more rows than the screen holds.
 - ``arrow_keys(previous_key, next_key)``: ← / → press the page's Previous / Next buttons. A tiny same-origin
   iframe (streamlit.components.v1.html) listens to the page's keydown and clicks the buttons Streamlit renders
   with those keys; keys typed into a text box or a menu are left alone.
@@ -11,30 +17,42 @@ The mode is a session flag (``st.session_state[PRESENTER_FLAG]``) that the page 
 """
 from __future__ import annotations
 
+import functools
 import json
+import re
+import textwrap
 
+import pandas as pd
 import streamlit as st
 import streamlit.components.v1 as components
 
+from explorer.text import escape_markdown
 from ui.common import plot_config
 
 PRESENTER_FLAG = "presenter_mode"
-PRESENTER_FONT_PX = 20  # axis ticks, labels, legend and hover text
-PRESENTER_TITLE_PX = 24
+PRESENTER_FONT_PX = 20  # axis ticks, labels, legend, colour bars, annotations and hover text
+PRESENTER_TITLE_PX = 22
 PRESENTER_CHART_HEIGHT = 380  # px: beside the prose (or under a short table), within a 720-pixel-high screen
+PRESENTER_TABLE_HEIGHT = 330  # px: a taller table scrolls inside its box (about 8 rows and the header)
+TITLE_LINE_CHARS = 44  # a chart title's line at PRESENTER_TITLE_PX in the figure column (~700 px)
 
 _STYLE = """<style>
 section[data-testid="stSidebar"], div[data-testid="stSidebarCollapsedControl"], header[data-testid="stHeader"]
   {display: none !important}
-.stMainBlockContainer {padding-top: 1rem !important; padding-bottom: 0.5rem !important; max-width: 100% !important}
-.stMainBlockContainer p, .stMainBlockContainer li {font-size: 1.3rem; line-height: 1.45}
+.stMainBlockContainer {padding: 0.5rem 2rem 0.5rem 2rem !important; max-width: 100% !important}
+.stMainBlockContainer p, .stMainBlockContainer li {font-size: 1.15rem; line-height: 1.38}
 .stMainBlockContainer h2 {font-size: 2rem; padding: 0.2rem 0}
-.stMainBlockContainer h3 {font-size: 1.6rem; padding: 0.2rem 0}
+.stMainBlockContainer h3 {font-size: 1.55rem; padding: 0 0 0.2rem 0}
 .stMainBlockContainer [data-testid="stCaptionContainer"] p {font-size: 1.05rem}
-.stMainBlockContainer [data-testid="stMetricValue"] {font-size: 2rem}
+.stMainBlockContainer [data-testid="stMetricValue"] p {font-size: 1.9rem; line-height: 1.3}
 .stMainBlockContainer [data-testid="stMetricLabel"] p {font-size: 1.1rem}
-.stMainBlockContainer [data-testid="stVerticalBlock"] {gap: 0.6rem}
-.stMainBlockContainer [data-testid="stSelectbox"] input {font-size: 1.3rem !important; font-weight: 600}
+.stMainBlockContainer [data-testid="stVerticalBlock"] {gap: 0.5rem}
+.stMainBlockContainer [data-testid="stSelectbox"] input {font-size: 1.2rem !important; font-weight: 600}
+.stMainBlockContainer [data-testid="stTable"] th, .stMainBlockContainer [data-testid="stTable"] td
+  {padding: 0.15rem 0.35rem; vertical-align: bottom}
+.stMainBlockContainer [data-testid="stTable"] p {font-size: 1.125rem; line-height: 1.3; margin: 0}
+.stMainBlockContainer [data-testid="stTable"] tbody p {white-space: nowrap}
+.stMainBlockContainer [data-testid="stTable"] thead p {font-weight: 600}
 </style>"""
 
 
@@ -47,23 +65,98 @@ def presenter_style():
     st.markdown(_STYLE, unsafe_allow_html=True)
 
 
-def presenter_layout(fig):
-    """`fig` (a Plotly figure) with every text at least PRESENTER_FONT_PX and a height that fits the screen."""
-    fig.update_layout(font=dict(size=PRESENTER_FONT_PX), title_font_size=PRESENTER_TITLE_PX,
+def _wrapped(text: str | None, line_chars: int) -> str | None:
+    """A title broken into lines of at most `line_chars` characters (Plotly does not wrap titles)."""
+    if not text:
+        return text
+    lines = re.split(r"<br\s*/?>", text)
+    return "<br>".join(part for line in lines for part in (textwrap.wrap(line, line_chars) or [""]))
+
+
+def presenter_layout(fig, height: int = PRESENTER_CHART_HEIGHT, title_chars: int = TITLE_LINE_CHARS,
+                     annotation_chars: int | None = None):
+    """`fig` (a Plotly figure) with every text at least PRESENTER_FONT_PX and a height of at most `height`.
+
+    Titles wrap at `title_chars` characters (a narrow chart gets a smaller number) and the top margin grows
+    with their lines; annotations (subplot titles) wrap at `annotation_chars` when given; colour-bar titles
+    turn to the bar's side, where they take no width from the plot."""
+    title = _wrapped(fig.layout.title.text, title_chars)
+    if annotation_chars:
+        fig.for_each_annotation(lambda note: note.update(text=_wrapped(note.text, annotation_chars)))
+    title_lines = title.count("<br>") + 1 if title else 0
+    # subplot titles of the top row stand above the plot, in the same margin as the title
+    top_note_lines = max((note.text.count("<br>") + 1 for note in fig.layout.annotations
+                          if note.text and note.yref == "paper" and (note.y or 0) >= 0.95), default=0)
+    fig.update_layout(font=dict(size=PRESENTER_FONT_PX),
+                      # from the top edge down (Plotly lifts a multi-line title's first line a little: the pad),
+                      # over a top margin sized for its lines
+                      title=dict(text=title, font_size=PRESENTER_TITLE_PX, yref="container", y=1, yanchor="top",
+                                 pad=dict(t=16)),
                       legend_font_size=PRESENTER_FONT_PX, hoverlabel_font_size=PRESENTER_FONT_PX,
-                      height=min(fig.layout.height or PRESENTER_CHART_HEIGHT, PRESENTER_CHART_HEIGHT),
-                      margin=dict(t=40, b=10, r=40))
+                      uniformtext=dict(minsize=PRESENTER_FONT_PX, mode="hide"),  # treemap labels: large or none
+                      height=min(fig.layout.height or height, height),
+                      margin=dict(t=30 + round(1.3 * (PRESENTER_TITLE_PX * title_lines + PRESENTER_FONT_PX * top_note_lines)),
+                                  b=10, r=30, l=10))
     fig.update_traces(cliponaxis=False, selector=dict(type="scatter"))  # labels of points at the edges stay whole
+    fig.update_traces(colorbar=dict(tickfont_size=PRESENTER_FONT_PX, title_font_size=PRESENTER_FONT_PX,
+                                    title_side="right"), selector=lambda trace: "colorbar" in trace)
+    fig.update_annotations(font_size=PRESENTER_FONT_PX)  # subplot titles and notes
     fig.update_xaxes(tickfont_size=PRESENTER_FONT_PX, title_font_size=PRESENTER_FONT_PX)
     fig.update_yaxes(tickfont_size=PRESENTER_FONT_PX, title_font_size=PRESENTER_FONT_PX)
     return fig
 
 
-def show_chart(fig, **kwargs):
-    """st.plotly_chart at full width with the app's export settings; large type in presenter mode."""
-    if presenter_on():
-        presenter_layout(fig)
-    st.plotly_chart(fig, width="stretch", config=plot_config(), **kwargs)
+def for_screen(fig, **presenter_options):
+    """The figure as the page shows it: presenter_layout(fig, **presenter_options) in presenter mode, else as is."""
+    return presenter_layout(fig, **presenter_options) if presenter_on() else fig
+
+
+def narrow(**presenter_options):
+    """for_screen with options, as one argument for a view's `layout`: narrow(title_chars=24, height=340)."""
+    return functools.partial(for_screen, **presenter_options)
+
+
+def show_chart(fig, **presenter_options):
+    """st.plotly_chart at full width with the app's export settings; large type in presenter mode (where
+    `presenter_options`, e.g. height=300, go to presenter_layout)."""
+    st.plotly_chart(for_screen(fig, **presenter_options), width="stretch", config=plot_config())
+
+
+def _printf_to_format(printf: str | None):
+    """Streamlit's column format ("%,.2f", "%,d", "%.1f%%") as a Python formatter; None for plain text."""
+    match = re.fullmatch(r"%(,?)(\.\d+)?([dfe])(%%)?", printf or "")
+    if not match:
+        return None
+    comma, precision, kind, percent = match.groups()
+    spec = "{:" + comma + (precision or "") + kind + "}" + ("%" if percent else "")
+    return lambda value: "" if value is None or pd.isna(value) else spec.format(value)
+
+
+def _plain(value) -> str:
+    """A text cell, shown as typed: st.table renders its cells as markdown."""
+    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else escape_markdown(value)
+
+
+TABLE_HEADER_PX, TABLE_ROW_PX = 100, 30  # a row of 18 px type with its padding; a header of up to four lines
+
+
+def presenter_table_height(rows: int, most: int = PRESENTER_TABLE_HEIGHT) -> int:
+    """How tall presenter_table draws `rows` rows, in pixels (at most `most`)."""
+    return min(most, TABLE_HEADER_PX + TABLE_ROW_PX * rows)
+
+
+def presenter_table(frame: pd.DataFrame, columns: dict, most: int = PRESENTER_TABLE_HEIGHT):
+    """The frame's `columns` (Streamlit column configurations by key, in order) as an HTML table in large type,
+    with the configurations' labels and number formats: st.dataframe draws on a canvas that the page's CSS
+    cannot enlarge. A table taller than `most` pixels scrolls inside its box."""
+    frame = frame[[key for key in columns if key in frame]]
+    shown = pd.DataFrame({
+        columns[key]["label"]: frame[key].map(_printf_to_format(columns[key].get("type_config", {}).get("format"))
+                                              or _plain)
+        for key in frame})
+    tall = TABLE_HEADER_PX + TABLE_ROW_PX * len(shown) > most
+    box = st.container(height=most, border=False) if tall else st.container()
+    box.table(shown.set_index(shown.columns[0]))
 
 
 _ARROW_KEYS = """<script>

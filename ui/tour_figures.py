@@ -1,17 +1,58 @@
-"""Live figures for tour steps, one renderer per figure kind (see explorer/tours.py)."""
+"""Live figures for tour steps, one renderer per figure kind (see explorer/tours.py).
+
+Every chart goes through ui.presenter (show_chart, or a view's `layout=narrow(...)`) and every table through
+presenter_table in presenter mode, so that a step reads on a projector and fits its 1280×720 screen."""
 from __future__ import annotations
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from explorer.compare import label_of, spec_from_item
+from explorer.layers import rolled_up
 from explorer.errors import ExplorerError
 from explorer.spec import ModelSpec
 from explorer.units import format_bytes, format_count
 from ui.common import cached_compare_row, cached_fold, cached_sweep, cost_of
-from ui.components import compare_table, layer_table, structural_depth, totals
+from ui.components import (COMPARE_COLUMNS, LAYER_COLUMNS, compare_table, layer_frame, layer_table, structural_depth,
+                           totals)
 from ui.figures import cost_treemap
-from ui.presenter import show_chart
+from ui.presenter import (PRESENTER_CHART_HEIGHT, narrow, presenter_on, presenter_table,
+                          presenter_table_height, show_chart)
+
+# The columns a projector's figure column (~680 px at 18 px type) holds, under shorter names, the figures first:
+# a wider table scrolls sideways, so the descriptive columns go last. The others derive from these (memory
+# access in elements is the bytes over the element size) or stay on the normal view.
+PRESENTER_LAYER_COLUMNS = {"layer": "Layer", "params": "Params", "MACs (M)": "MACs (M)",
+                           "share of MACs (%)": "MACs share", "memory access (MB)": "Memory access (MB)",
+                           "output shape": "Output", "type": "Type"}
+PRESENTER_COMPARE_COLUMNS = {"label": "Model", "params_m": "Params (M)", "gmacs": "GMACs",
+                             "memory_access_mb": "Memory access (MB)", "activations_m": "Activations (M)",
+                             "published_top1": "Published", "input": "Input", "published_metric": "Metric"}
+# Figures too dense for the column beside the prose: in presenter mode they take the screen's width below it,
+# and such a step is taller than one screen.
+FULL_WIDTH_IN_PRESENTER = {"connectivity"}
+PRESENTER_FIGURE_HEIGHT = 550  # px: the figure column's share of a 720-pixel screen (controls and caption above)
+
+
+def _presenter_columns(columns: dict, shown: dict) -> dict:
+    """The column configurations `shown` names, each under its shorter name."""
+    return {key: {**columns[key], "label": label} for key, label in shown.items()}
+
+
+def _compare_columns_shown(rows: list[dict]) -> dict:
+    """The presenter's comparison columns, narrower where the rows allow: an input or a published metric that
+    every row shares moves into its column's header."""
+    shown = dict(PRESENTER_COMPARE_COLUMNS)
+    inputs = {r["input"] for r in rows}
+    if len(inputs) == 1:
+        del shown["input"]
+        shown["label"] = f"Model (input {next(iter(inputs))})"
+    headlines = {r["published_metric"] for r in rows if r["published_metric"]}
+    if len(headlines) <= 1:
+        del shown["published_metric"]
+        shown["published_top1"] = " ".join(["Published", *headlines])
+    return shown
 
 
 def side_by_side(base: dict, swapped: dict, base_label: str, swapped_label: str):
@@ -34,14 +75,24 @@ def _model_totals(fig):
 def _layer_table(fig):
     result = cost_of(ModelSpec(fig["arch"]))
     # a step may name its depth; otherwise the one that shows the structure (no row above half the MACs)
-    layer_table(result["layers"], int(fig.get("depth") or structural_depth(result["layers"])))
+    depth = int(fig.get("depth") or structural_depth(result["layers"]))
+    if presenter_on():
+        presenter_table(layer_frame(rolled_up(result["layers"], depth)),
+                        _presenter_columns(LAYER_COLUMNS, PRESENTER_LAYER_COLUMNS), most=PRESENTER_FIGURE_HEIGHT)
+    else:
+        layer_table(result["layers"], depth)
 
 
 def _compare(fig):
     rows = [cached_compare_row(spec_from_item(item).key()) for item in fig["specs"]]
     x = fig.get("x", "gmacs")
     names = {"gmacs": "GMACs", "params_m": "parameters (M)", "memory_access_mb": "memory access (MB)"}
-    compare_table(rows)
+    if presenter_on():
+        presenter_table(pd.DataFrame(rows), _presenter_columns(COMPARE_COLUMNS, _compare_columns_shown(rows)))
+    else:
+        compare_table(rows)
+    # beside the prose in presenter mode, the chart takes what the table leaves of the figure column
+    height = min(PRESENTER_CHART_HEIGHT, max(250, PRESENTER_FIGURE_HEIGHT - presenter_table_height(len(rows))))
     # One accuracy metric per plot (ImageNet top-1 and COCO AP are not one scale): the most common one.
     metrics = [r["published_metric"] for r in rows if r["published_metric"]]
     metric = max(metrics, key=metrics.count) if metrics else None
@@ -50,11 +101,11 @@ def _compare(fig):
         plot = go.Figure(go.Scatter(x=[r[x] for r in with_acc], y=[r["published_top1"] for r in with_acc],
                                     mode="markers+text", text=[r["label"] for r in with_acc], textposition="top center"))
         plot.update_layout(xaxis_title=names.get(x, x), yaxis_title=f"published {metric}", height=400)
-        show_chart(plot)
+        show_chart(plot, height=height)
     else:
         plot = go.Figure(go.Bar(x=[r["label"] for r in rows], y=[r[x] for r in rows]))
         plot.update_layout(yaxis_title=names.get(x, x), height=380)
-        show_chart(plot)
+        show_chart(plot, height=height)
 
 
 def _swap(fig):
@@ -95,20 +146,27 @@ def _resolution_sweep(fig):
 def _swin_mask(fig):
     from ui.inside import swin_mask_view
 
-    swin_mask_view(ModelSpec(fig["arch"]), int(fig.get("stage", 1)), int(fig.get("block", 1)))
+    # two charts side by side in the figure column: half its width each, so titles wrap sooner
+    stage, block = int(fig.get("stage", 1)), int(fig.get("block", 1))
+    # a key per step: each step opens on its own most-masked window, not the one the last step chose
+    swin_mask_view(ModelSpec(fig["arch"]), stage, block, key=f"tour_swin_{stage}_{block}",
+                   layout=narrow(title_chars=24, height=430))
 
 
 def _receptive_field(fig):
     from ui.inside import receptive_field_view
 
-    receptive_field_view(ModelSpec(fig["arch"]), fig.get("layer"))
+    # under the layer menu and the three figures: a shorter chart
+    receptive_field_view(ModelSpec(fig["arch"]), fig.get("layer"), layout=narrow(height=320))
 
 
 def _connectivity(fig):
     from ui.connectivity import connectivity_view
 
+    # the screen's whole width under the prose (FULL_WIDTH_IN_PRESENTER), at the view's own heights: two rows of
+    # up to six factors each, whose subplot titles wrap at 20 px
     connectivity_view(ModelSpec(fig["arch"], swaps=tuple(fig.get("swaps", ()))), key="tour_connectivity",
-                      block=fig.get("block"))
+                      block=fig.get("block"), layout=narrow(height=660, title_chars=100, annotation_chars=34))
 
 
 RENDERERS = {

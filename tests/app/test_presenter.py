@@ -68,3 +68,106 @@ def test_presenter_mode_on_a_1280_by_720_screen(app_server, browser):
     expect(page).to_have_url(re.compile(r"[?&]step=1(&|$)"), timeout=30_000)
     assert page.get_by_test_id("stException").count() == 0
     page.close()
+
+
+# --- the presenter layout itself: no browser, no server --------------------------------------------------------
+
+def _figure_fonts(fig) -> list[float]:
+    """Every font size a Plotly figure sets after Plotly's own defaults: text a size does not name inherits the
+    layout font."""
+    layout = fig.layout
+    base = layout.font.size
+    sizes = [base, layout.title.font.size or base, layout.legend.font.size or base]
+    for axis in [*fig.select_xaxes(), *fig.select_yaxes()]:
+        sizes += [axis.tickfont.size or base, axis.title.font.size or base]
+    for trace in fig.data:
+        if "colorbar" in trace:
+            sizes += [trace.colorbar.tickfont.size or base, trace.colorbar.title.font.size or base]
+    sizes += [annotation.font.size or base for annotation in layout.annotations]
+    return sizes
+
+
+def _connectivity_like_figure():
+    """Two rows of heatmaps with subplot titles at 10 px and a colour bar, as ui.connectivity draws them."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=2, subplot_titles=["conv<br>3×3", "group<br>1×1", "so far", "so far"])
+    for row in (1, 2):
+        for col in (1, 2):
+            fig.add_trace(go.Heatmap(z=[[0, 1], [1, 0]], colorbar=dict(title="paths (count)")), row=row, col=col)
+    fig.update_annotations(font_size=10)
+    fig.update_layout(height=660, title="Top: each factor in call order (black = connected, 0/1). Bottom: paths")
+    return fig
+
+
+def test_presenter_layout_raises_every_text_of_a_figure_and_wraps_its_title():
+    from ui.presenter import PRESENTER_CHART_HEIGHT, presenter_layout
+
+    fig = presenter_layout(_connectivity_like_figure(), title_chars=24)
+    sizes = _figure_fonts(fig)
+    assert len(sizes) == 3 + 4 * 2 * 2 + 4 * 2 + 4  # layout, 4 x + 4 y axes, 4 colour bars, 4 subplot titles
+    assert min(sizes) >= PRESENTER_FONT_PX >= 18
+    assert fig.layout.height == PRESENTER_CHART_HEIGHT  # 660 px would not fit beside the prose
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) == 4 and max(map(len, lines)) <= 24
+    assert " ".join(lines) == "Top: each factor in call order (black = connected, 0/1). Bottom: paths"
+    assert all(trace.colorbar.title.side == "right" for trace in fig.data)
+
+
+def test_outside_presenter_mode_a_figure_is_left_exactly_as_drawn(monkeypatch):
+    import streamlit as st
+
+    from ui import presenter
+
+    monkeypatch.setattr(st, "session_state", {presenter.PRESENTER_FLAG: False})
+    fig = _connectivity_like_figure()
+    before = fig.to_json()
+    assert presenter.for_screen(fig) is fig and fig.to_json() == before
+    assert presenter.narrow(height=300)(fig).to_json() == before
+    monkeypatch.setattr(st, "session_state", {presenter.PRESENTER_FLAG: True})
+    assert presenter.narrow(height=300)(fig).layout.height == 300
+
+
+def test_presenter_tables_keep_the_column_formats():
+    from ui.presenter import _printf_to_format
+
+    assert _printf_to_format("%,d")(25557032) == "25,557,032"
+    assert _printf_to_format("%,.2f")(4089.1844) == "4,089.18"
+    assert _printf_to_format("%.1f%%")(12.345) == "12.3%"
+    assert _printf_to_format("%,.3f")(float("nan")) == ""
+    assert _printf_to_format(None) is None  # text columns are shown as they are
+
+
+def test_a_comparison_folds_what_its_rows_share_into_the_headers():
+    from ui.tour_figures import PRESENTER_COMPARE_COLUMNS, _compare_columns_shown
+
+    same = [{"input": "3×224×224", "published_metric": "ImageNet top-1 (%)"},
+            {"input": "3×224×224", "published_metric": None}]
+    shown = _compare_columns_shown(same)
+    assert shown["label"] == "Model (input 3×224×224)" and "input" not in shown
+    assert shown["published_top1"] == "Published ImageNet top-1 (%)" and "published_metric" not in shown
+    mixed = [{"input": "3×224×224", "published_metric": "ImageNet top-1 (%)"},
+             {"input": "3×640×640", "published_metric": "COCO val2017 box AP (%)"}]
+    assert _compare_columns_shown(mixed) == PRESENTER_COMPARE_COLUMNS
+
+
+def test_presenter_tour_step_tables_are_html_tables_in_large_type():
+    """In presenter mode a layer-table step and a comparison step draw st.table (HTML, which the page's CSS
+    enlarges) with the presenter's columns; the normal view keeps its interactive dataframe."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    at.query_params.update({"tour": "resnet", "step": "1", "present": "1"})
+    at.switch_page("pages/7_Tours.py")
+    at.run()
+    assert not at.exception and len(at.table) == 1 and len(at.dataframe) == 0
+    frame = at.table[0].value
+    assert frame.index.name == "Layer" and list(frame.columns) == ["Params", "MACs (M)", "MACs share",
+                                                                   "Memory access (MB)", "Output", "Type"]
+    assert frame.loc["conv1", "Params"] == "9,408" and frame.loc["conv1", "MACs (M)"] == "118.01"  # 64·3·7·7
+    at.toggle(key="tour_present").set_value(False).run()
+    assert not at.exception and len(at.table) == 0 and len(at.dataframe) == 1
