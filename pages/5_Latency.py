@@ -120,7 +120,7 @@ def time_batch_by_batch(item: dict, done: int, total: int, progress) -> dict | N
                                               "per_layer": settings["per_layer"] and index == 0},
                    **({"worker": worker} if worker else {})}
         result, job = run_job("bench", payload, f"Timing {shown} at batch {batch} ({step} of {total})",
-                              with_job=True)
+                              with_job=True, asked=True)  # this run follows the person's Run click
         progress.progress(step / total, text=f"Timed {shown} at batch {batch} ({step} of {total})")
         timing = {"waited_s": timing["waited_s"] + job.waited_s, "ran_s": timing["ran_s"] + job.ran_s,
                   "cached": timing["cached"] and job.cached}

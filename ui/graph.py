@@ -147,7 +147,7 @@ def run_latency(spec: ModelSpec) -> None:
     from ui.jobs import run_job
 
     payload, expected = latency_job(spec)
-    result = run_job("bench", payload, f"Timing every layer of {spec.arch}", expected=expected)
+    result = run_job("bench", payload, f"Timing every layer of {spec.arch}", expected=expected, asked=True)
     if result.get("error"):
         from explorer.errors import ExplorerError
 

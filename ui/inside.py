@@ -20,7 +20,7 @@ from ui.jobs import confirm_estimate, job_estimate, run_job
 def _erf(spec_key: str, layer: str, expected=None) -> dict:
     spec = json.loads(spec_key)
     return run_job("erf", {"spec": spec, "layer": layer}, f"Effective receptive field of {spec['arch']} at {layer}",
-                   expected=expected)
+                   expected=expected, asked=True)  # started by its button
 
 
 def _swin(spec_key: str, stage: int, block: int, window: int | None) -> dict:

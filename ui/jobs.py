@@ -34,7 +34,8 @@ class JobCancelled(ExplorerError):
     """The person pressed Cancel."""
 
 
-def run_job(kind: str, payload: dict, label: str, with_job: bool = False, expected: Estimate | None = None):
+def run_job(kind: str, payload: dict, label: str, with_job: bool = False, expected: Estimate | None = None,
+            asked: bool = False):
     """Runs `kind` for this session and returns its result; raises ExplorerError with the reason when it
     fails or is cancelled (JobCancelled). While it waits: its place in the queue, its progress (a bar when the
     job reports counts, "N of M"), the time `expected` and Cancel. A rerun (another click) finds the same job
@@ -43,6 +44,17 @@ def run_job(kind: str, payload: dict, label: str, with_job: bool = False, expect
     this session's next estimates."""
     service = job_service()
     sid = session_id()
+    # A cancel sticks: the same request is not queued again by the next rerun (any widget touched), only by
+    # the person asking again: the "Run again" button here, or the caller's own button (`asked`).
+    cancelled = st.session_state.setdefault("cancelled_jobs", set())
+    signature = job_key(kind, payload)
+    if asked:
+        cancelled.discard(signature)
+    if signature in cancelled:
+        tag = hashlib.sha256(signature.encode()).hexdigest()[:16]
+        if not st.button(f"Run again: {label}", key=f"job_again_{tag}"):
+            raise JobCancelled(f"{label} was cancelled; “Run again” runs it")
+        cancelled.discard(signature)
     job = service.submit(sid, kind, payload)
     if job.finished:
         return _outcome(job, with_job, expected)
@@ -54,8 +66,9 @@ def run_job(kind: str, payload: dict, label: str, with_job: bool = False, expect
         cancel = st.button("Cancel", key=f"job_cancel_{key}", help="Stop this job; it runs again when you ask again")
     if cancel:
         service.cancel(job, sid)
+        cancelled.add(signature)
         box.empty()
-        raise JobCancelled(f"{label} was cancelled; ask again to run it")
+        raise JobCancelled(f"{label} was cancelled")
     while not job.finished:
         service.touch(sid)
         if job.state == QUEUED:

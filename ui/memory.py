@@ -190,7 +190,8 @@ def _train_bench(spec: ModelSpec, optimizer: str):
         if not st.button("Time a training step", key="model_memory_train_bench"):
             return
         with guard("The training-step benchmark"):
-            result = run_job("train_bench", payload, f"Timing a training step of {spec.arch}", expected=expected)
+            result = run_job("train_bench", payload, f"Timing a training step of {spec.arch}", expected=expected,
+                             asked=True)
             if result.get("error"):
                 st.error(escape_markdown(result["error"]))
                 return
