@@ -4,8 +4,8 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import ROOT
 
 
-def open_page(page=None, **query):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+def open_page(page=None, timeout=120, **query):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
     at.run()
     if page:
         for key, value in query.items():

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from explorer.compare import READY_MADE, compare_row, spec_from_item
 from explorer.cost import analyse
@@ -15,6 +14,7 @@ from explorer.errors import ExplorerError
 from explorer.layers import rolled_up
 from explorer.spec import ModelSpec
 from tests.conftest import ROOT
+from tests.page_support import open_page
 from ui.components import (before_after, changed_place, changed_places_text, parse_batch_list, rf_frame,
                            structural_depth)
 from ui.figures import (attention_formula_plot, class_weight_plot, cost_treemap, decade_text, decade_texts, label_decades,
@@ -23,16 +23,8 @@ from ui.figures import (attention_formula_plot, class_weight_plot, cost_treemap,
 pytestmark = pytest.mark.usefixtures("clear_streamlit_caches")
 
 
-def open_page(page=None, **query):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
-    at.run()
-    if page:
-        for key, value in query.items():
-            at.query_params[key] = value
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+def open_heavy_page(page=None, **query):
+    return open_page(page, timeout=240, **query)  # the heaviest pages, on a busy machine
 
 
 def log_axes(fig) -> dict[str, dict]:
@@ -191,7 +183,7 @@ def test_an_added_se_block_is_named_as_se_with_before_and_after():
 
 @pytest.mark.slow
 def test_the_swap_page_shows_before_and_after_per_layer():
-    at = open_page("pages/4_Swap.py", arch="resnet18", swaps="attn:se@all", input="3,64,64")
+    at = open_heavy_page("pages/4_Swap.py", arch="resnet18", swaps="attn:se@all", input="3,64,64")
     assert not at.error, [e.value for e in at.error]
     assert any(m.value.startswith("**8 places changed**: SE added after `layer1.0.bn2`") for m in at.markdown)
     table = at.dataframe[0].value
@@ -204,7 +196,7 @@ def test_the_swap_page_shows_before_and_after_per_layer():
 @pytest.mark.slow
 def test_a_fold_says_when_it_costs_what_the_base_model_costs():
     """DO-Conv folds into the very conv it replaced: the folded model's cost is the base model's."""
-    at = open_page("pages/4_Swap.py", arch="resnet18", swaps="conv:doconv@layer1.0.conv1", input="3,64,64")
+    at = open_heavy_page("pages/4_Swap.py", arch="resnet18", swaps="conv:doconv@layer1.0.conv1", input="3,64,64")
     next(b for b in at.button if b.label.startswith("Fold")).click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     from explorer.reparam import fold_report
@@ -219,7 +211,7 @@ def test_a_fold_says_when_it_costs_what_the_base_model_costs():
 
 @pytest.mark.slow
 def test_the_model_page_opens_its_table_at_the_structural_depth():
-    at = open_page("pages/2_Model.py", arch="vgg16")
+    at = open_heavy_page("pages/2_Model.py", arch="vgg16")
     assert at.slider(key="model_depth").value == 2  # VGG's depth 1 is features (99 %) and classifier
     table = at.dataframe[1].value
     assert max(table["share of MACs (%)"]) <= 50 and "features.0" in set(table["layer"])
@@ -227,7 +219,7 @@ def test_the_model_page_opens_its_table_at_the_structural_depth():
 
 @pytest.mark.slow
 def test_the_latency_page_times_batch_by_batch_and_flags_its_spread():
-    at = open_page("pages/5_Latency.py", input="3,32,32")
+    at = open_heavy_page("pages/5_Latency.py", input="3,32,32")
     # a form's fields are sent with its button: typed and clicked in one run
     at.text_input(key="lat_batch_text").input("4, 1")
     at.checkbox(key="lat_per_layer").uncheck()
@@ -295,7 +287,7 @@ def test_the_swin_formula_caption_matches_its_chart():
 def test_the_losses_captions_cite_no_document_and_match_their_figure():
     from explorer.losses import class_weights, long_tail_counts
 
-    at = open_page("pages/8_Losses.py")
+    at = open_heavy_page("pages/8_Losses.py")
     captions = " ".join(c.value for c in at.caption)
     assert "document" not in captions
     assert "the rarest class gets the largest weight, the most frequent the smallest" in captions
@@ -341,7 +333,7 @@ def test_the_sidebar_calls_the_entry_page_home():
     assert "base" not in config.get("theme", {})  # the browser's light or dark preference decides
     pages = app_pages()
     assert pages[0] == ("app.py", "Home") and len(pages) == 1 + len(list(Path(ROOT, "pages").glob("[!._]*.py")))
-    at = open_page()
+    at = open_heavy_page()
     links = [link.proto.label for link in at.sidebar.get("page_link")]
     assert links[:3] == ["Home", "Catalog", "Model"] and "app" not in links
 
