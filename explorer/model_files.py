@@ -346,7 +346,7 @@ def read_onnx(data: bytes, filename: str) -> dict[str, Any]:
     return _with_groups(filename, nodes, groups, edges, not_costed, inputs, values)
 
 
-def _with_groups(filename, nodes, groups, edges, not_costed, inputs, values) -> dict[str, Any]:
+def _with_groups(filename, nodes, groups, edges, not_costed, inputs, values, source="onnx") -> dict[str, Any]:
     """Groups carry the sums of their members (inclusive figures, as the cost report's containers do)."""
     sums = {gid: collections.Counter() for gid in groups}
     for node in nodes:
@@ -369,10 +369,438 @@ def _with_groups(filename, nodes, groups, edges, not_costed, inputs, values) -> 
     leaves = [n for n in all_nodes if not n["group"]]
     totals = {key: sum(n[key] for n in leaves) for key in ("params", "macs", "memory_access_bytes", "activations")}
     return {
-        "arch": str(filename)[:200], "spec": None, "source": "onnx",
+        "arch": str(filename)[:200], "spec": None, "source": source,
         "input_shape": list(values[inputs[0].name].shape) if inputs and values.get(inputs[0].name) is not None else [],
         "traced_on": "meta", "totals": totals,
         "uncounted_ops": [{"op": op, "count": count} for op, count in sorted(not_costed.items())],
         "max_depth": max((n["depth"] for n in all_nodes), default=1),
         "nodes": all_nodes, "edges": [{"src": s, "dst": d, "shape": shape} for (s, d), shape in edges.items()],
     }
+
+
+# --- torch.export .pt2 archives ---------------------------------------------------------------------------
+
+MAX_PT2_JSON_BYTES = 64 * 2**20  # models/model.json; resnet50's is under 0.5 MB
+MAX_PT2_NODES = MAX_ONNX_NODES
+MAX_PT2_RANK = 16
+MAX_PT2_DIM = 2**40  # a recorded size beyond this is no real tensor
+MAX_PT2_TEXT = 10_000  # one metadata string (nn_module_stack) read at most this long
+_ATEN_TARGET = __import__("re").compile(r"torch\.ops\.aten\.((?!__)[A-Za-z_][A-Za-z0-9_]*)\.((?!__)[A-Za-z_][A-Za-z0-9_]*)")
+_SIDE_EFFECT_OPS = {"_print", "_assert_async", "_assert_scalar", "_functional_assert_async", "_functional_assert_scalar",
+                    "sym_constrain_range", "sym_constrain_range_for_size", "_make_dep_token", "record_stream"}
+# torch._export.serde.schema's enums (ScalarType, Layout, MemoryFormat), by number
+_PT2_DTYPES = {1: torch.uint8, 2: torch.int8, 3: torch.int16, 4: torch.int32, 5: torch.int64, 6: torch.float16,
+               7: torch.float32, 8: torch.float64, 9: torch.complex32, 10: torch.complex64, 11: torch.complex128,
+               12: torch.bool, 13: torch.bfloat16, 28: torch.uint16, 29: torch.float8_e4m3fn, 30: torch.float8_e5m2,
+               31: torch.float8_e4m3fnuz, 32: torch.float8_e5m2fnuz, 34: torch.uint32, 35: torch.uint64}
+_PT2_LAYOUTS = {7: torch.strided}
+_PT2_MEMORY_FORMATS = {1: torch.contiguous_format, 2: torch.channels_last, 3: torch.channels_last_3d,
+                       4: torch.preserve_format}
+
+
+class _Unhandled(Exception):
+    """A node argument this reader does not turn into a value: the node is listed as not costed."""
+
+
+def _pt2_json(data: bytes, filename: str) -> dict[str, Any]:
+    """models/model.json of a torch.export archive, after the zip directory is bounded; nothing else is read
+    (the weights stay unread bytes, and the pickled sample inputs are never opened)."""
+    import io
+    import json
+    import zipfile
+
+    from explorer.units import format_bytes
+    from explorer.weights import (MAX_COMPRESSION_RATIO, RATIO_FREE_BYTES, ZIP_DIRECTORY_BYTES_PER_ENTRY,
+                                  _zip_directory)
+
+    shown = repr(str(filename)[:200])
+    if not str(filename).lower().endswith(".pt2"):
+        raise ExplorerError(f"{shown} is not a .pt2 file")
+    if len(data) > MAX_CHECKPOINT_BYTES:
+        raise ExplorerError(f"{shown} is {format_bytes(len(data))}, over the limit of {format_bytes(MAX_CHECKPOINT_BYTES)}")
+    directory = _zip_directory(data) if data.startswith(b"PK\x03\x04") else None
+    if directory is None:
+        raise ExplorerError(f"{shown} is not a zip archive, so not a torch.export .pt2 file")
+    count, directory_bytes = directory
+    if count > MAX_ENTRIES or directory_bytes > MAX_ENTRIES * ZIP_DIRECTORY_BYTES_PER_ENTRY:
+        raise ExplorerError(f"refused {shown}: its zip directory lists {count:,} entries; the limit is {MAX_ENTRIES:,}")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ExplorerError(f"{shown} is not a readable zip archive: {str(exc)[:200]}") from None
+    if len(infos) > MAX_ENTRIES:
+        raise ExplorerError(f"refused {shown}: it has {len(infos):,} zip entries; the limit is {MAX_ENTRIES:,}")
+    unpacked = packed = 0
+    for info in infos:
+        entry = repr(info.filename[:80])
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ExplorerError(f"refused {shown}: entry {entry} uses zip compression method {info.compress_type}")
+        if info.file_size > RATIO_FREE_BYTES and info.file_size > MAX_COMPRESSION_RATIO * info.compress_size:
+            raise ExplorerError(f"refused {shown}: entry {entry} unpacks {format_bytes(info.compress_size)} to "
+                                f"{format_bytes(info.file_size)} (more than {MAX_COMPRESSION_RATIO}:1, a zip bomb)")
+        unpacked += info.file_size
+        packed += info.compress_size
+    if packed > len(data) or unpacked > MAX_CHECKPOINT_BYTES or unpacked > MAX_COMPRESSION_RATIO * len(data) + RATIO_FREE_BYTES:
+        raise ExplorerError(f"refused {shown}: its entries claim {format_bytes(unpacked)} unpacked "
+                            f"({format_bytes(packed)} packed) from a {format_bytes(len(data))} file")
+    models = [info for info in infos if info.filename.count("/") == 2 and info.filename.endswith("/models/model.json")]
+    if len(models) != 1:
+        raise ExplorerError(f"{shown} has {'no' if not models else 'more than one'} <archive>/models/model.json, so it is "
+                            "not a torch.export archive this reads (torch.export.save of one model)")
+    info = models[0]
+    if info.file_size > MAX_PT2_JSON_BYTES:
+        raise ExplorerError(f"refused {shown}: its model.json is {format_bytes(info.file_size)}, over the limit of "
+                            f"{format_bytes(MAX_PT2_JSON_BYTES)}")
+    try:
+        with archive.open(info) as entry_file:
+            text = entry_file.read(MAX_PT2_JSON_BYTES + 1)
+        if len(text) > MAX_PT2_JSON_BYTES:
+            raise ExplorerError(f"refused {shown}: its model.json unpacks past {format_bytes(MAX_PT2_JSON_BYTES)}")
+        model = json.loads(text)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RecursionError) as exc:
+        raise ExplorerError(f"{shown} has a model.json that is not readable JSON: {str(exc)[:200]}") from None
+    if not isinstance(model, dict):
+        raise ExplorerError(f"{shown} has a model.json that is not a JSON object")
+    return model
+
+
+def _expect(value, kind: type | tuple[type, ...], shown: str, what: str):
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ExplorerError(f"{shown} is not a torch.export archive this reads: {what} is missing or malformed")
+    return value
+
+
+def _pt2_int(value) -> int:
+    """A SymInt ({"as_int": n} or {"as_expr": {..., "hint": {"as_int": n}}}) as a plain int."""
+    if isinstance(value, dict):
+        if type(value.get("as_int")) is int:
+            return value["as_int"]
+        hint = value.get("as_expr", {}).get("hint") if isinstance(value.get("as_expr"), dict) else None
+        if isinstance(hint, dict) and type(hint.get("as_int")) is int:
+            return hint["as_int"]
+        if "as_expr" in value:
+            return SYMBOLIC_DIM
+    raise ValueError("size")
+
+
+def _pt2_tensor(meta, shown: str, name: str) -> torch.Tensor:
+    """A meta tensor of a tensor_values entry's sizes, strides and dtype (never any data)."""
+    what = f"tensor {name[:80]!r}"
+    _expect(meta, dict, shown, what)
+    try:
+        sizes = [_pt2_int(s) for s in _expect(meta.get("sizes"), list, shown, what)]
+        strides = [_pt2_int(s) for s in meta.get("strides", [])] if isinstance(meta.get("strides"), list) else []
+    except ValueError:
+        raise ExplorerError(f"{shown} is not a torch.export archive this reads: {what} has malformed sizes") from None
+    if len(sizes) > MAX_PT2_RANK or any(not 0 <= s <= MAX_PT2_DIM for s in sizes + [abs(s) for s in strides]):
+        raise ExplorerError(f"refused {shown}: {what} has sizes {sizes[:MAX_PT2_RANK]} out of range")
+    dtype = _PT2_DTYPES.get(meta.get("dtype"))
+    if dtype is None:
+        raise ExplorerError(f"{shown} is not a torch.export archive this reads: {what} has an unknown dtype")
+    if len(strides) != len(sizes):
+        return torch.empty(sizes, dtype=dtype, device="meta")
+    return torch.empty_strided(sizes, strides, dtype=dtype, device="meta")
+
+
+def _pt2_argument(arg, env: dict[str, torch.Tensor], syms: dict[str, Any]):
+    """One node argument from its JSON kind; tensors are the replay's meta tensors. _Unhandled otherwise."""
+    if not isinstance(arg, dict) or len(arg) != 1:
+        raise _Unhandled("argument")
+    (kind, value), = arg.items()
+
+    def tensor(ref):
+        name = ref.get("name") if isinstance(ref, dict) else None
+        if not isinstance(name, str) or name not in env:
+            raise _Unhandled(kind)
+        return env[name]
+
+    def scalar(v, types):
+        if type(v) not in types:
+            raise _Unhandled(kind)
+        return v
+
+    def sym(v, plain):
+        if isinstance(v, dict) and len(v) == 1:
+            (key, inner), = v.items()
+            if key == "as_name" and isinstance(inner, str) and inner in syms:
+                return syms[inner]
+            if key == plain:
+                return scalar(inner, (int, float, bool))
+        raise _Unhandled(kind)
+
+    def many(v, one):
+        if not isinstance(v, list) or len(v) > MAX_ENTRIES:
+            raise _Unhandled(kind)
+        return [one(item) for item in v]
+
+    if kind == "as_none":
+        return None
+    if kind == "as_tensor":
+        return tensor(value)
+    if kind == "as_tensors":
+        return many(value, tensor)
+    if kind in ("as_optional_tensor", "as_optional_tensors"):
+        def optional(v):
+            return tensor(v["as_tensor"]) if isinstance(v, dict) and "as_tensor" in v else None
+        return optional(value) if kind == "as_optional_tensor" else many(value, optional)
+    if kind == "as_int":
+        return scalar(value, (int,))
+    if kind == "as_ints":
+        return many(value, lambda v: scalar(v, (int,)))
+    if kind == "as_float":
+        return float(scalar(value, (int, float)))
+    if kind == "as_floats":
+        return many(value, lambda v: float(scalar(v, (int, float))))
+    if kind == "as_bool":
+        return scalar(value, (bool,))
+    if kind == "as_bools":
+        return many(value, lambda v: scalar(v, (bool,)))
+    if kind == "as_string":
+        return scalar(value, (str,))[:MAX_PT2_TEXT]
+    if kind == "as_sym_int":
+        return sym(value, "as_int")
+    if kind == "as_sym_ints":
+        return many(value, lambda v: sym(v, "as_int"))
+    if kind == "as_sym_float":
+        return sym(value, "as_float")
+    if kind == "as_sym_bool":
+        return sym(value, "as_bool")
+    if kind == "as_scalar_type" and value in _PT2_DTYPES:
+        return _PT2_DTYPES[value]
+    if kind == "as_layout" and value in _PT2_LAYOUTS:
+        return _PT2_LAYOUTS[value]
+    if kind == "as_memory_format" and value in _PT2_MEMORY_FORMATS:
+        return _PT2_MEMORY_FORMATS[value]
+    if kind == "as_device":
+        return torch.device("meta")  # never the recorded device: the replay allocates nothing
+    raise _Unhandled(kind)
+
+
+def _aten_op(target):
+    """torch.ops.aten.<name>.<overload> as the op itself, found by attribute lookup on torch.ops.aten (never
+    eval); None for any other target."""
+    match = _ATEN_TARGET.fullmatch(target) if isinstance(target, str) else None
+    if match is None or match.group(1) in _SIDE_EFFECT_OPS:
+        return None
+    name, overload = match.groups()
+    try:
+        packet = getattr(torch.ops.aten, name)
+        if not isinstance(packet, torch._ops.OpOverloadPacket) or overload not in packet.overloads():
+            return None
+        op = getattr(packet, overload)
+    except (AttributeError, RuntimeError):
+        return None
+    return op if isinstance(op, torch._ops.OpOverload) else None
+
+
+def _module_stack(metadata) -> list[tuple[str, str, str]]:
+    """nn_module_stack ("key,path,type;..." outermost first) as (call id, path, class name), the root left out.
+    A later call of a module (key ending @n, counted from 0 after the first) is named path@n+1, as the torch
+    graph names it; anything malformed reads as no stack (a flat graph)."""
+    text = metadata.get("nn_module_stack") if isinstance(metadata, dict) else None
+    if not isinstance(text, str) or len(text) > MAX_PT2_TEXT:
+        return []
+    stack = []
+    for item in text.split(";"):
+        key, sep, rest = item.partition(",")
+        path, sep2, type_name = rest.rpartition(",")
+        if not sep or not sep2:
+            return []
+        if not path:
+            continue
+        call = key.rpartition("@")[2] if "@" in key else ""
+        shown = f"{path}@{int(call) + 1}" if call.isdigit() else path
+        stack.append((shown[:200], path[:200], type_name.rpartition(".")[2][:80] or "module"))
+    return stack
+
+
+def read_pt2(data: bytes, filename: str) -> dict[str, Any]:
+    """A torch.export archive's graph in explorer.graph's format: every aten node replayed on meta tensors of
+    its recorded shapes and costed with the cost engine's formulas, grouped by the module stack the exporter
+    recorded; or ExplorerError with the reason. Only models/model.json is read."""
+    import types
+
+    model = _pt2_json(data, filename)
+    shown = repr(str(filename)[:200])
+    module = _expect(model.get("graph_module"), dict, shown, "graph_module")
+    graph = _expect(module.get("graph"), dict, shown, "graph_module.graph")
+    signature = _expect(module.get("signature"), dict, shown, "graph_module.signature")
+    graph_nodes = _expect(graph.get("nodes"), list, shown, "graph.nodes")
+    tensor_values = _expect(graph.get("tensor_values"), dict, shown, "graph.tensor_values")
+    input_specs = _expect(signature.get("input_specs"), list, shown, "signature.input_specs")
+    if len(graph_nodes) > MAX_PT2_NODES or len(tensor_values) > 10 * MAX_PT2_NODES or len(input_specs) > MAX_ENTRIES:
+        raise ExplorerError(f"refused {shown}: {len(graph_nodes):,} nodes and {len(tensor_values):,} tensors; the limits "
+                            f"are {MAX_PT2_NODES:,} and {10 * MAX_PT2_NODES:,}")
+
+    def tensor_named(name):
+        return _pt2_tensor(tensor_values.get(name), shown, str(name))
+
+    parameters: dict[str, int] = {}  # graph input name -> elements, for the parameters (buffers hold no params)
+    env: dict[str, torch.Tensor] = {}
+    user_inputs: list[str] = []
+    for spec in input_specs:
+        _expect(spec, dict, shown, "an input spec")
+        if len(spec) != 1:
+            raise ExplorerError(f"{shown} is not a torch.export archive this reads: an input spec is malformed")
+        (kind, body), = spec.items()
+        arg = _expect(body, dict, shown, "an input spec").get("arg")
+        ref = arg.get("as_tensor", arg) if isinstance(arg, dict) else None
+        name = ref.get("name") if isinstance(ref, dict) else None
+        if not isinstance(name, str):
+            continue  # constant inputs, custom objects, tokens: no tensor
+        if name in tensor_values:
+            env[name] = tensor_named(name)
+        if kind == "parameter" and name in env:
+            parameters[name] = env[name].numel()
+        elif kind == "user_input":
+            user_inputs.append(name)
+    syms: dict[str, Any] = {}
+    for name, value in (graph.get("sym_int_values") or {}).items() if isinstance(graph.get("sym_int_values"), dict) else ():
+        try:
+            syms[str(name)] = _pt2_int(value)
+        except ValueError:
+            pass
+
+    # Nodes: one per call of a leaf module (all its ops summed, as the torch graph draws it), one per op a
+    # container runs itself, and one per op outside any module.
+    stacks = [_module_stack(node.get("metadata")) if isinstance(node, dict) else [] for node in graph_nodes]
+    containers = {entry[0] for stack in stacks for entry in stack[:-1]}
+    groups: dict[str, dict[str, Any]] = {}
+    producer = {name: "(input)" for name in user_inputs}
+    first_input = env.get(user_inputs[0]) if user_inputs else None
+    nodes: dict[str, dict[str, Any]] = {"(input)": {
+        "id": "(input)", "type": "input", "parent": None, "depth": 1, "params": 0, "macs": 0, "memory_access_bytes": 0,
+        "activations": 0, "calls": 1, "kind": "io", "output_shape": list(first_input.shape) if first_input is not None else None}}
+    edges: dict[tuple[str, str], list[int]] = {}
+    not_costed: collections.Counter = collections.Counter()
+    used_parameters: set[str] = set()
+    for index, (node, stack) in enumerate(zip(graph_nodes, stacks)):
+        _expect(node, dict, shown, f"node {index}")
+        target = node.get("target")
+        inputs = _expect(node.get("inputs"), list, shown, f"node {index}'s inputs")
+        outputs = _expect(node.get("outputs"), list, shown, f"node {index}'s outputs")
+        fx_name = str(node.get("name") or f"node_{index}")[:200]
+        leaf = stack[-1] if stack and stack[-1][0] not in containers else None
+        parent = None
+        for depth, (group_id, _, type_name) in enumerate(stack[:-1] if leaf else stack, start=1):
+            if group_id not in groups:
+                groups[group_id] = {"id": group_id, "type": type_name, "parent": parent, "depth": depth, "kind": "module"}
+            parent = group_id
+        node_id = leaf[0] if leaf else fx_name
+        depth = (groups[parent]["depth"] + 1) if parent else 1
+        if node_id not in nodes:
+            if node_id in groups:
+                node_id = f"{node_id}#{index}"
+            nodes[node_id] = {
+                "id": node_id, "type": leaf[2] if leaf else (str(target).rpartition(".")[0].rpartition(".")[2][:80] or "op"),
+                "parent": parent, "depth": depth, "params": 0, "macs": 0, "memory_access_bytes": 0, "activations": 0,
+                "output_shape": None, "calls": 1, "kind": ("call" if "@" in node_id else "module") if leaf else "op",
+                "costed": True}
+        row = nodes[node_id]
+        op = _aten_op(target)
+        args, kwargs, names_in = [], {}, []
+        costing, result = _Costing(), None
+        try:
+            if op is None:
+                raise _Unhandled("target")
+            for item in inputs:
+                if not isinstance(item, dict) or not isinstance(item.get("arg"), dict):
+                    raise _Unhandled("input")
+                names_in += _tensor_names(item["arg"])
+                value = _pt2_argument(item["arg"], env, syms)
+                if item.get("kind") == 2 and isinstance(item.get("name"), str):
+                    kwargs[item["name"]] = value
+                else:
+                    args.append(value)
+            schema_names = [a.name for a in op._schema.arguments]
+            if "device" in schema_names:  # factory ops make meta tensors whatever device the file names
+                at = schema_names.index("device")
+                if at < len(args):
+                    args[at] = torch.device("meta")
+                else:
+                    kwargs["device"] = torch.device("meta")
+            with costing:
+                result = op(*args, **kwargs)
+        except _Unhandled:
+            not_costed[str(target)[:100]] += 1
+            row["costed"] = False
+        except (NotImplementedError, RuntimeError, TypeError, ValueError, IndexError, KeyError, AttributeError,
+                OverflowError, AssertionError, ZeroDivisionError):
+            not_costed[str(target)[:100]] += 1
+            row["costed"] = False
+        if not names_in:
+            for item in inputs:
+                if isinstance(item, dict):
+                    names_in += _tensor_names(item.get("arg"))
+        for name in names_in:
+            if name in parameters and name not in used_parameters:
+                used_parameters.add(name)
+                row["params"] += parameters[name]
+            if name in producer and producer[name] != node_id:
+                edges.setdefault((producer[name], node_id), list(env[name].shape) if name in env else [])
+        results = [result] if len(outputs) == 1 else list(result) if isinstance(result, (tuple, list)) else []
+        first_shape = None
+        for position, out in enumerate(outputs):
+            value = results[position] if position < len(results) else None
+            for name, tensor in _output_tensors(out, value, tensor_named, shown):
+                env[name] = tensor
+                producer[name] = node_id
+                first_shape = first_shape or list(tensor.shape)
+            if isinstance(out, dict) and isinstance(out.get("as_sym_int"), dict):
+                sym_name = out["as_sym_int"].get("as_name")
+                if isinstance(sym_name, str) and isinstance(value, int) and not isinstance(value, bool):
+                    syms[sym_name] = value
+        if first_shape is not None:
+            row["output_shape"] = first_shape
+        row["macs"] += costing.macs
+        row["memory_access_bytes"] += costing.memory
+        row["activations"] += costing.activations
+        for uncounted_op, count in costing.uncounted.items():
+            not_costed[uncounted_op] += count
+    nodes["(output)"] = {"id": "(output)", "type": "output", "parent": None, "depth": 1, "params": 0, "macs": 0,
+                         "memory_access_bytes": 0, "activations": 0, "calls": 1, "kind": "io", "output_shape": None}
+    graph_outputs = graph.get("outputs") if isinstance(graph.get("outputs"), list) else []
+    for out in graph_outputs:
+        for name in _tensor_names(out):
+            if name in producer:
+                edges.setdefault((producer[name], "(output)"), list(env[name].shape) if name in env else [])
+    first = [types.SimpleNamespace(name=user_inputs[0])] if user_inputs else []
+    return _with_groups(filename, list(nodes.values()), groups, edges, not_costed, first, env, source="pt2")
+
+
+def _tensor_names(arg) -> list[str]:
+    """The tensor names an argument refers to (as_tensor, as_tensors, optional tensors)."""
+    if not isinstance(arg, dict):
+        return []
+    names = []
+    for kind in ("as_tensor", "as_optional_tensor"):
+        ref = arg.get(kind)
+        ref = ref.get("as_tensor", ref) if isinstance(ref, dict) else ref
+        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+            names.append(ref["name"])
+    for kind in ("as_tensors", "as_optional_tensors"):
+        if isinstance(arg.get(kind), list):
+            for ref in arg[kind][:MAX_ENTRIES]:
+                ref = ref.get("as_tensor", ref) if isinstance(ref, dict) else ref
+                if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+                    names.append(ref["name"])
+    return names
+
+
+def _output_tensors(out, value, tensor_named, shown) -> list[tuple[str, torch.Tensor]]:
+    """(name, tensor) for one node output: the replay's tensor when it ran, else the shape the file recorded."""
+    names = _tensor_names(out)
+    if isinstance(out, dict) and "as_tensor" in out:
+        values = [value]
+    elif isinstance(value, (tuple, list)):
+        values = list(value)
+    else:
+        values = []
+    pairs = []
+    for position, name in enumerate(names):
+        tensor = values[position] if position < len(values) else None
+        if not isinstance(tensor, torch.Tensor) or tensor.device.type != "meta":
+            tensor = tensor_named(name)
+        pairs.append((name, tensor))
+    return pairs

@@ -24,6 +24,23 @@ def clear_streamlit_caches():
     st.cache_resource.clear()
 
 
+def block_network(monkeypatch):
+    """No way out to the network for the rest of the test: torch.hub's downloads and any new socket connection
+    fail as they do on a machine without one."""
+    import urllib.error
+
+    import torch
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    def no_connection(*args, **kwargs):
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "urlopen", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_connection)
+
+
 def wait_until(condition, timeout=60.0):
     """Polls `condition` until it holds; fails the test after `timeout` seconds."""
     end = time.monotonic() + timeout

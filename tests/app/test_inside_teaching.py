@@ -5,8 +5,6 @@ import base64
 import io
 import json
 import re
-import socket
-import urllib.error
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from explorer.errors import ExplorerError
 from explorer.images import (DEFAULT_SAMPLE, MAX_IMAGE_BYTES, PHOTOGRAPHS, heat_overlay, load_image, sample_images,
                              with_colour_bar)
 from explorer.views.cam import compute_cam, forward_passes, method_passes
-from tests.conftest import ROOT
+from tests.conftest import ROOT, block_network
 from tests.markdown_support import shown_text
 
 CAM_VIEW = "Grad-CAM++ and attributions"
@@ -117,15 +115,7 @@ def empty_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-
-    def no_network(*args, **kwargs):
-        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
-
-    def no_connection(*args, **kwargs):
-        raise OSError(-2, "Name or service not known")
-
-    monkeypatch.setattr(torch.hub, "urlopen", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_connection)
+    block_network(monkeypatch)
     return tmp_path
 
 

@@ -1,7 +1,5 @@
 """Weights that could not be loaded are not a result to keep: the job service hands the failure to whoever waits,
 caches nothing, and the same request loads the weights once they are in the cache (or the network is back)."""
-import socket
-import urllib.error
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ import torchvision
 from explorer.catalog import resolve
 from explorer.jobs import JobService
 from explorer.weights import pretrained_source
+from tests.conftest import block_network
 
 ARCH = "squeezenet1_1"  # torchvision's smallest classifier with pretrained weights: 1.2 M parameters
 
@@ -20,15 +19,7 @@ def offline_empty_cache(tmp_path, monkeypatch):
     """torch.hub's cache in a fresh folder (TORCH_HOME) and no way out to the network."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
-
-    def no_network(*args, **kwargs):
-        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
-
-    def no_connection(*args, **kwargs):
-        raise OSError(-2, "Name or service not known")
-
-    monkeypatch.setattr(torch.hub, "urlopen", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_connection)
+    block_network(monkeypatch)
     return tmp_path
 
 
