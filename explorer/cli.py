@@ -99,9 +99,9 @@ def cmd_graph(args) -> Any:
             svg_path = _output_path(args.svg, ".svg")
         except ExplorerError as exc:
             raise ExplorerError(str(exc).replace("--out", "--svg", 1)) from None
-    if args.arch.lower().endswith(".onnx"):
+    if args.arch.lower().endswith((".onnx", ".pt2")):
         if args.diff:
-            raise ExplorerError("--diff needs a model built from its code, not an .onnx file")
+            raise ExplorerError("--diff needs a model built from its code, not an exported file")
         graph = collapsed(_onnx_graph(args), depth)
     elif args.diff:
         graph = collapsed(_diff_graph(spec_from_args(args), args.diff), depth)
@@ -142,13 +142,15 @@ def _diff_graph(spec: ModelSpec, other: str) -> dict:
 
 
 def _onnx_graph(args) -> dict:
-    """An exported ONNX file's graph; what only a model built from its code has is refused by name."""
-    from explorer.model_files import read_onnx
+    """An exported ONNX file's or torch.export .pt2 archive's graph; what only a model built from its code has is
+    refused by name."""
+    from explorer.model_files import read_onnx, read_pt2
 
     shown = repr(args.arch[:200])
     if args.swap or args.input or args.option or args.batch != 1:
         raise ExplorerError(f"{shown} is a file: swaps, --input, --option and --batch need a model built from its code")
-    return read_onnx(_onnx_bytes(args.arch), Path(args.arch).name)
+    read = read_pt2 if args.arch.lower().endswith(".pt2") else read_onnx
+    return read(_onnx_bytes(args.arch), Path(args.arch).name)
 
 
 def _onnx_timing(args) -> Any:
@@ -156,6 +158,9 @@ def _onnx_timing(args) -> Any:
     from explorer.onnx_timing import time_onnx
 
     shown = repr(args.arch[:200])
+    if args.arch.lower().endswith(".pt2"):
+        raise ExplorerError(f"--time times an exported .onnx file with ONNX Runtime; {shown} is a .pt2 archive, which "
+                            "ONNX Runtime does not run")
     if not args.arch.lower().endswith(".onnx"):
         raise ExplorerError(f"--time times an exported .onnx file with ONNX Runtime; {shown} is timed with `bench`")
     if args.swap or args.input or args.option or args.dot or args.svg:
@@ -675,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser("graph", help="the architecture as a graph: module groups, data flow with shapes, cost per node "
-                                     "(ARCH may be an exported .onnx file)")
+                                     "(ARCH may be an exported .onnx file or torch.export .pt2 archive)")
     _model_args(p)
     p.add_argument("--depth", default="all", help="cut the module hierarchy at this depth (1 = stages), or 'all'")
     p.add_argument("--dot", action="store_true", help="print Graphviz DOT instead of JSON")

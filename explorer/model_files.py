@@ -7,14 +7,23 @@ formulas (explorer.cost.cost_of_op): the same MACs, memory access cost and "not 
 here. ONNX ops with no torch equivalent below are listed as not costed, and so is everything downstream of them
 whose shapes cannot be known.
 
-What a file cannot give: swaps (no module to replace), latency with this project's kernels, Inside views. A
-torch.export `.pt2` archive is not read: its graph is stored as a pickle-free JSON, but its weights and
-constants are pickled tensors, and nothing here unpickles an upload.
+A torch.export `.pt2` archive (torch.export.save: a zip) is read the same way from its JSON alone,
+`<archive>/models/model.json`: the zip directory is bounded first (size, entry count, declared sizes, a
+compression-ratio check), the weights stay unread raw bytes and `data/sample_inputs/model.pt`, the one pickle,
+is never opened. Each node whose target is `torch.ops.aten.<name>.<overload>` is found by attribute lookup on
+torch.ops.aten (never eval) and replayed on meta tensors of the recorded shapes (factory ops forced onto the
+meta device) under the same costing mode; any other target, or an argument kind not read here, is listed as
+not costed. Parameters come from the graph signature's parameter inputs; the exporter's nn_module_stack gives
+the module groups, a leaf module's call as one node, as the graph of a model built here draws it.
+
+What a file cannot give: swaps (no module to replace), latency with this project's kernels, Inside views;
+ONNX Runtime times `.onnx` files only.
 """
 from __future__ import annotations
 
 import collections
 import math
+import re
 from typing import Any, Callable
 
 import torch
@@ -241,18 +250,26 @@ def check_onnx(data: bytes, filename: str) -> None:
         raise ExplorerError(f"{shown} is {format_bytes(len(data))}, over the limit of {format_bytes(MAX_ONNX_BYTES)}")
 
 
-def read_onnx(data: bytes, filename: str) -> dict[str, Any]:
-    """The file's graph in explorer.graph's format (nodes grouped by the exporter's scope names, edges with
-    shapes), every node costed; or ExplorerError with the reason."""
+def load_onnx(data: bytes, filename: str):
+    """The file parsed as an ONNX ModelProto (protobuf, nothing unpickled), after its name and size are checked;
+    or ExplorerError with the reason."""
     check_onnx(data, filename)
     import onnx
     from google.protobuf.message import DecodeError
 
-    shown = repr(str(filename)[:200])
     try:
-        model = onnx.load_model_from_string(data)
+        return onnx.load_model_from_string(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
-        raise ExplorerError(f"{shown} is not a readable ONNX model: {str(exc)[:200]}") from None
+        raise ExplorerError(f"{str(filename)[:200]!r} is not a readable ONNX model: {str(exc)[:200]}") from None
+
+
+def read_onnx(data: bytes, filename: str) -> dict[str, Any]:
+    """The file's graph in explorer.graph's format (nodes grouped by the exporter's scope names, edges with
+    shapes), every node costed; or ExplorerError with the reason."""
+    import onnx
+
+    model = load_onnx(data, filename)
+    shown = repr(str(filename)[:200])
     graph = model.graph
     if len(graph.node) > MAX_ONNX_NODES or len(graph.initializer) > MAX_ENTRIES:
         raise ExplorerError(f"{shown} has {len(graph.node):,} nodes and {len(graph.initializer):,} initializers; "
@@ -384,8 +401,9 @@ MAX_PT2_JSON_BYTES = 64 * 2**20  # models/model.json; resnet50's is under 0.5 MB
 MAX_PT2_NODES = MAX_ONNX_NODES
 MAX_PT2_RANK = 16
 MAX_PT2_DIM = 2**40  # a recorded size beyond this is no real tensor
+MAX_PT2_STACK = 64  # module nesting read at most this deep (explorer.graph.MAX_DEPTH)
 MAX_PT2_TEXT = 10_000  # one metadata string (nn_module_stack) read at most this long
-_ATEN_TARGET = __import__("re").compile(r"torch\.ops\.aten\.((?!__)[A-Za-z_][A-Za-z0-9_]*)\.((?!__)[A-Za-z_][A-Za-z0-9_]*)")
+_ATEN_TARGET = re.compile(r"torch\.ops\.aten\.((?!__)[A-Za-z_][A-Za-z0-9_]*)\.((?!__)[A-Za-z_][A-Za-z0-9_]*)")
 _SIDE_EFFECT_OPS = {"_print", "_assert_async", "_assert_scalar", "_functional_assert_async", "_functional_assert_scalar",
                     "sym_constrain_range", "sym_constrain_range_for_size", "_make_dep_token", "record_stream"}
 # torch._export.serde.schema's enums (ScalarType, Layout, MemoryFormat), by number
@@ -441,7 +459,8 @@ def _pt2_json(data: bytes, filename: str) -> dict[str, Any]:
                                 f"{format_bytes(info.file_size)} (more than {MAX_COMPRESSION_RATIO}:1, a zip bomb)")
         unpacked += info.file_size
         packed += info.compress_size
-    if packed > len(data) or unpacked > MAX_CHECKPOINT_BYTES or unpacked > MAX_COMPRESSION_RATIO * len(data) + RATIO_FREE_BYTES:
+    bomb_limit = MAX_COMPRESSION_RATIO * len(data) + RATIO_FREE_BYTES  # many small entries may not add up to a bomb
+    if packed > len(data) or unpacked > MAX_CHECKPOINT_BYTES or unpacked > bomb_limit:
         raise ExplorerError(f"refused {shown}: its entries claim {format_bytes(unpacked)} unpacked "
                             f"({format_bytes(packed)} packed) from a {format_bytes(len(data))} file")
     models = [info for info in infos if info.filename.count("/") == 2 and info.filename.endswith("/models/model.json")]
@@ -498,9 +517,12 @@ def _pt2_tensor(meta, shown: str, name: str) -> torch.Tensor:
     dtype = _PT2_DTYPES.get(meta.get("dtype"))
     if dtype is None:
         raise ExplorerError(f"{shown} is not a torch.export archive this reads: {what} has an unknown dtype")
-    if len(strides) != len(sizes):
-        return torch.empty(sizes, dtype=dtype, device="meta")
-    return torch.empty_strided(sizes, strides, dtype=dtype, device="meta")
+    try:
+        if len(strides) != len(sizes):
+            return torch.empty(sizes, dtype=dtype, device="meta")
+        return torch.empty_strided(sizes, strides, dtype=dtype, device="meta")
+    except (RuntimeError, ValueError, OverflowError):
+        raise ExplorerError(f"refused {shown}: {what} has sizes {sizes} that no tensor can have") from None
 
 
 def _pt2_argument(arg, env: dict[str, torch.Tensor], syms: dict[str, Any]):
@@ -612,7 +634,7 @@ def _module_stack(metadata) -> list[tuple[str, str, str]]:
         call = key.rpartition("@")[2] if "@" in key else ""
         shown = f"{path}@{int(call) + 1}" if call.isdigit() else path
         stack.append((shown[:200], path[:200], type_name.rpartition(".")[2][:80] or "module"))
-    return stack
+    return stack if len(stack) <= MAX_PT2_STACK else []
 
 
 def read_pt2(data: bytes, filename: str) -> dict[str, Any]:
@@ -656,7 +678,8 @@ def read_pt2(data: bytes, filename: str) -> dict[str, Any]:
         elif kind == "user_input":
             user_inputs.append(name)
     syms: dict[str, Any] = {}
-    for name, value in (graph.get("sym_int_values") or {}).items() if isinstance(graph.get("sym_int_values"), dict) else ():
+    sym_int_values = graph.get("sym_int_values")
+    for name, value in sym_int_values.items() if isinstance(sym_int_values, dict) else ():
         try:
             syms[str(name)] = _pt2_int(value)
         except ValueError:
@@ -671,10 +694,12 @@ def read_pt2(data: bytes, filename: str) -> dict[str, Any]:
     first_input = env.get(user_inputs[0]) if user_inputs else None
     nodes: dict[str, dict[str, Any]] = {"(input)": {
         "id": "(input)", "type": "input", "parent": None, "depth": 1, "params": 0, "macs": 0, "memory_access_bytes": 0,
-        "activations": 0, "calls": 1, "kind": "io", "output_shape": list(first_input.shape) if first_input is not None else None}}
+        "activations": 0, "calls": 1, "kind": "io",
+        "output_shape": list(first_input.shape) if first_input is not None else None}}
     edges: dict[tuple[str, str], list[int]] = {}
     not_costed: collections.Counter = collections.Counter()
     used_parameters: set[str] = set()
+    op_counts: collections.Counter = collections.Counter()
     for index, (node, stack) in enumerate(zip(graph_nodes, stacks)):
         _expect(node, dict, shown, f"node {index}")
         target = node.get("target")
@@ -687,19 +712,26 @@ def read_pt2(data: bytes, filename: str) -> dict[str, Any]:
             if group_id not in groups:
                 groups[group_id] = {"id": group_id, "type": type_name, "parent": parent, "depth": depth, "kind": "module"}
             parent = group_id
-        node_id = leaf[0] if leaf else fx_name
+        if leaf:
+            node_id = leaf[0]
+        else:  # named as the torch graph names a container's own op: layer1.0.add_#1
+            op_name = str(target).rpartition(".")[0].rpartition(".")[2][:80] or fx_name
+            stem = f"{parent}.{op_name}" if parent else op_name
+            op_counts[stem] += 1
+            node_id = f"{stem}#{op_counts[stem]}"
         depth = (groups[parent]["depth"] + 1) if parent else 1
         if node_id not in nodes:
             if node_id in groups:
                 node_id = f"{node_id}#{index}"
             nodes[node_id] = {
-                "id": node_id, "type": leaf[2] if leaf else (str(target).rpartition(".")[0].rpartition(".")[2][:80] or "op"),
+                "id": node_id, "type": leaf[2] if leaf else node_id.rpartition("#")[0].rpartition(".")[2] or "op",
                 "parent": parent, "depth": depth, "params": 0, "macs": 0, "memory_access_bytes": 0, "activations": 0,
                 "output_shape": None, "calls": 1, "kind": ("call" if "@" in node_id else "module") if leaf else "op",
                 "costed": True}
         row = nodes[node_id]
         op = _aten_op(target)
-        args, kwargs, names_in = [], {}, []
+        args, kwargs = [], {}
+        names_in = [name for item in inputs if isinstance(item, dict) for name in _tensor_names(item.get("arg"))]
         costing, result = _Costing(), None
         try:
             if op is None:
@@ -707,13 +739,15 @@ def read_pt2(data: bytes, filename: str) -> dict[str, Any]:
             for item in inputs:
                 if not isinstance(item, dict) or not isinstance(item.get("arg"), dict):
                     raise _Unhandled("input")
-                names_in += _tensor_names(item["arg"])
                 value = _pt2_argument(item["arg"], env, syms)
                 if item.get("kind") == 2 and isinstance(item.get("name"), str):
                     kwargs[item["name"]] = value
                 else:
                     args.append(value)
             schema_names = [a.name for a in op._schema.arguments]
+            if "device" not in schema_names and not any(
+                    isinstance(t, torch.Tensor) for t in tree_flatten((args, kwargs))[0]):
+                raise _Unhandled("an op with neither tensors nor a device")
             if "device" in schema_names:  # factory ops make meta tensors whatever device the file names
                 at = schema_names.index("device")
                 if at < len(args):
@@ -729,10 +763,6 @@ def read_pt2(data: bytes, filename: str) -> dict[str, Any]:
                 OverflowError, AssertionError, ZeroDivisionError):
             not_costed[str(target)[:100]] += 1
             row["costed"] = False
-        if not names_in:
-            for item in inputs:
-                if isinstance(item, dict):
-                    names_in += _tensor_names(item.get("arg"))
         for name in names_in:
             if name in parameters and name not in used_parameters:
                 used_parameters.add(name)

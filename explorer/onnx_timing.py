@@ -78,16 +78,11 @@ def _checked_model(data: bytes, filename: str):
     """The parsed file, refused (as the Graph page refuses it) when too large, not ONNX, or pointing at other
     files: ONNX Runtime would read external weights from paths the file names, on this machine."""
     import onnx
-    from google.protobuf.message import DecodeError
 
-    from explorer.model_files import check_onnx
+    from explorer.model_files import load_onnx
 
-    check_onnx(data, filename)
+    model = load_onnx(data, filename)
     shown = repr(str(filename)[:200])
-    try:
-        model = onnx.load_model_from_string(data)
-    except (DecodeError, ValueError, RuntimeError) as exc:
-        raise ExplorerError(f"{shown} is not a readable ONNX model: {str(exc)[:200]}") from None
     if any(onnx.external_data_helper.uses_external_data(t) for t in _all_tensors(model.graph)):
         raise ExplorerError(f"{shown} keeps its weights in separate files, which one upload cannot carry")
     return model

@@ -54,18 +54,20 @@ with guard("Reading the model"):
 if spec is None:
     st.stop()
 
-with st.expander("Open an exported model file (ONNX)"):
+with st.expander("Open an exported model file (ONNX or torch.export .pt2)"):
     st.caption("An `.onnx` file is read as data (protobuf, never unpickled), capped like a checkpoint, and each node "
                "is costed with the same formulas as a model built here. Swaps, latency with this project's (PyTorch's) "
                "kernels and the Inside views need a model built from its code, so they are not offered for a file; "
-               "ONNX Runtime can time the file with its own kernels, as a job. torch.export `.pt2` archives are not "
-               "read: their weights are pickled.")
-    upload = st.file_uploader("ONNX file", type=["onnx"], key="graph_onnx")
+               "ONNX Runtime can time the file with its own kernels, as a job. A torch.export `.pt2` archive opens "
+               "too: only its JSON graph is read (never its pickled sample inputs); ONNX Runtime timing is for "
+               "`.onnx` files only.")
+    upload = st.file_uploader("ONNX or .pt2 file", type=["onnx", "pt2"], key="graph_onnx")
     if upload is not None:
         with guard("Reading the file"):
-            from explorer.model_files import read_onnx
+            from explorer.model_files import read_onnx, read_pt2
 
-            file_graph = read_onnx(upload.getvalue(), upload.name)
+            is_onnx = upload.name.lower().endswith(".onnx")
+            file_graph = (read_onnx if is_onnx else read_pt2)(upload.getvalue(), upload.name)
             t = file_graph["totals"]
             st.markdown(f"**{escape_markdown(upload.name)}**: {format_count(t['params'])} parameters, "
                         f"{format_count(t['macs'])} MACs, {format_bytes(t['memory_access_bytes'])} memory access, "
@@ -74,33 +76,36 @@ with st.expander("Open an exported model file (ONNX)"):
                 st.caption("Not costed: " + ", ".join(f"{escape_markdown(u['op'])} ×{u['count']}"
                                                       for u in file_graph["uncounted_ops"][:20]))
             show_graph(file_graph, open_depth=1, height=560)
-            import hashlib
+            if not is_onnx:
+                st.caption("ONNX Runtime times `.onnx` files only; export the model with torch.onnx to time it.")
+            else:
+                import hashlib
 
-            from explorer.onnx_timing import MAX_RUNS
-            from explorer.spec import MAX_BATCH
-            from ui.jobs import estimated_job
+                from explorer.onnx_timing import MAX_RUNS
+                from explorer.spec import MAX_BATCH
+                from ui.jobs import estimated_job
 
-            file_data = upload.getvalue()
-            file_key = hashlib.sha256(file_data).hexdigest()
-            o1, o2, o3 = st.columns([1, 1, 2], vertical_alignment="bottom")
-            onnx_batch = o1.number_input("Batch", 1, MAX_BATCH, 1, key="graph_onnx_batch",
-                                         help="fills the file's named batch axis; a fixed batch must match it")
-            onnx_runs = o2.number_input("Timed runs", 1, MAX_RUNS, 20, key="graph_onnx_runs")
-            if o3.button("Time with ONNX Runtime", key="graph_onnx_time"):
-                st.session_state.graph_onnx_timed = (file_key, int(onnx_batch), int(onnx_runs))
-            asked, timing = st.session_state.get("graph_onnx_timed"), None
-            if asked and asked[0] == file_key:
-                timing = estimated_job("onnx_bench", {"name": upload.name, "data": file_data, "settings": {
-                    "batch": asked[1], "runs": asked[2], "device": "auto"}}, "Timing with ONNX Runtime",
-                                       "the ONNX Runtime timing", "graph_onnx_estimate")
-            if timing is not None:  # None: not asked, or a long one waiting for its Run click
-                row, s = timing["results"][0], timing["settings"]
-                st.markdown(f"ONNX Runtime {escape_markdown(s['onnxruntime'])}, batch {row['batch']}: median "
-                            f"**{row['median_ms']:.3f} ms**, p10 {row['p10_ms']:.3f} ms, p90 {row['p90_ms']:.3f} ms "
-                            f"({row['runs']} runs after {row['warmup_runs']} warm-up; {row['throughput_per_s']:,.1f} "
-                            f"samples/s), on {escape_markdown(s['device_name'])} with "
-                            f"{escape_markdown(', '.join(s['providers']))}, {s['threads']} threads.")
-                st.caption(escape_markdown(timing["note"]))
+                file_data = upload.getvalue()
+                file_key = hashlib.sha256(file_data).hexdigest()
+                o1, o2, o3 = st.columns([1, 1, 2], vertical_alignment="bottom")
+                onnx_batch = o1.number_input("Batch", 1, MAX_BATCH, 1, key="graph_onnx_batch",
+                                             help="fills the file's named batch axis; a fixed batch must match it")
+                onnx_runs = o2.number_input("Timed runs", 1, MAX_RUNS, 20, key="graph_onnx_runs")
+                if o3.button("Time with ONNX Runtime", key="graph_onnx_time"):
+                    st.session_state.graph_onnx_timed = (file_key, int(onnx_batch), int(onnx_runs))
+                asked, timing = st.session_state.get("graph_onnx_timed"), None
+                if asked and asked[0] == file_key:
+                    timing = estimated_job("onnx_bench", {"name": upload.name, "data": file_data, "settings": {
+                        "batch": asked[1], "runs": asked[2], "device": "auto"}}, "Timing with ONNX Runtime",
+                                           "the ONNX Runtime timing", "graph_onnx_estimate")
+                if timing is not None:  # None: not asked, or a long one waiting for its Run click
+                    row, s = timing["results"][0], timing["settings"]
+                    st.markdown(f"ONNX Runtime {escape_markdown(s['onnxruntime'])}, batch {row['batch']}: median "
+                                f"**{row['median_ms']:.3f} ms**, p10 {row['p10_ms']:.3f} ms, p90 {row['p90_ms']:.3f} ms "
+                                f"({row['runs']} runs after {row['warmup_runs']} warm-up; {row['throughput_per_s']:,.1f} "
+                                f"samples/s), on {escape_markdown(s['device_name'])} with "
+                                f"{escape_markdown(', '.join(s['providers']))}, {s['threads']} threads.")
+                    st.caption(escape_markdown(timing["note"]))
 
 graph = None
 with guard("Drawing the graph"):
