@@ -404,7 +404,8 @@ MAX_PT2_DIM = 2**40  # a recorded size beyond this is no real tensor
 MAX_PT2_STACK = 64  # module nesting read at most this deep (explorer.graph.MAX_DEPTH)
 MAX_PT2_TEXT = 10_000  # one metadata string (nn_module_stack) read at most this long
 _ATEN_TARGET = re.compile(r"torch\.ops\.aten\.((?!__)[A-Za-z_][A-Za-z0-9_]*)\.((?!__)[A-Za-z_][A-Za-z0-9_]*)")
-_SIDE_EFFECT_OPS = {"_print", "_assert_async", "_assert_scalar", "_functional_assert_async", "_functional_assert_scalar",
+# ops never replayed: side effects, or reading a file the archive names (from_file maps a path on this machine)
+_SIDE_EFFECT_OPS = {"from_file", "_print", "_assert_async", "_assert_scalar", "_functional_assert_async", "_functional_assert_scalar",
                     "sym_constrain_range", "sym_constrain_range_for_size", "_make_dep_token", "record_stream"}
 # torch._export.serde.schema's enums (ScalarType, Layout, MemoryFormat), by number
 _PT2_DTYPES = {1: torch.uint8, 2: torch.int8, 3: torch.int16, 4: torch.int32, 5: torch.int64, 6: torch.float16,

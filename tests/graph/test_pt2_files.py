@@ -182,6 +182,27 @@ def test_a_target_outside_torch_ops_aten_is_listed_not_resolved(resnet18_pt2, mo
     assert graph["totals"]["params"] == RESNET18_PARAMS
 
 
+def test_a_node_that_would_read_a_file_is_never_run(resnet18_pt2, tmp_path):
+    """aten.from_file maps a path on this machine: it is never resolved to an op (so never run, whatever device the
+    archive gives it), and a hostile archive naming one gets it listed as not costed."""
+    from explorer.model_files import _aten_op
+
+    assert _aten_op("torch.ops.aten.from_file.default") is None
+    assert _aten_op("torch.ops.aten.conv2d.default") is torch.ops.aten.conv2d.default  # the lookup itself works
+    _, data = resnet18_pt2
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\0" * 64)
+
+    def hostile(model):
+        node = model["graph_module"]["graph"]["nodes"][0]
+        node["target"] = "torch.ops.aten.from_file.default"
+        node["inputs"] = [{"name": "filename", "arg": {"as_string": str(secret)}},
+                          {"name": "shared", "arg": {"as_bool": False}}, {"name": "size", "arg": {"as_int": 64}}]
+
+    graph = read_pt2(_with_model_json(data, hostile), "hostile.pt2")
+    assert {row["op"]: row["count"] for row in graph["uncounted_ops"]} == {"torch.ops.aten.from_file.default": 1}
+
+
 def _cli(*argv) -> tuple[int, str]:
     out = io.StringIO()
     with redirect_stdout(out):
