@@ -159,31 +159,16 @@ def test_modulated_deformable_conv_adds_the_mask_multiply():
 def test_meta_fast_path_matches_the_real_meta_kernels(arch, dtype):
     """The shortcut outputs for batch norm and activations equal what the meta kernels return, in fp32 and in
     bf16 (where batch norm's saved statistics stay fp32)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    from explorer.cost import meta_fast_path
     from explorer.models import build_model
     from explorer.spec import ModelSpec
+    from tests.meta_support import FastPathCheck
 
-    checked = []
-
-    class Compare(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            fast = meta_fast_path(func, args) if not kwargs else None
-            out = func(*args, **kwargs)
-            if fast is not None:
-                pairs = zip(fast, out) if isinstance(out, tuple) else [(fast, out)]
-                for a, b in pairs:
-                    assert (a.shape, a.dtype, a.stride()) == (b.shape, b.dtype, b.stride()), func
-                checked.append(func)
-            return out
-
+    check = FastPathCheck()
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     model = build_model(ModelSpec(arch), "meta").to(torch_dtype)
-    with torch.no_grad(), Compare():
+    with torch.no_grad(), check:
         model(torch.empty(1, 3, 224, 224, device="meta", dtype=torch_dtype))
-    assert len(checked) > 20
+    assert sum(check.checked.values()) > 20
 
 
 def test_lstm_and_gru_cost_the_same_on_the_cpu_kernel_and_on_meta():

@@ -396,9 +396,8 @@ def test_the_fast_meta_paths_match_the_real_meta_kernels_in_every_dtype():
     kernels give, in fp32, fp16 and bf16."""
     import torch
     import torch.nn as nn
-    from torch.utils._python_dispatch import TorchDispatchMode
 
-    from explorer.cost import meta_fast_path
+    from tests.meta_support import FastPathCheck
 
     class Block(nn.Module):
         def __init__(self):
@@ -413,24 +412,13 @@ def test_the_fast_meta_paths_match_the_real_meta_kernels_in_every_dtype():
             y = self.attention(y, y, y, need_weights=False)[0]
             return self.fc(y * 0.5).mean()
 
-    checked = collections.Counter()
-
-    class Compare(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            fast = meta_fast_path(func, args) if not kwargs else None
-            out = func(*args, **kwargs)
-            if fast is not None:
-                pairs = zip(fast, out) if isinstance(out, tuple) else [(fast, out)]
-                for a, b in pairs:
-                    assert (a.shape, a.dtype, a.stride()) == (b.shape, b.dtype, b.stride()), func
-                checked[func._schema.name.split("::")[-1]] += 1
-            return out
+    check = FastPathCheck()
 
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         model = Block().to(device="meta", dtype=dtype).eval()
-        with torch.no_grad(), Compare():
+        with torch.no_grad(), check:
             model(torch.empty(2, 16, 3, 5, device="meta", dtype=dtype))
+    checked = check.checked
     assert checked["native_layer_norm"] == 6 and checked["_safe_softmax"] == 3
     assert checked["addmm"] >= 6 and checked["mul"] >= 3
 
