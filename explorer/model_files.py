@@ -430,14 +430,14 @@ def _pt2_json(data: bytes, filename: str) -> dict[str, Any]:
 
     from explorer.units import format_bytes
     from explorer.weights import (MAX_COMPRESSION_RATIO, RATIO_FREE_BYTES, ZIP_DIRECTORY_BYTES_PER_ENTRY,
-                                  _zip_directory)
+                                  zip_directory)
 
     shown = repr(str(filename)[:200])
     if not str(filename).lower().endswith(".pt2"):
         raise ExplorerError(f"{shown} is not a .pt2 file")
     if len(data) > MAX_CHECKPOINT_BYTES:
         raise ExplorerError(f"{shown} is {format_bytes(len(data))}, over the limit of {format_bytes(MAX_CHECKPOINT_BYTES)}")
-    directory = _zip_directory(data) if data.startswith(b"PK\x03\x04") else None
+    directory = zip_directory(data) if data.startswith(b"PK\x03\x04") else None
     if directory is None:
         raise ExplorerError(f"{shown} is not a zip archive, so not a torch.export .pt2 file")
     count, directory_bytes = directory

@@ -305,7 +305,7 @@ def _shown(filename: str) -> str:
     return repr(filename[:80] + ("…" if len(filename) > 80 else ""))
 
 
-def _zip_directory(data: bytes) -> tuple[int, int] | None:
+def zip_directory(data: bytes) -> tuple[int, int] | None:
     """(entries, central directory bytes) from the end-of-central-directory record (zip64's when present),
     read before zipfile builds an object for every entry it finds; None when there is no such record."""
     at = data.rfind(b"PK\x05\x06", max(0, len(data) - 22 - 65535))
@@ -328,7 +328,7 @@ def _check_torch_zip(data: bytes, shown: str, limits: CheckpointLimits) -> None:
     if not data.startswith(b"PK\x03\x04"):
         raise ExplorerError(f"cannot read {shown} as a weights-only checkpoint: it is not torch.save's zip format "
                             "(PyTorch 1.6 and later); re-save it with a current torch.save or as .safetensors")
-    directory = _zip_directory(data)
+    directory = zip_directory(data)
     if directory is None:
         raise ExplorerError(f"cannot read {shown} as a weights-only checkpoint: its zip directory is missing")
     # zipfile reads entries until the directory's byte size is used up, whatever the count says: bound both.
