@@ -259,10 +259,12 @@ class JobService:
         threading.Thread(target=self._sweeper, name="explorer-jobs-sweeper", daemon=True).start()
 
     # --- submitting and waiting ---------------------------------------------------------------------
-    def submit(self, session: str, kind: str, payload: dict[str, Any], replace: bool = True) -> Job:
+    def submit(self, session: str, kind: str, payload: dict[str, Any], replace: bool = True,
+               key: str | None = None) -> Job:
         """Queue a job for `session`. An identical request in flight or in the cache is shared. With
-        `replace`, the session's own queued jobs (not the running one) give their place to this one."""
-        key = job_key(kind, payload)
+        `replace`, the session's own queued jobs (not the running one) give their place to this one. `key`:
+        job_key(kind, payload) when the caller has it already (hashing a large payload once, not twice)."""
+        key = key or job_key(kind, payload)
         probe = Job(0, kind, payload, key, owner=session)
         if not any(_fits(probe, w) for w in self._workers):
             # a request no worker can place would wait forever (Ray waits forever for a GPU it does not have)

@@ -55,14 +55,14 @@ def run_job(kind: str, payload: dict, label: str, with_job: bool = False, expect
         if not st.button(f"Run again: {label}", key=f"job_again_{tag}"):
             raise JobCancelled(f"{label} was cancelled; “Run again” runs it")
         cancelled.discard(signature)
-    job = service.submit(sid, kind, payload)
+    job = service.submit(sid, kind, payload, key=signature)
     if job.finished:
         return _outcome(job, with_job, expected)
     box = st.empty()
     with box.container():
         status = st.empty()
         bar = st.empty()
-        key = hashlib.sha256(job.key.encode()).hexdigest()[:16]  # the same request keeps the same button
+        key = hashlib.sha256(signature.encode()).hexdigest()[:16]  # the same request keeps the same button
         cancel = st.button("Cancel", key=f"job_cancel_{key}", help="Stop this job; it runs again when you ask again")
     if cancel:
         service.cancel(job, sid)
