@@ -21,8 +21,11 @@ from ui.common import guard, plot_config
 from ui.components import change_text
 from ui.jobs import job_estimate, run_job
 
-CATEGORY_LABELS = {"weights": "Weights", "gradients": "Gradients", "optimizer": "Optimizer state (and fp32 master weights)",
-                   "activations": "Activations", "temporaries": "Temporaries (backward, optimizer step)"}
+# Legend names short enough for a half-width chart at 800 px (plotly does not wrap a legend); the hover says more.
+CATEGORY_LABELS = {"weights": "Weights", "gradients": "Gradients", "optimizer": "Optimizer state",
+                   "activations": "Activations", "temporaries": "Temporaries"}
+CATEGORY_DETAILS = {"optimizer": "Optimizer state (and fp32 master weights)",
+                    "temporaries": "Temporaries (backward, optimizer step)"}
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD with momentum", "adam": "Adam", "adamw": "AdamW"}
 TYPED = "a size I type…"
 
@@ -45,7 +48,8 @@ def memory_bars(inference: dict, training: dict) -> go.Figure:
     for category in CATEGORIES:
         values = [inference["peak_breakdown_bytes"][category] / 1e9, training["peak_breakdown_bytes"][category] / 1e9]
         fig.add_bar(name=CATEGORY_LABELS[category], x=names, y=values,
-                    hovertemplate="%{x}<br>" + CATEGORY_LABELS[category] + ": %{y:.3f} GB<extra></extra>")
+                    hovertemplate="%{x}<br>" + CATEGORY_DETAILS.get(category, CATEGORY_LABELS[category])
+                    + ": %{y:.3f} GB<extra></extra>")
     fig.update_layout(barmode="stack", title="What is live at the peak", yaxis_title="memory at the peak (GB, 10⁹ bytes)",
                       height=380, margin=dict(t=50, b=10), legend=dict(orientation="h", y=-0.15))
     return fig
@@ -60,13 +64,15 @@ def depth_profile_plot(inference: dict, training: dict) -> go.Figure:
         fig.add_scatter(x=list(range(1, len(profile) + 1)), y=[row["live_activation_bytes"] / 1e6 for row in profile],
                         mode="lines", name=label, customdata=[row["name"] for row in profile],
                         hovertemplate="%{customdata}<br>%{y:.1f} MB live<extra>" + label + "</extra>")
-    fig.update_layout(title="Live activations along the forward pass", xaxis_title="layers in the order they run",
-                      yaxis_title="live activations (MB, 10⁶ bytes)", height=340, margin=dict(t=50, b=10))
+    fig.update_layout(title="Live activations per layer", xaxis_title="layers in the order they run",
+                      yaxis_title="live activations (MB, 10⁶ bytes)", height=380, margin=dict(t=50, b=10),
+                      legend=dict(orientation="h", y=-0.25))
     return fig
 
 
 def _memory_controls(spec: ModelSpec) -> tuple[int, str, str, str]:
-    c1, c2, c3, c4, c5 = st.columns([1, 1, 2, 2, 2])
+    # widths that keep each control's value and label whole in a 470-pixel main column (an 800-pixel window)
+    c1, c2, c3, c4 = st.columns([1.2, 1.5, 2.2, 2])
     batch = int(c1.number_input("Batch", min_value=1, max_value=MAX_BATCH, value=spec.batch, step=1, key="model_memory_batch"))
     dtype = c2.selectbox("dtype", ["fp32", "bf16", "fp16"], key="model_memory_dtype",
                          help="bf16/fp16: half-precision weights, gradients and activations, with fp32 master weights "
@@ -78,7 +84,7 @@ def _memory_controls(spec: ModelSpec) -> tuple[int, str, str, str]:
                           help="GPU memory sizes as sold (16, 24, 40, 80, 141 GB), or your own")
     size_text = choice
     if choice == TYPED:
-        size_text = c5.text_input("Memory size", value="12GB", max_chars=20, key="model_memory_fits_typed",
+        size_text = c4.text_input("Memory size", value="12GB", max_chars=20, key="model_memory_fits_typed",
                                   help="e.g. 12GB, 48 GiB, 512MB (GB = 10⁹ bytes, GiB = 2³⁰)")
     return batch, dtype, optimizer, size_text
 
