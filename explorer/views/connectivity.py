@@ -75,8 +75,47 @@ def connectivity_candidates(model: nn.Module) -> list[dict[str, Any]]:
     return out
 
 
+class _ConvPattern(nn.Module):
+    """A conv's connectivity pattern: its centre tap 1 for every input channel of its group, no bias.
+
+    On the 1×1 maps the trace runs, a conv whose padding makes it read exactly its centre tap is a matrix
+    product with its block-diagonal (out, in) 0/1 matrix. That is what runs: float64 convolution kernels are
+    slow paths (a dense 3×3 conv on 960 one-hot channels took 9 s on 2 threads, the product 70 ms). Any other
+    input, or a conv that reads another tap, runs the conv itself, with the same pattern as its weight."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.in_channels, self.out_channels, self.groups = conv.in_channels, conv.out_channels, conv.groups
+        self.kernel_size, self.stride, self.padding, self.dilation = (conv.kernel_size, conv.stride, conv.padding,
+                                                                      conv.dilation)
+        centre = (conv.kernel_size[0] // 2, conv.kernel_size[1] // 2)
+        weight = torch.zeros(conv.weight.shape, dtype=torch.float64)
+        weight[:, :, centre[0], centre[1]] = 1.0
+        self.register_buffer("weight", weight)
+        # block diagonal: output j reads input i when both lie in the same group
+        out_group = torch.arange(self.out_channels) // (self.out_channels // self.groups)
+        in_group = torch.arange(self.in_channels) // (self.in_channels // self.groups)
+        self.register_buffer("matrix", (out_group[:, None] == in_group[None, :]).to(torch.float64))
+        self.reads_centre_of_one_pixel = self._output_of_one_pixel_is_its_centre_tap(conv, centre)
+
+    @staticmethod
+    def _output_of_one_pixel_is_its_centre_tap(conv: nn.Conv2d, centre: tuple[int, int]) -> bool:
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            return False
+        for k, s, p, d, c in zip(conv.kernel_size, conv.stride, conv.padding, conv.dilation, centre):
+            if (1 + 2 * p - d * (k - 1) - 1) // s + 1 != 1 or p != d * c:  # one output pixel, read by the centre tap
+                return False
+        return True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reads_centre_of_one_pixel and x.shape[-2:] == (1, 1):
+            return (x[:, :, 0, 0] @ self.matrix.T)[:, :, None, None]
+        return nn.functional.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
+
+
 def _pattern_copy(module: nn.Module) -> nn.Module:
-    """A float64 CPU copy where every conv has one centre tap of 1 per connection, and norms/activations are gone."""
+    """A float64 CPU copy where every plain conv is its connectivity pattern (_ConvPattern), and norms and
+    activations are gone."""
     clone = copy.deepcopy(module).to(device="cpu", dtype=torch.float64).eval()
     for name, leaf in list(clone.named_modules()):
         if not name:
@@ -84,11 +123,7 @@ def _pattern_copy(module: nn.Module) -> nn.Module:
         parent_name, _, attr = name.rpartition(".")
         parent = clone.get_submodule(parent_name) if parent_name else clone
         if type(leaf) is nn.Conv2d:
-            with torch.no_grad():
-                leaf.weight.zero_()
-                leaf.weight[:, :, leaf.kernel_size[0] // 2, leaf.kernel_size[1] // 2] = 1.0
-                if leaf.bias is not None:
-                    leaf.bias.zero_()
+            setattr(parent, attr, _ConvPattern(leaf))
         elif isinstance(leaf, _PASS_THROUGH) and not isinstance(leaf, nn.Identity):
             setattr(parent, attr, nn.Identity())
     return clone
@@ -147,7 +182,7 @@ def channel_paths(model: nn.Module, name: str) -> dict[str, Any]:
     factors: list[dict[str, Any]] = []
     hooks = []
     for leaf_name, leaf in pattern.named_modules():
-        if type(leaf) is nn.Conv2d or _is_permutation(leaf):
+        if isinstance(leaf, _ConvPattern) or _is_permutation(leaf):
             hooks.append(leaf.register_forward_hook(
                 lambda m, args, out, leaf_name=leaf_name: factors.append({"name": leaf_name, "module": m,
                                                                          "in": args[0].shape[1]})))
@@ -168,7 +203,7 @@ def channel_paths(model: nn.Module, name: str) -> dict[str, Any]:
     for factor in factors:
         m = factor["module"]
         matrix = _channel_map(m, factor["in"])
-        if type(m) is nn.Conv2d:
+        if isinstance(m, _ConvPattern):
             if m.groups == m.in_channels:  # depthwise, with a channel multiplier when it widens
                 shape = "channel-wise" + (f" ×{m.out_channels // m.in_channels}" if m.out_channels != m.in_channels else "")
             else:
