@@ -36,6 +36,16 @@ PROFILE_RUNS = 1 + 5  # per-layer times: one untimed pass with the hooks, five p
 TRAIN_WARMUP_STEPS = 2  # explorer.memory.train_bench's untimed steps (on CUDA the first timed one also takes the peak)
 ERF_INPUTS = 4  # explorer.views.receptive_field.effective_rf: random inputs, a forward and a backward each
 ATTENTION_FORWARDS = 2  # the model's own forward, then every layer's attention recomputed beside it
+# The receptive-field trace runs no real forward: torch.fx traces the graph and the shapes go through it on the meta
+# device, about 3 ms per layer of the cost report on 2 busy CPU cores (resnet152 1.2 s for 423 layers, convnext_base
+# 2.0 s for 383, efficientnet_b7 2.2 s for 1,105; measured beside the build, under load).
+RF_TRACE_S_PER_LAYER = 0.003
+# The channel-connectivity job runs no image forward either: each candidate block is copied with its convs as 0/1
+# channel patterns and run on one-hot 1×1 maps (explorer.views.connectivity). About 2–22 ms per conv of the model
+# (mobilenet_v2 0.11 s for 52 convs, resnext101_64x4d 2.2 s for 104, igcv1 0.8 s for 37; a block's paths 0.1–2 s):
+# the figure is the high end, for the search or one block alike.
+CONNECTIVITY_S_PER_CONV = 0.02
+STN_DEMO_S = 0.1  # the Inside page's spatial-transformer demo: a 3-channel STN on one 160 × 160 image (0.04 s measured)
 
 QUICK_KINDS = {
     "peaks": "a matmul, a conv and a copy of fixed sizes (not the model's), measured once per worker and kept",
@@ -80,15 +90,17 @@ class Estimate:
         """One sentence, every figure with its unit: what the job runs and about how long it takes."""
         if self.fixed_s is not None:
             return f"about {format_duration(self.seconds)}: the job holds the worker for {self.fixed_s:g} s"
+        about = "under 1 s" if self.seconds < 0.5 else f"about {format_duration(self.seconds)}"  # not "about 1 s"
         if self.forwards == 0:
-            return f"about {format_duration(self.seconds)} {self.overhead_what or 'to build the model'}"
+            detail = f" ({self.detail})" if self.detail else ""
+            return f"{about} {self.overhead_what or 'to build the model'}{detail}"
         basis = (f"at the {self.rate:,.3g} GMAC/s {'this method' if self.kind == 'cam' else 'this device'} ran at "
                  f"in this session" if self.measured
                  else f"at about {self.rate:,.3g} GMAC/s, a typical {self.device.upper()} figure")
         detail = f" ({self.detail})" if self.detail else ""
         forwards = f"{self.forwards:,} image forward{'s' if self.forwards != 1 else ''}"
         text = (f"about {forwards}{detail} × {self.gmacs:.2f} GMACs = "
-                f"{format_count(self.macs)}MACs: about {format_duration(self.seconds)} {basis}")
+                f"{format_count(self.macs)}MACs: {about} {basis}")
         if self.overhead_s >= 0.5:
             text += f" ({format_duration(self.overhead_s)} of it {self.overhead_what or 'to build the model'})"
         return text
@@ -308,14 +320,55 @@ def _forwards(count: int, what: str, builds: int = 1, traces: int = 0):
     """An estimator for a job that builds the model `builds` times and runs `count` forwards at the spec's batch."""
 
     def estimator(kind, payload, rate, measured, device, cost):
-        if "spec" not in payload:  # the spatial transformer's demo: a 3-channel STN on a small image
-            return Estimate(kind, 0, 0.0, rate, measured, device, BUILD_S, "", "to build a small transformer")
         gmacs, build = _per_image(payload["spec"], cost)
         batch = max(1, int(ModelSpec.from_dict(payload["spec"]).batch))
         return Estimate(kind, count * batch, gmacs, rate, measured, device, builds * build + traces * META_TRACE_S,
                         what, "to build the model" + (" and trace it" if traces else ""))
 
     return estimator
+
+
+def _receptive_field(kind, payload, rate, measured, device, cost):
+    """The theoretical receptive fields (explorer.views.receptive_field): the model built with random weights, its
+    graph traced by torch.fx and its shapes propagated on the meta device; no real forward, except for a model
+    torch.fx cannot trace (then one forward with hooks, which the text names)."""
+    report = cost(payload["spec"])
+    layers = len(report.get("layers") or [])
+    gmacs = report["macs"] / max(1, int(ModelSpec.from_dict(payload["spec"]).batch)) / 1e9
+    return Estimate(kind, 0, gmacs, rate, measured, device,
+                    build_seconds(report.get("params", 0)) + RF_TRACE_S_PER_LAYER * layers, f"{layers:,} layers",
+                    "to build the model and trace its layers' shapes on the meta device, no real forward unless "
+                    "torch.fx cannot trace it")
+
+
+def _swin_masks(kind, payload, rate, measured, device, cost):
+    """A Swin block's window masks: the model built, its configuration read; the masks are drawn from it, no forward."""
+    gmacs, build = _per_image(payload["spec"], cost)
+    return Estimate(kind, 0, gmacs, rate, measured, device, build, "",
+                    "to build the model and read its windows (no forward)")
+
+
+def _connectivity(kind, payload, rate, measured, device, cost):
+    """The search for grouped-conv blocks, or one block's channel paths: the model built, then patterns on one-hot
+    channels, no image forward."""
+    report = cost(payload["spec"])
+    convs = sum(1 for layer in report.get("layers") or [] if layer.get("type") == "Conv2d")
+    gmacs = report["macs"] / max(1, int(ModelSpec.from_dict(payload["spec"]).batch)) / 1e9
+    return Estimate(kind, 0, gmacs, rate, measured, device,
+                    build_seconds(report.get("params", 0)) + CONNECTIVITY_S_PER_CONV * convs, f"{convs:,} convs",
+                    "to build the model and run its convs' channel patterns on one-hot channels (no image forward)")
+
+
+_stn_model = _forwards(1, "one forward through the transformer")
+
+
+def _stn(kind, payload, rate, measured, device, cost):
+    """A model's own spatial transformer (a `front:stn@input` swap): one forward; without a spec, the Inside
+    page's demo, a small 3-channel transformer on one 160 × 160 image (explorer.job_kinds._stn)."""
+    if "spec" in payload:
+        return _stn_model(kind, payload, rate, measured, device, cost)
+    return Estimate(kind, 0, 0.0, rate, measured, device, STN_DEMO_S, "",
+                    "to build a small spatial transformer and resample one 160 × 160 image")
 
 
 def _onnx_bench(kind, payload, rate, measured, device, cost):
@@ -346,16 +399,16 @@ ESTIMATORS: dict[str, Callable[..., Estimate]] = {
     "latency_sweep": _latency_sweep,
     "onnx_bench": _onnx_bench,
     "fold": _forwards(2, "the model before and after folding", builds=1, traces=2),
-    "receptive_field": _forwards(1, "one traced forward", traces=1),
+    "receptive_field": _receptive_field,
     "erf": _forwards(1 + ERF_INPUTS * (1 + BACKWARD_AS_FORWARDS),
                      f"a trace, then {ERF_INPUTS} random inputs forward and back; a backward counted as two"),
-    "connectivity": _forwards(1, "one forward tracing the grouped convs"),
-    "swin_masks": _forwards(0, "", traces=0),
+    "connectivity": _connectivity,
+    "swin_masks": _swin_masks,
     "cam": _cam,
     "attention": _forwards(ATTENTION_FORWARDS, "the forward and every layer's attention recomputed"),
     "offsets": _forwards(1, "one forward capturing the offsets"),
     "fusion": _forwards(1, "one forward capturing the fusion weights"),
-    "stn": _forwards(1, "one forward through the transformer"),
+    "stn": _stn,
     "hold": _hold,
 }
 

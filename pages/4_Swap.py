@@ -13,7 +13,7 @@ from explorer.units import format_bytes, format_count
 from ui.jobs import confirm_estimate, job_estimate
 from ui.memory import memory_deltas
 from ui.components import before_after, change_text, changed_place, changed_places_text, depth_slider
-from ui.common import (arch_from_link, cached_bench, cached_fold, cached_rf, cached_swap_points,
+from ui.common import (arch_from_link, cached_bench, cached_fold, cached_rfs, cached_swap_points,
                        cached_swapped_modules, cost_of, drop_unused_link_params, guard, page_setup, start_from_link)
 
 page_setup("Swap blocks", ":material/swap_horiz:")
@@ -107,9 +107,9 @@ if measure:
                     latency[name] = result["results"][0]["median_ms"] if result["results"] else None
 
 
-def last_spatial_rf(spec) -> int | None:
+def last_spatial_rf(report: dict) -> int | None:
     """Theoretical receptive field (pixels, height) of the deepest layer that still has a spatial map."""
-    rows = cached_rf(spec.key())["rows"]
+    rows = report["rows"]
     local = [r for r in rows if not r["global"] and r["op"] != "container"]
     return local[-1]["rf"][0] if local else None
 
@@ -127,7 +127,8 @@ for col, (label, key, fmt) in zip(cols, figures):
     col.metric(f"{label}, swapped", fmt(swapped_cost[key]), delta=change_text(swapped_cost[key], base_cost[key], fmt),
                delta_color="inverse")
 with guard("The receptive field"):
-    rf_base, rf_swapped = last_spatial_rf(base), last_spatial_rf(swapped)
+    reports = cached_rfs([base.key(), swapped.key()], "swap_side")  # both traces behind one estimate
+    rf_base, rf_swapped = (last_spatial_rf(report) for report in reports) if reports else (None, None)
     if rf_base and rf_swapped:
         px = lambda v: f"{v} px"  # noqa: E731
         st.caption("Theoretical receptive field of the deepest spatial layer: "
@@ -183,14 +184,18 @@ highlight = "background-color: rgba(255, 193, 7, 0.28)"  # amber, translucent: r
 st.dataframe(
     shown.style.apply(lambda row: [highlight if row["layer"] in changed_set else "" for _ in row], axis=1)
     .format({"MACs (M)": "{:,.2f}"}),
-    hide_index=True, width="stretch", column_config={
-        "layer": None,  # the module name is in "shown as", with what the swap made of it
-        "shown as": st.column_config.TextColumn("Layer"),
-        "type": st.column_config.TextColumn("Type (before → after)"),
-        "params": st.column_config.TextColumn("Parameters (before → after)"),
-        "MACs": st.column_config.TextColumn("MACs (before → after)"),
-        "memory access": st.column_config.TextColumn("Memory access (before → after)"),
-        "MACs (M)": st.column_config.NumberColumn("MACs after (millions)"),
+    # the layer pinned and the figures first, so that an 800-pixel window shows what changed without scrolling
+    # sideways; the module name itself ("layer") is in "shown as", with what the swap made of it
+    hide_index=True, width="stretch", column_order=["shown as", "params", "MACs", "memory access", "type", "MACs (M)"],
+    column_config={
+        "shown as": st.column_config.TextColumn("Layer", pinned=True),
+        "params": st.column_config.TextColumn("Params", help="Parameters, before → after (one figure: unchanged)"),
+        "MACs": st.column_config.TextColumn("MACs", help="Multiply-accumulates, before → after (one figure: unchanged)"),
+        "memory access": st.column_config.TextColumn(
+            "Mem. access", help="Memory access cost in bytes, before → after (one figure: unchanged); not MACs"),
+        "type": st.column_config.TextColumn("Type", help="Before → after"),
+        "MACs (M)": st.column_config.NumberColumn("MACs after (M)", help="The swapped model's MACs, in millions: "
+                                                  "sort by it"),
     },
 )
 
@@ -237,7 +242,7 @@ with st.expander("Where blocks can go in the base model"):
             table = pd.DataFrame([{k: "×".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
                                   for row in rows])
             st.dataframe(table, hide_index=True, width="stretch", column_config={
-                "name": "Layer", "stage": "Stage", "type": "Type", "channels": "Channels",
+                "name": st.column_config.TextColumn("Layer", pinned=True), "stage": "Stage", "type": "Type", "channels": "Channels",
                 "in_channels": "Input channels", "out_channels": "Output channels", "kernel": "Kernel (px)",
                 "stride": "Stride (px)", "groups": "Groups"})
         else:

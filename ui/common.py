@@ -14,9 +14,11 @@ import streamlit as st
 
 from explorer.backend import BACKEND
 from explorer.errors import ExplorerError
+from explorer.estimates import combine
+from explorer.jobs import job_key
 from explorer.spec import ModelSpec
 from explorer.text import escape_markdown
-from ui.jobs import job_service, run_job
+from ui.jobs import confirm_estimate, job_estimate, job_service, run_job
 
 log = logging.getLogger("explorer.ui")
 
@@ -201,10 +203,28 @@ def cached_fold(spec_key: str) -> dict:
     return run_job("fold", {"spec": spec}, f"Folding {spec['arch']}")
 
 
-def cached_rf(spec_key: str) -> dict:
-    # torch.fx tracing patches nn.Module.__call__ for every thread: it must never run in this process
-    spec = json.loads(spec_key)
-    return run_job("receptive_field", {"spec": spec}, f"Tracing {spec['arch']} for receptive fields")
+def cached_rfs(spec_keys: list[str], key: str) -> list[dict] | None:
+    """The receptive-field reports of these specs, one `receptive_field` job each (torch.fx tracing patches
+    nn.Module.__call__ for every thread: it must never run in this process), behind one estimate: their summed
+    estimate first, a caption; over explorer.estimates.LONG_JOB_S a warning and a Run button (widget `key`),
+    and None until it is clicked."""
+    payloads = [{"spec": json.loads(spec_key)} for spec_key in spec_keys]
+    estimates = [job_estimate("receptive_field", payload) for payload in payloads]
+    expected = estimates[0] if len(estimates) == 1 else combine(estimates, "receptive_field", "models")
+    models = len(payloads)
+    what = "the receptive-field trace" + ("" if models == 1 else " of both models" if models == 2
+                                          else f" of {models} models")
+    signature = job_key("receptive_field", {"specs": [payload["spec"] for payload in payloads]})
+    if not confirm_estimate(expected, what, f"{key}_rf_estimate", signature):
+        return None
+    return [run_job("receptive_field", payload, f"Tracing {payload['spec']['arch']} for receptive fields",
+                    expected=one) for payload, one in zip(payloads, estimates)]
+
+
+def cached_rf(spec_key: str, key: str) -> dict | None:
+    """One spec's receptive-field report behind its estimate (see cached_rfs); None while a long trace waits."""
+    reports = cached_rfs([spec_key], key)
+    return None if reports is None else reports[0]
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

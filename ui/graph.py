@@ -103,11 +103,15 @@ def swap_diff_graph(swapped: ModelSpec, height: int = 640):
 
 def rf_overlay(spec: ModelSpec) -> dict[str, str]:
     """{node id: its receptive-field line}: the spec's receptive-field report, traced once per spec by the
-    `receptive_field` job (torch.fx must not run in this process), joined onto the graph's nodes."""
+    `receptive_field` job (torch.fx must not run in this process), joined onto the graph's nodes. The toggle
+    asked for it: a short trace runs at once with its estimate in a caption; a long one shows its estimate and
+    waits for its Run click (no lines meanwhile)."""
     from explorer.graph_overlays import receptive_field_by_node
     from ui.common import cached_rf
 
-    report = cached_rf(spec.key())
+    report = cached_rf(spec.key(), "graph")
+    if report is None:
+        return {}
     return {node_id: entry["text"] for node_id, entry in receptive_field_by_node(cached_graph(spec.key()), report).items()}
 
 

@@ -14,7 +14,7 @@ from explorer.spec import ModelSpec
 from explorer.text import escape_markdown
 from ui.common import QUOTED_LINK_TEXT, cached_rf, plot_config
 from ui.components import rf_frame
-from ui.jobs import confirm_estimate, job_estimate, run_job
+from ui.jobs import confirm_estimate, estimated_job, job_estimate, run_job
 
 
 def _erf(spec_key: str, layer: str, expected=None) -> dict:
@@ -23,10 +23,11 @@ def _erf(spec_key: str, layer: str, expected=None) -> dict:
                    expected=expected, asked=True)  # started by its button
 
 
-def _swin(spec_key: str, stage: int, block: int, window: int | None) -> dict:
+def _swin(spec_key: str, stage: int, block: int, window: int | None, key: str) -> dict | None:
+    """The window masks of one block behind their estimate (a caption; a long one waits for its Run click: None)."""
     spec = json.loads(spec_key)
-    return run_job("swin_masks", {"spec": spec, "stage": stage, "block": block, "window": window},
-                   f"Swin windows of {spec['arch']}")
+    return estimated_job("swin_masks", {"spec": spec, "stage": stage, "block": block, "window": window},
+                         f"Swin windows of {spec['arch']}", "the window masks", f"{key}_estimate")
 
 
 # --- a layer the Inside page's link names (?layer=NAME) --------------------------------------------------
@@ -72,7 +73,9 @@ def receptive_field_view(spec: ModelSpec, layer: str | None = None, key: str = "
     given, restyles each chart before it is drawn (a tour's presenter mode: ui.presenter.for_screen); with
     `from_link` (the Inside page) the link's layer is the first one chosen, and the URL keeps the chosen one."""
     layout = layout or (lambda fig: fig)
-    report = cached_rf(spec.key())
+    report = cached_rf(spec.key(), key)
+    if report is None:  # a long trace waits for its Run click
+        return
     rows = [r for r in report["rows"] if r["op"] != "container"]
     names = [r["name"] for r in rows]
     # Default: the deepest layer (a module, not a reshape or permute of a head) that still has a spatial map.
@@ -147,7 +150,9 @@ def swin_mask_view(spec: ModelSpec, stage: int = 1, block: int = 1, key: str = "
         block = c2.number_input("Block in the stage (0 = first; odd blocks are shifted)", 0, 17, block, key=f"{key}_block")
         window = c3.number_input("Window size (0 = the model's own)", 0, 32, 0, key=f"{key}_window") or None
     with st.spinner("Reading the model's windows…"):
-        data = _swin(spec.key(), int(stage), int(block), window)
+        data = _swin(spec.key(), int(stage), int(block), window, key)
+    if data is None:  # a long build waits for its Run click
+        return
     res = data["resolution_hw"]
     st.markdown(f"Stage {data['stage']}, block {data['block']}: feature map {res[0]}×{res[1]} tokens, window "
                 f"{data['window'][0]}×{data['window'][1]}, shift {data['shift'][0]} "
@@ -814,7 +819,10 @@ def stn_view(key: str = "stn"):
     ty = c4.slider("Shift y", -0.8, 0.8, 0.0, key=f"{key}_ty")
     a = math.radians(angle)
     theta = [[scale * math.cos(a), -scale * math.sin(a), tx], [scale * math.sin(a), scale * math.cos(a), ty]]
-    data = run_job("stn", {"image": np.asarray(image.convert("RGB")), "theta": theta}, "The spatial transformer's grid")
+    data = estimated_job("stn", {"image": np.asarray(image.convert("RGB")), "theta": theta},
+                         "The spatial transformer's grid", "the spatial transformer", f"{key}_estimate")
+    if data is None:  # a long job waits for its Run click (this small demo takes under a second)
+        return
     grid = data["grid_xy"][0]
     fig = go.Figure(go.Image(z=np.asarray(image.resize((160, 160)))))
     for row in grid:
@@ -877,9 +885,15 @@ def _inside_fusion(spec: ModelSpec):
 def _inside_connectivity(spec: ModelSpec):
     from ui.connectivity import connectivity_job, connectivity_view
 
-    if link_layer("connectivity") is not None:  # the blocks: the same cached job the view runs first
-        blocks = [c["name"] for c in connectivity_job(spec.key(), None)["candidates"]]
-        start_layer_from_link("connectivity", blocks, "inside_connectivity_block", "the innermost block")
+    if link_layer("connectivity") is not None:  # the blocks: the same job, estimate and key the view runs first
+        shown = st.empty()
+        with shown.container():
+            found = connectivity_job(spec.key(), None, "inside_connectivity")
+        if found is None:  # a long search: its estimate and Run button stay; the view waits for the click too
+            return
+        shown.empty()  # the view below shows the same estimate again
+        start_layer_from_link("connectivity", [c["name"] for c in found["candidates"]], "inside_connectivity_block",
+                              "the innermost block")
     connectivity_view(spec, key="inside_connectivity")
     keep_layer_in_link(st.session_state.get("inside_connectivity_block"))
 

@@ -7,7 +7,7 @@ import streamlit as st
 from explorer.spec import ModelSpec
 from explorer.text import escape_markdown
 from explorer.views.registry import swap_views
-from ui.common import cached_rf, plot_config
+from ui.common import cached_rfs, plot_config
 
 NOTHING = "nothing"
 
@@ -52,9 +52,12 @@ def _swin_windows(base: ModelSpec, swapped: ModelSpec):
 
 
 def _receptive_fields(base: ModelSpec, swapped: ModelSpec):
+    reports = cached_rfs([base.key(), swapped.key()], "swap_rf")  # both traces behind one estimate
+    if reports is None:  # long: they wait for the Run click
+        return
     fig = go.Figure()
-    for spec, label, dash in ((base, "base", "dash"), (swapped, "swapped", "solid")):
-        rows = [r for r in cached_rf(spec.key())["rows"] if r["op"] != "container" and not r["global"]]
+    for report, label, dash in zip(reports, ("base", "swapped"), ("dash", "solid")):
+        rows = [r for r in report["rows"] if r["op"] != "container" and not r["global"]]
         fig.add_trace(go.Scatter(x=list(range(len(rows))), y=[r["rf"][0] for r in rows], mode="lines", name=label,
                                  line=dict(dash=dash), text=[r["name"] for r in rows],
                                  hovertemplate=f"{label}: %{{text}}<br>%{{y}} px<extra></extra>"))

@@ -64,9 +64,9 @@ def test_the_channel_paths_show_their_estimate_before_each_job():
     at = open_page("pages/3_Inside.py", arch="resnet18", view="Channel connectivity", swaps="conv:igcv2@layer1.0.conv1")
     assert not at.exception and not at.error, [e.value for e in at.error]
     captions = [c.value for c in at.caption if c.value.startswith("Estimate: ")]
-    # two jobs, the search for blocks and the chosen block's paths: one forward of the swapped resnet18 each
+    # two jobs, the search for blocks and the chosen block's paths: a build and the convs' patterns each
     spec = ModelSpec("resnet18", swaps=("conv:igcv2@layer1.0.conv1",)).to_dict()
     blocks = estimate("connectivity", {"spec": spec, "module": None})
-    assert blocks.forwards == 1 and not blocks.long
+    assert blocks.forwards == 0 and not blocks.long
     assert captions == [f"Estimate: {blocks.text()}."] * 2, captions
-    assert "about 1 image forward (one forward tracing the grouped convs) × 1.7" in captions[0], captions[0]
+    assert "channel patterns on one-hot channels (no image forward)" in captions[0], captions[0]

@@ -141,3 +141,55 @@ def test_progress_counts_become_a_fraction():
 
     assert progress_fraction("120 of about 2,052 image forwards") == pytest.approx(120 / 2052)
     assert progress_fraction("timing") is None and progress_fraction("") is None
+
+
+# resnet18's cost report, row by row: the model, conv1, bn1, relu, maxpool (5); layer1..4 (4); 8 BasicBlocks, each
+# itself and conv1, bn1, relu, conv2, bn2 (48); 3 downsamples, each a Sequential, a conv and a bn (9); avgpool, fc (2)
+RESNET18_ROWS = 5 + 4 + 8 * 6 + 3 * 3 + 2  # 68
+SWIN_T_PARAMS = 28_288_354  # torchvision: num_params 28,288,354
+
+
+def test_the_receptive_field_trace_builds_the_model_and_traces_its_layers_without_a_forward():
+    from explorer.estimates import RF_TRACE_S_PER_LAYER
+
+    r18 = {"spec": ModelSpec("resnet18").to_dict()}
+    shown = estimate("receptive_field", r18, 15.0, cost=cost)
+    assert len(cost(r18["spec"])["layers"]) == RESNET18_ROWS == 68
+    assert shown.forwards == 0 and shown.compute_s == 0  # torch.fx traces the shapes on the meta device
+    assert shown.seconds == pytest.approx(BUILD_S + BUILD_S_PER_PARAM * RESNET18_PARAMS + RF_TRACE_S_PER_LAYER * 68)
+    assert shown.text() == ("about 1 s to build the model and trace its layers' shapes on the meta device, no real "
+                            "forward unless torch.fx cannot trace it (68 layers)")
+    # no forward: the rate (measured or typical) does not move it, so a slow CPU does not make it look long
+    assert estimate("receptive_field", r18, 0.01, cost=cost).seconds == shown.seconds and not shown.long
+    both = combine([shown, shown], "receptive_field", "models")  # the Swap page's base and swapped
+    assert both.seconds == pytest.approx(2 * shown.seconds) and both.text().endswith("(2 models: 68 layers)")
+
+
+def test_swin_masks_build_the_model_and_run_no_forward():
+    shown = estimate("swin_masks", {"spec": ModelSpec("swin_t").to_dict(), "stage": 1, "block": 1}, 15.0, cost=cost)
+    assert shown.forwards == 0 and shown.seconds == pytest.approx(BUILD_S + BUILD_S_PER_PARAM * SWIN_T_PARAMS)  # 1.07 s
+    assert shown.text() == "about 1 s to build the model and read its windows (no forward)"
+
+
+def test_the_spatial_transformer_demo_is_under_a_second_and_a_models_own_runs_one_forward():
+    from explorer.estimates import STN_DEMO_S
+
+    demo = estimate("stn", {"image": [[[0, 0, 0]]], "theta": [[1, 0, 0], [0, 1, 0]]})
+    assert demo.forwards == 0 and demo.seconds == STN_DEMO_S < 0.5 and demo.device == "cpu"
+    assert demo.text() == "under 1 s to build a small spatial transformer and resample one 160 × 160 image"
+    spec = ModelSpec("resnet18", batch=2, swaps=("front:stn@input",)).to_dict()
+    own = estimate("stn", {"spec": spec}, 15.0, cost=cost)
+    assert own.forwards == 2 and own.gmacs == pytest.approx(cost(spec)["macs"] / 2 / 1e9)  # one forward of the batch
+
+
+def test_the_channel_connectivity_builds_the_model_and_counts_its_convs_without_a_forward():
+    from explorer.estimates import CONNECTIVITY_S_PER_CONV
+
+    # resnet18's convs by hand: conv1, two per BasicBlock (8 blocks), three 1×1 downsamples
+    r18 = {"spec": ModelSpec("resnet18").to_dict(), "module": None}
+    shown = estimate("connectivity", r18, 15.0, cost=cost)
+    assert shown.forwards == 0 and shown.compute_s == 0  # patterns on one-hot 1×1 maps, not an image forward
+    assert shown.seconds == pytest.approx(BUILD_S + BUILD_S_PER_PARAM * RESNET18_PARAMS
+                                          + CONNECTIVITY_S_PER_CONV * (1 + 2 * 8 + 3))
+    assert shown.text().endswith("(no image forward) (20 convs)")
+    assert estimate("connectivity", r18, 0.01, cost=cost).seconds == shown.seconds  # the rate does not move it
