@@ -5,6 +5,7 @@ import streamlit as st
 from explorer.catalog import catalog_rows, load_catalog
 from explorer.measured import load_measured
 from ui.common import drop_unused_link_params, guard, page_setup
+from ui.components import more_columns
 
 # The Source column names the library a model is built from; where each published figure comes from is a column of its own.
 PUBLISHED_CAPTION = ("published figures come from torchvision's weight metadata, the paper or its official repository, "
@@ -13,6 +14,33 @@ PUBLISHED_CAPTION = ("published figures come from torchvision's weight metadata,
 page_setup("Catalog", ":material/menu_book:")
 st.title("Catalog")
 drop_unused_link_params(())  # this page takes nothing from a link
+
+
+# What an 800-pixel-wide window shows without scrolling sideways: the open link and the id (both pinned), the
+# measured and published headline figures; the descriptive columns after them; the rest behind "More columns".
+COMPACT = ["open", "id", "params (M)", "GMACs", "published accuracy", "metric", "memory access (MB)", "year", "family",
+           "source", "status", "published source", "paper"]
+COLUMNS = {
+    "open": st.column_config.TextColumn("Open", pinned=True, help="Click to open this model in the Model page (this tab)"),
+    "id": st.column_config.TextColumn("Model id", pinned=True),
+    "params (M)": st.column_config.NumberColumn("Params (M)", format="%,.2f", help="Parameters, in millions"),
+    "GMACs": st.column_config.NumberColumn("GMACs", format="%,.3f", help="Multiply-accumulates, in billions"),
+    "published accuracy": st.column_config.NumberColumn("Published", format="%.2f",
+                                                        help="The published accuracy, in the unit the Metric column names"),
+    "metric": st.column_config.TextColumn("Metric"),
+    "memory access (MB)": st.column_config.NumberColumn(
+        "Mem. access (MB)", format="%,.1f", help="Memory access cost: bytes read and written by all ops (not MACs)"),
+    "year": st.column_config.NumberColumn("Year", format="%d"),
+    "family": st.column_config.TextColumn("Family"),
+    "source": st.column_config.TextColumn("Source"),
+    "status": st.column_config.TextColumn("Status"),
+    "published source": st.column_config.TextColumn("Published source"),
+    "paper": st.column_config.LinkColumn("Paper", display_text="paper ↗", help="Opens the paper in a new tab"),
+    "section": st.column_config.TextColumn("Section"),
+    "input": st.column_config.TextColumn("Input (C×H×W)"),
+    "published params (M)": st.column_config.NumberColumn("Published params (M)", format="%,.2f"),
+    "published GMACs": st.column_config.NumberColumn("Published GMACs", format="%,.3f"),
+}
 
 
 @st.cache_data(show_spinner=False)
@@ -43,9 +71,7 @@ def catalog_frame() -> pd.DataFrame:
             }
         )
     frame = pd.DataFrame(rows)
-    first = ["open", "id", "family", "year", "source", "status", "params (M)", "GMACs", "memory access (MB)",
-             "published accuracy", "metric", "input"]
-    return frame[first + [c for c in frame.columns if c not in first]]
+    return frame[COMPACT + [c for c in frame.columns if c not in COMPACT]]
 
 
 frame = catalog_frame()
@@ -87,26 +113,8 @@ event = st.dataframe(
     view,
     hide_index=True,
     width="stretch",
-    column_config={
-        "open": st.column_config.TextColumn("Open", help="Click to open this model in the Model page (this tab)"),
-        "id": st.column_config.TextColumn("Model id"),
-        "family": st.column_config.TextColumn("Family"),
-        "section": st.column_config.TextColumn("Section"),
-        "year": st.column_config.NumberColumn("Year", format="%d"),
-        "source": st.column_config.TextColumn("Source"),
-        "status": st.column_config.TextColumn("Status"),
-        "paper": st.column_config.LinkColumn("Paper", display_text="paper ↗", help="Opens the paper in a new tab"),
-        "params (M)": st.column_config.NumberColumn("Parameters (M)", format="%,.2f"),
-        "GMACs": st.column_config.NumberColumn("GMACs", format="%,.3f"),
-        "memory access (MB)": st.column_config.NumberColumn("Memory access (MB)", format="%,.1f"),
-        "input": st.column_config.TextColumn("Input (C×H×W)"),
-        "published params (M)": st.column_config.NumberColumn("Published parameters (M)", format="%,.2f"),
-        "published GMACs": st.column_config.NumberColumn("Published GMACs", format="%,.3f"),
-        "published accuracy": st.column_config.NumberColumn("Published accuracy", format="%.2f",
-                                                            help="In the unit the metric column names"),
-        "metric": st.column_config.TextColumn("Metric"),
-        "published source": st.column_config.TextColumn("Published source"),
-    },
+    column_config=COLUMNS,
+    column_order=more_columns(view.columns, COMPACT, COLUMNS, "catalog_more_columns"),
     key="catalog_table",
     on_select="rerun",
     selection_mode="single-cell",

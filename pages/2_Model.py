@@ -13,7 +13,7 @@ from explorer.text import escape_markdown
 from explorer.units import format_bytes, format_count
 from ui.common import (RANDOM_WEIGHTS_NOTE, cost_of, drop_unused_link_params, fvcore_of, guard, int_from_link, page_setup,
                        plot_config, start_from_link)
-from ui.components import LAYER_COLUMNS, depth_slider, layer_frame, structural_depth, totals
+from ui.components import LAYER_COLUMNS, LAYER_COMPACT, depth_slider, layer_frame, more_columns, structural_depth, totals
 from ui.figures import cost_treemap
 from ui.jobs import confirm_estimate, job_estimate
 from ui.memory import memory_section
@@ -159,7 +159,11 @@ if st.session_state.get("model_depth_for") != spec.key():
     st.session_state.model_depth_for = spec.key()
 depth = depth_slider("Roll up to depth", deepest, structural_depth(layers), "model_depth",
                   help="1 = stages/top-level blocks; deeper levels split each block into its layers. Each row's figures include its children.")
-st.dataframe(layer_frame(rolled_up(layers, depth), indent=False), hide_index=True, width="stretch", column_config=LAYER_COLUMNS)
+layer_rows = layer_frame(rolled_up(layers, depth), indent=False)
+# the name and the headline figures fit an 800-pixel window; the detail columns behind "More columns" (which
+# every expander's table below follows too)
+layer_order = more_columns(layer_rows.columns, LAYER_COMPACT, LAYER_COLUMNS, "model_more_columns")
+st.dataframe(layer_rows, hide_index=True, width="stretch", column_config=LAYER_COLUMNS, column_order=layer_order)
 st.caption("Each row includes everything its module runs. Rows at one depth add up to the model's total; "
            "ops run directly by a parent (e.g. a residual addition) count toward the parent only.")
 
@@ -168,7 +172,8 @@ for row in rolled_up(layers, 1):
     if row["is_leaf"]:
         continue
     with st.expander(f"{row['name']} ({row['type']}) · {format_count(row['macs'], 'MAC')} · {format_bytes(row['memory_access_bytes'])}"):
-        st.dataframe(layer_frame(subtree(layers, row["name"]), indent=True), hide_index=True, width="stretch", column_config=LAYER_COLUMNS)
+        st.dataframe(layer_frame(subtree(layers, row["name"]), indent=True), hide_index=True, width="stretch",
+                     column_config=LAYER_COLUMNS, column_order=layer_order)
 
 with st.expander("Module tree with output shapes"):
     tree_depth = depth_slider("Tree depth", deepest, 2, "model_tree_depth")
@@ -178,12 +183,15 @@ with st.expander("Cost by operator (aten level)"):
     ops = pd.DataFrame(result["ops"])
     ops["MACs (M)"] = ops.pop("macs") / 1e6
     ops["memory access (MB)"] = ops.pop("memory_access_bytes") / 1e6
-    st.dataframe(ops, hide_index=True, width="stretch", column_config={
-        "op": st.column_config.TextColumn("Operator"), "category": st.column_config.TextColumn("Category"),
+    # the operator pinned, its figures next to it, the category last
+    st.dataframe(ops, hide_index=True, width="stretch", column_order=[
+        "op", "MACs (M)", "memory access (MB)", "count", "elementwise_ops", "category"], column_config={
+        "op": st.column_config.TextColumn("Operator", pinned=True), "category": st.column_config.TextColumn("Category"),
         "count": st.column_config.NumberColumn("Calls", format="%,d"),
         "elementwise_ops": st.column_config.NumberColumn("Elementwise ops", format="%,d"),
-        "MACs (M)": st.column_config.NumberColumn("MACs (millions)", format="%,.2f"),
-        "memory access (MB)": st.column_config.NumberColumn("Memory access (MB)", format="%,.2f")})
+        "MACs (M)": st.column_config.NumberColumn("MACs (M)", format="%,.2f", help="Multiply-accumulates, in millions"),
+        "memory access (MB)": st.column_config.NumberColumn("Mem. access (MB)", format="%,.2f",
+                                                            help="Memory access cost (not MACs)")})
     st.caption("category: mac = counted in MACs; elementwise = counted as elementwise ops; data = moves data, no arithmetic; "
                "uncounted = no formula.")
 

@@ -10,7 +10,7 @@ from explorer.roofline import ridge_point
 from explorer.spec import ModelSpec, format_size, parse_size
 from explorer.text import escape_markdown
 from ui.common import QUOTED_LINK_TEXT, drop_unused_link_params, guard, page_setup, plot_config, start_from_link
-from ui.components import parse_batch_list
+from ui.components import more_columns, parse_batch_list
 from ui.figures import roofline_plot, sweep_plot
 from ui.jobs import JobCancelled, confirm_estimate, job_estimate, job_service, run_job
 
@@ -73,7 +73,9 @@ with st.form("latency_form"):
     c7, c8, c9 = st.columns(3)
     channels_last = c7.checkbox("channels-last", key="lat_cl")
     compile_model = c8.checkbox("torch.compile", key="lat_compile", help="Compiles first; slow to start")
-    per_layer = c9.checkbox("per-layer times (torch.profiler)", value=True, key="lat_per_layer")
+    # the profiler's name in the help: in the label it was cut at 800 px
+    per_layer = c9.checkbox("per-layer times", value=True, key="lat_per_layer",
+                            help="Each layer timed with torch.profiler: kernel time on a GPU, wall time on the CPU")
     everywhere = False
     if len(workers) > 1:
         everywhere = st.checkbox(
@@ -223,22 +225,30 @@ c1.plotly_chart(sweep_plot(chart_rows, "median_ms", "Latency (median, ms)", "ms 
                            band=("p10_ms", "p90_ms")), width="stretch", config=plot_config())
 c2.plotly_chart(sweep_plot(chart_rows, "throughput_per_s", "Throughput (images/s)", "images per second",
                            band=("throughput_low", "throughput_high")), width="stretch", config=plot_config())
-st.dataframe(frame, hide_index=True, width="stretch", column_config={
-    "model": st.column_config.TextColumn("Model"),
+SWEEP_COLUMNS = {
+    "model": st.column_config.TextColumn("Model", pinned=True),
     "batch": st.column_config.NumberColumn("Batch", format="%,d"),
     "median_ms": st.column_config.NumberColumn("Median (ms)", format="%,.3f"),
+    "throughput_per_s": st.column_config.NumberColumn("Images/s", format="%,.1f", help="Throughput: batch ÷ median time"),
     "p10_ms": st.column_config.NumberColumn("p10 (ms)", format="%,.3f"),
     "p90_ms": st.column_config.NumberColumn("p90 (ms)", format="%,.3f"),
+    "achieved_tflops": st.column_config.NumberColumn("TFLOP/s", format="%.4f", help="Achieved: 2 × MACs ÷ median time"),
+    "achieved_gb_per_s": st.column_config.NumberColumn("GB/s", format="%,.2f",
+                                                       help="Achieved: memory access cost (bytes) ÷ median time"),
+    "device": st.column_config.TextColumn("Device"),
     "runs": st.column_config.NumberColumn("Timed runs", format="%,d"),
     "warmup_runs": st.column_config.NumberColumn("Warm-up runs", format="%,d"),
-    "throughput_per_s": st.column_config.NumberColumn("Throughput (images/s)", format="%,.1f"),
-    "achieved_tflops": st.column_config.NumberColumn("Achieved TFLOP/s", format="%.4f"),
-    "achieved_gb_per_s": st.column_config.NumberColumn("Achieved GB/s", format="%,.2f"),
     "dtype": st.column_config.TextColumn("dtype"),
-    "device": st.column_config.TextColumn("Device"),
     "worker": st.column_config.TextColumn("Worker"),
     "host": st.column_config.TextColumn("Host"),
-})
+}
+# the model pinned and the timings first (what an 800-pixel window shows); the device too when the runs used
+# several (a lab's GPUs side by side); the run counts and where each ran behind "More columns"
+sweep_compact = [key for key in SWEEP_COLUMNS if key not in ("device", "runs", "warmup_runs", "dtype", "worker", "host")]
+if frame["device"].nunique() > 1 or frame["worker"].nunique() > 1:
+    sweep_compact += ["device", "worker"]
+st.dataframe(frame, hide_index=True, width="stretch", column_config=SWEEP_COLUMNS,
+             column_order=more_columns(frame.columns, sweep_compact, SWEEP_COLUMNS, "lat_more_columns"))
 st.download_button("Download the sweep (CSV)", frame.to_csv(index=False), "latency_sweep.csv", "text/csv")
 
 # --- roofline and per-layer times -------------------------------------------------------------------
@@ -287,16 +297,21 @@ with guard("The roofline"):
         table["MACs (M)"] = table.pop("macs") / 1e6
         table["memory access (MB)"] = table.pop("memory_access_bytes") / 1e6
         table = table.sort_values("time_ms", ascending=False)
-        st.dataframe(table, hide_index=True, width="stretch", column_config={
-            "name": st.column_config.TextColumn("Layer"),
+        # the layer pinned, its time and what bounds it first, its type last
+        st.dataframe(table, hide_index=True, width="stretch", column_order=[
+            "name", "time_ms", "share_time", "bound", "arithmetic_intensity", "achieved_tflops", "achieved_gb_per_s",
+            "MACs (M)", "memory access (MB)", "type"], column_config={
+            "name": st.column_config.TextColumn("Layer", pinned=True),
             "type": st.column_config.TextColumn("Type"),
             "bound": st.column_config.TextColumn("Bound by", help="Left of the ridge point: memory; right: compute"),
             "time_ms": st.column_config.NumberColumn("Time (ms)", format="%,.3f"),
-            "share_time": st.column_config.ProgressColumn("Share of time", format="percent", min_value=0, max_value=1),
-            "arithmetic_intensity": st.column_config.NumberColumn("Intensity (FLOPs/byte)", format="%,.2f"),
-            "achieved_tflops": st.column_config.NumberColumn("Achieved TFLOP/s", format="%.4f"),
-            "achieved_gb_per_s": st.column_config.NumberColumn("Achieved GB/s", format="%,.2f"),
+            "share_time": st.column_config.ProgressColumn("Time share", format="percent", min_value=0, max_value=1),
+            "arithmetic_intensity": st.column_config.NumberColumn("FLOPs/byte", format="%,.2f",
+                                                                  help="Arithmetic intensity: 2 × MACs per byte"),
+            "achieved_tflops": st.column_config.NumberColumn("TFLOP/s", format="%.4f", help="Achieved"),
+            "achieved_gb_per_s": st.column_config.NumberColumn("GB/s", format="%,.2f", help="Achieved"),
             "MACs (M)": st.column_config.NumberColumn("MACs (M)", format="%,.2f"),
-            "memory access (MB)": st.column_config.NumberColumn("Memory access (MB)", format="%,.2f"),
+            "memory access (MB)": st.column_config.NumberColumn("Mem. access (MB)", format="%,.2f",
+                                                                help="Memory access cost (not MACs)"),
         })
         st.download_button("Download per-layer times (CSV)", table.to_csv(index=False), f"{picked['arch']}_layers.csv", "text/csv")

@@ -17,6 +17,7 @@ from explorer.jobs import job_key
 from ui.common import (QUOTED_LINK_TEXT, cached_attention_formulas, cached_bench, cached_compare_row, cached_sweep,
                        cached_training_costs,
                        drop_unused_link_params, escape_markdown, guard, page_setup, plot_config, start_from_link)
+from ui.components import COMPARE_COLUMNS, more_columns
 from ui.figures import attention_formula_plot
 from ui.jobs import confirm_estimate, job_estimate
 from ui.graph import compare_diff_section
@@ -239,20 +240,24 @@ frame["published_metric"] = frame["published_metric"].fillna("none published")
 frame["published_source"] = frame["published_source"].fillna("—")
 frame.insert(frame.columns.get_loc("published_source") + 1, "other published figures", [
     "; ".join(f"{m} {v:.2f}" for m, v in r["published"].items() if m != r["published_metric"]) for r in rows])
-st.dataframe(frame, hide_index=True, width="stretch", column_config={
-    "label": st.column_config.TextColumn("Model"), "input": st.column_config.TextColumn("Input (C×H×W)"),
-    "params_m": st.column_config.NumberColumn("params (M)", format="%.2f"),
-    "gmacs": st.column_config.NumberColumn("GMACs", format="%.3f"),
-    "memory_access_mb": st.column_config.NumberColumn("memory access (MB)", format="%.1f"),
-    "activations_m": st.column_config.NumberColumn("activations (M elements)", format="%.2f"),
-    "intensity_flops_per_byte": st.column_config.NumberColumn("FLOPs per byte", format="%.1f"),
-    "published_top1": st.column_config.NumberColumn("published accuracy", format="%.2f",
-                                                    help="In the metric of the next column"),
-    "published_metric": st.column_config.TextColumn("metric"),
-    "latency_ms": st.column_config.NumberColumn("latency (ms, batch 1)", format="%.2f"),
-    "training_memory_gb": st.column_config.NumberColumn("training peak (GB)", format="%.3f"),
-    "training_step_gmacs": st.column_config.NumberColumn("training-step GMACs", format="%.3f"),
-})
+# The table's own columns after the comparison's (ui.components.COMPARE_COLUMNS, which the tours share)
+TABLE_COLUMNS = {
+    **COMPARE_COLUMNS,
+    "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%,.2f", help="Median, batch 1, fp32, channels-last"),
+    "training_memory_gb": st.column_config.NumberColumn("Train peak (GB)", format="%,.3f",
+                                                        help=f"Peak memory of one training step: {TRAINING_SETTINGS}"),
+    "training_step_gmacs": st.column_config.NumberColumn("Train-step GMACs", format="%,.3f",
+                                                         help="MACs of one training step (forward + backward), billions"),
+    "other published figures": st.column_config.TextColumn("Other published figures"),
+    "latency_device": st.column_config.TextColumn("Timed on"),
+}
+# What an 800-pixel window shows: the model (pinned), its headline figures and whatever this session measured; the
+# input too when the models differ in it; the rest behind "More columns".
+compact = ["label", "params_m", "gmacs", "memory_access_mb", "published_top1", "published_metric", "latency_ms",
+           "training_memory_gb", "training_step_gmacs"] + (["input"] if frame["input"].nunique() > 1 else [])
+every_column = [key for key in dict.fromkeys([*TABLE_COLUMNS, *frame.columns]) if key in frame]
+st.dataframe(frame, hide_index=True, width="stretch", column_config=TABLE_COLUMNS,
+             column_order=more_columns(every_column, compact, TABLE_COLUMNS, "compare_more_columns"))
 st.download_button("Download (CSV)", frame.to_csv(index=False), "comparison.csv", "text/csv")
 
 # --- trade-off plot ---------------------------------------------------------------------------------

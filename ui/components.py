@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer.layers import rolled_up, shape_text
+from explorer.text import escape_markdown
 from explorer.units import format_bytes, format_count
 
 
@@ -40,15 +41,17 @@ def totals(result: dict):
 
 
 def layer_frame(rows: list[dict], indent: bool = False) -> pd.DataFrame:
+    """The per-layer rows as a table: the name, the headline figures, what kind of layer it is, then the detail
+    (LAYER_COMPACT names what a narrow window shows before "More columns")."""
     return pd.DataFrame(
         {
             "layer": [("\u2003" * (r["depth"] - 1) if indent and r["depth"] > 0 else "") + r["name"] for r in rows],
-            "type": [r["type"] for r in rows],
-            "output shape": [shape_text(r["output_shape"]) for r in rows],
             "params": [r["params"] for r in rows],
             "MACs (M)": [r["macs"] / 1e6 for r in rows],
             "share of MACs (%)": [100 * r["share_macs"] for r in rows],
             "memory access (MB)": [r["memory_access_bytes"] / 1e6 for r in rows],
+            "type": [r["type"] for r in rows],
+            "output shape": [shape_text(r["output_shape"]) for r in rows],
             "memory access (M elements)": [r["memory_access_elements"] / 1e6 for r in rows],
             "share of memory access (%)": [100 * r["share_memory_access"] for r in rows],
             "output (k elements)": [r["output_elements"] / 1e3 for r in rows],
@@ -56,19 +59,46 @@ def layer_frame(rows: list[dict], indent: bool = False) -> pd.DataFrame:
     )
 
 
-# Shown names with units and thousands separators; the frame keeps its short keys (tests and CSV read them).
+# Shown names, short and each with its unit (the help says the rest), so that the name (pinned: it stays in view
+# when the table scrolls sideways) and the headline figures fit an 800-pixel-wide window; the frame keeps its
+# keys (tests, CSV and the presenter's tables read them).
 LAYER_COLUMNS = {
-    "layer": st.column_config.TextColumn("Layer"),
+    "layer": st.column_config.TextColumn("Layer", pinned=True),
+    "params": st.column_config.NumberColumn("Params", format="%,d", help="Parameters (weights and biases), a count"),
+    "MACs (M)": st.column_config.NumberColumn("MACs (M)", format="%,.2f", help="Multiply-accumulates, in millions"),
+    "share of MACs (%)": st.column_config.ProgressColumn("MACs share", format="%.1f%%", min_value=0, max_value=100,
+                                                         width=100, help="This row's share of the model's MACs"),
+    "memory access (MB)": st.column_config.NumberColumn(
+        "Mem. access (MB)", format="%,.2f", help="Memory access cost: bytes read and written by the row's ops (not MACs)"),
     "type": st.column_config.TextColumn("Type"),
     "output shape": st.column_config.TextColumn("Output shape"),
-    "params": st.column_config.NumberColumn("Parameters", format="%,d"),
-    "MACs (M)": st.column_config.NumberColumn("MACs (millions)", format="%,.2f"),
-    "share of MACs (%)": st.column_config.ProgressColumn("Share of MACs", format="%.1f%%", min_value=0, max_value=100),
-    "memory access (MB)": st.column_config.NumberColumn("Memory access (MB)", format="%,.2f"),
-    "memory access (M elements)": st.column_config.NumberColumn("Memory access (M elements)", format="%,.3f"),
-    "share of memory access (%)": st.column_config.NumberColumn("Share of memory access (%)", format="%.1f"),
+    "memory access (M elements)": st.column_config.NumberColumn("Mem. access (M elements)", format="%,.3f"),
+    "share of memory access (%)": st.column_config.NumberColumn("Mem. access share (%)", format="%.1f"),
     "output (k elements)": st.column_config.NumberColumn("Output (k elements)", format="%,.1f"),
 }
+# What an 800-pixel-wide window shows until "More columns": the rest are detail.
+LAYER_COMPACT = ["layer", "params", "MACs (M)", "share of MACs (%)", "memory access (MB)", "type", "output shape"]
+
+
+def more_columns(keys, compact: list[str], columns: dict, key: str, container=st) -> list[str]:
+    """The column order of a table too wide for a narrow window: those of its column `keys` that `compact` names
+    (the identifying column and the headline figures), until the person turns on "More columns", which adds
+    every other key after them, in the order of `keys`. A column that `columns` maps to None stays hidden."""
+    keys = list(keys)
+    shown = [c for c in compact if c in keys]
+    rest = [c for c in keys if c not in shown and columns.get(c, c) is not None]
+    if not rest:
+        return shown
+    names = ", ".join(escape_markdown(_column_label(columns.get(c), c)) for c in rest)
+    if container.toggle("More columns", key=key, help=f"Adds {names}"):
+        return shown + rest
+    return shown
+
+
+def _column_label(config, key: str) -> str:
+    if isinstance(config, str):
+        return config
+    return (config or {}).get("label") or key
 
 
 def structural_depth(layers: list[dict], largest_share: float = 0.5) -> int:
@@ -98,6 +128,7 @@ def rf_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def layer_table(layers: list[dict], depth: int, indent: bool = False):
+    """Every column, in layer_frame's order: the headline figures first, the name pinned."""
     st.dataframe(layer_frame(rolled_up(layers, depth), indent), hide_index=True, width="stretch", column_config=LAYER_COLUMNS)
 
 
@@ -178,18 +209,22 @@ def changed_places_text(names: list[str], base_rows: dict[str, dict], swapped_ro
                      for kind, places in groups.items()) + more
 
 
-# The comparison rows (explorer.compare.compare_row) as a table: shown names with units.
+# The comparison rows (explorer.compare.compare_row) as a table, in this order: the model (pinned), the headline
+# figures, then the rest; shown names short, each with its unit.
 COMPARE_COLUMNS = {
-    "label": st.column_config.TextColumn("Model"),
-    "input": st.column_config.TextColumn("Input (C×H×W)"),
-    "params_m": st.column_config.NumberColumn("Parameters (M)", format="%,.2f"),
-    "gmacs": st.column_config.NumberColumn("GMACs", format="%,.3f"),
-    "memory_access_mb": st.column_config.NumberColumn("Memory access (MB)", format="%,.1f"),
-    "activations_m": st.column_config.NumberColumn("Activations (M elements)", format="%,.2f"),
-    "intensity_flops_per_byte": st.column_config.NumberColumn("FLOPs per byte", format="%,.1f"),
-    "published_top1": st.column_config.NumberColumn("Published accuracy", format="%.2f",
-                                                    help="In the metric of the next column"),
+    "label": st.column_config.TextColumn("Model", pinned=True),
+    "params_m": st.column_config.NumberColumn("Params (M)", format="%,.2f", help="Parameters, in millions"),
+    "gmacs": st.column_config.NumberColumn("GMACs", format="%,.3f", help="Multiply-accumulates, in billions"),
+    "memory_access_mb": st.column_config.NumberColumn(
+        "Mem. access (MB)", format="%,.1f", help="Memory access cost: bytes read and written by all ops (not MACs)"),
+    "published_top1": st.column_config.NumberColumn("Published", format="%.2f",
+                                                    help="The published accuracy, in the metric of the next column"),
     "published_metric": st.column_config.TextColumn("Metric"),
+    "activations_m": st.column_config.NumberColumn("Activations (M)", format="%,.2f",
+                                                   help="Elements written by conv / linear / attention ops, millions"),
+    "intensity_flops_per_byte": st.column_config.NumberColumn("FLOPs/byte", format="%,.1f",
+                                                              help="Arithmetic intensity: 2 × MACs per byte of memory access"),
+    "input": st.column_config.TextColumn("Input (C×H×W)"),
     "published_source": st.column_config.TextColumn("Published source"),
 }
 
