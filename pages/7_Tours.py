@@ -11,7 +11,7 @@ from explorer.tours import load_tours
 from explorer.text import escape_markdown
 from ui.common import QUOTED_LINK_TEXT, drop_unused_link_params, guard, int_from_link, page_setup, start_from_link
 from ui.presenter import PRESENTER_FLAG, arrow_keys, presenter_style
-from ui.tour_figures import FULL_WIDTH_IN_PRESENTER, render_figure
+from ui.tour_figures import render_figure
 
 page_setup("Tours", ":material/school:")
 
@@ -62,7 +62,8 @@ if present:
     c1, b1, b2, c2 = st.columns([5, 1.2, 1.2, 1.6], vertical_alignment="center")
 else:
     st.title("Tours")
-    c1, c2 = st.columns([3, 1])
+    # the toggle's label stays whole down to an 800-pixel window
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
 c1.selectbox("Tour", tour_ids, key="tour_id", on_change=on_tour_change,
              format_func=lambda i: by_id[i]["title"], label_visibility="collapsed" if present else "visible")
 c2.toggle("Presenter view", key="tour_present")
@@ -96,9 +97,6 @@ if present:
     st.caption(about + " · ← / → keys move between steps")  # the tour's title is the menu's, above
     if step["figure"].get("kind") == "text":
         step_prose()
-    elif step["figure"].get("kind") in FULL_WIDTH_IN_PRESENTER:  # too dense to sit beside the prose
-        step_prose()
-        step_figure()
     else:  # prose beside its figure: one screen, no scrolling
         left, right = st.columns([5.3, 6.7], gap="medium")
         with left:
@@ -113,6 +111,6 @@ else:
     st.markdown(step["text"])
     step_figure()
     st.info(f"**Think about it:** {step['question']}", icon=":material/lightbulb:")
-    b1, b2, _ = st.columns([1, 1, 4])
+    b1, b2, _ = st.columns([1, 1, 2])  # "← Previous" stays whole in an 800-pixel window
     b1.button("← Previous", disabled=index == 0, key="tour_prev", on_click=move, args=(-1,))
     b2.button("Next →", disabled=index == len(steps) - 1, key="tour_next", on_click=move, args=(1,))

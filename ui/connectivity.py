@@ -1,6 +1,7 @@
 """Channel connectivity of a block: its sparse factors (group convs, permutations) and their dense product."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -44,6 +45,11 @@ def connectivity_job(spec_key: str, module: str | None, key: str | None = None) 
     return result
 
 
+def _placed(slot):
+    """Inside `slot` (an st.empty) when given, else in the page's flow."""
+    return slot.container() if slot is not None else contextlib.nullcontext()
+
+
 def _shrink(matrix) -> dict:
     """At most SHOWN cells per side: each cell holds the largest value of its step×step channels, so every
     group stays visible (a cell is connected when any of its channels is)."""
@@ -65,11 +71,15 @@ def _heatmap(drawn: dict, blank_zeros: bool = False, **kwargs) -> go.Heatmap:
     return go.Heatmap(z=z, x=np.arange(z.shape[1]) * step, y=np.arange(z.shape[0]) * step, **kwargs)
 
 
-def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | None = None, layout=None):
+def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | None = None, layout=None,
+                      compact: bool = False):
     """Pick a block (``block`` first if given, else the first most nested one) and draw its channel paths.
-    `layout`, when given, restyles each chart before it is drawn (a tour's presenter mode: ui.presenter.for_screen)."""
+    `layout`, when given, restyles each chart before it is drawn (a tour's presenter mode: ui.presenter.for_screen).
+    `compact`: the form that fits a presenter's figure column (see _compact_view), on ``block`` without a menu."""
     layout = layout or (lambda fig: fig)
-    with st.spinner("Finding the blocks of grouped convs…"):
+    # compact: the jobs' estimates and progress go once the result is in, so the figure keeps the column's height
+    slot = st.empty() if compact else None
+    with _placed(slot), st.spinner("Finding the blocks of grouped convs…"):
         found = connectivity_job(spec.key(), None, key)
     if found is None:  # a long search waits for its Run click
         return
@@ -83,12 +93,19 @@ def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | N
                          "channels)" for c in candidates}
     names = list(labels)
     first = names.index(block) if block in names else max(range(len(names)), key=lambda i: (names[i].count("."), -i))
-    chosen = st.selectbox("Block", names, index=first, format_func=labels.get, key=f"{key}_block")
-    with st.spinner("Tracing the channel paths…"):
+    if compact:  # the step names its block
+        chosen = names[first]
+    else:
+        chosen = st.selectbox("Block", names, index=first, format_func=labels.get, key=f"{key}_block")
+    with _placed(slot), st.spinner("Tracing the channel paths…"):
         found = connectivity_job(spec.key(), chosen, key)
     if found is None:
         return
     report = found["report"]
+    if compact:
+        slot.empty()
+        _compact_view(report, layout)
+        return
     uniform = report["min_paths"] == report["max_paths"]
     c1, c2, c3 = st.columns(3)
     c1.metric("Paths per (output, input) channel pair",
@@ -116,16 +133,42 @@ def connectivity_view(spec: ModelSpec, key: str = "connectivity", block: str | N
                    report["product_of_factors"]])
 
 
-def _factor_figure(factors: list[dict], inputs: int, layout):
+def _verdict(report: dict) -> str:
+    """The view's finding in one line (the compact view's only text)."""
+    if report["exactly_one_path"]:
+        return "Complementary: every output reaches every input by exactly one path."
+    if report["dense"]:
+        paths = (f"{report['min_paths']}" if report["min_paths"] == report["max_paths"]
+                 else f"{report['min_paths']} to {report['max_paths']}")
+        return f"Dense: every output reaches all {report['in_channels']} inputs, by {paths} paths."
+    return f"Not dense: an output reaches {report['reached_fraction']:.0%} of the inputs; groups stay apart."
+
+
+def _compact_view(report: dict, layout):
+    """A presenter's figure column: the verdict in one line, then the factors and the paths as two tabs of
+    the column's height; no metrics or captions (the step's prose tells them)."""
+    icon = ":material/check_circle:" if report["dense"] else ":material/block:"
+    (st.success if report["dense"] else st.warning)(_verdict(report), icon=icon)
+    factors_tab, paths_tab = st.tabs(["Factor by factor", "All paths"])
+    with factors_tab:
+        fig = _factor_chart(report["factors"], report["in_channels"], compact=True)
+        st.plotly_chart(layout(fig), width="stretch", config=plot_config())
+    with paths_tab:
+        st.plotly_chart(layout(_paths_chart(report)), width="stretch", config=plot_config())
+
+
+def _factor_chart(factors: list[dict], inputs: int, compact: bool = False) -> go.Figure:
+    """Each factor's 0/1 connectivity (top row) and, where traced, the paths from the block's input so far
+    (bottom row). `compact`: short subplot titles, no channel numbers and no chart title, for narrow cells."""
     shown = factors[:MAX_FACTORS]
     chained = [f for f in shown if "so_far" in f]
     rows = 2 if chained else 1
-    titles = [f"{f['name']}<br>{f['kind']}" for f in shown]
+    titles = [f["kind"] if compact else f"{f['name']}<br>{f['kind']}" for f in shown]
     if chained:
-        titles += [f"an output reaches {f['reached_so_far'] * inputs:.3g} of {inputs} inputs" if "so_far" in f else ""
-                   for f in shown]
+        reach = "{:.3g} of {} inputs" if compact else "an output reaches {:.3g} of {} inputs"
+        titles += [reach.format(f["reached_so_far"] * inputs, inputs) if "so_far" in f else "" for f in shown]
     fig = make_subplots(rows=rows, cols=len(shown), subplot_titles=titles, horizontal_spacing=0.04,
-                        vertical_spacing=0.16)
+                        vertical_spacing=0.22 if compact else 0.16)
     top = max((int(f["so_far"]["z"].max()) for f in chained), default=1)
     for i, factor in enumerate(shown):
         fig.add_trace(_heatmap(factor["matrix"], zmin=0, zmax=1, colorscale="Greys", showscale=False,
@@ -137,15 +180,28 @@ def _factor_figure(factors: list[dict], inputs: int, layout):
                           row=2, col=i + 1)
         for row in range(1, rows + 1):
             axis = (row - 1) * len(shown) + i + 1
+            if compact:  # cells a tenth of the column wide: the rows are named, the channels are in the hover
+                y_title = ("factor" if row == 1 else "paths so far") if i == 0 else None
+                x_title = None
+            else:
+                y_title = ("output channel" if row == 1 else "channel so far") if i == 0 else None
+                x_title = "input channel" if row == 1 else "block input channel"
             fig.update_yaxes(autorange="reversed", scaleanchor=f"x{axis}", constrain="domain", row=row, col=i + 1,
-                             title=("output channel" if row == 1 else "channel so far") if i == 0 else None)
-            fig.update_xaxes(constrain="domain", row=row, col=i + 1,
-                             title="input channel" if row == 1 else "block input channel")
+                             title=y_title, showticklabels=not compact)
+            fig.update_xaxes(constrain="domain", row=row, col=i + 1, title=x_title, showticklabels=not compact)
     fig.update_annotations(font_size=10)
-    fig.update_layout(height=330 * rows, margin=dict(t=90),
-                      title="Top: each factor in call order (black = connected, 0/1). "
-                            + ("Bottom: paths from the block's input so far (blank = no path)" if chained else ""))
-    st.plotly_chart(layout(fig), width="stretch", config=plot_config())
+    if compact:
+        fig.update_layout(height=330 * rows)
+    else:
+        fig.update_layout(height=330 * rows, margin=dict(t=90),
+                          title="Top: each factor in call order (black = connected, 0/1). "
+                                + ("Bottom: paths from the block's input so far (blank = no path)" if chained else ""))
+    return fig
+
+
+def _factor_figure(factors: list[dict], inputs: int, layout):
+    shown = factors[:MAX_FACTORS]
+    st.plotly_chart(layout(_factor_chart(factors, inputs)), width="stretch", config=plot_config())
     notes = []
     if len(factors) > MAX_FACTORS:
         notes.append(f"the first {MAX_FACTORS} of {len(factors)} factors are drawn")
@@ -157,7 +213,7 @@ def _factor_figure(factors: list[dict], inputs: int, layout):
         st.caption("Drawn: " + "; ".join(notes) + ".")
 
 
-def _paths_figure(report: dict, layout):
+def _paths_chart(report: dict) -> go.Figure:
     paths = report["paths"]
     fig = go.Figure(_heatmap(paths, blank_zeros=True, colorscale="Viridis", zmin=0, zmax=max(1, report["max_paths"]),
                              colorbar=dict(title="paths (count)"),
@@ -168,4 +224,8 @@ def _paths_figure(report: dict, layout):
     step = paths["step"]
     fig.update_layout(height=460, title=f"Paths through {report['module']} ({full[0]}×{full[1]} channels"
                                         + (f", {step}×{step} channels a cell)" if step > 1 else ")"))
-    st.plotly_chart(layout(fig), width="stretch", config=plot_config())
+    return fig
+
+
+def _paths_figure(report: dict, layout):
+    st.plotly_chart(layout(_paths_chart(report)), width="stretch", config=plot_config())

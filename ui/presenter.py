@@ -8,7 +8,8 @@
   left exactly as drawn.
 - ``presenter_table(frame, columns)``: in presenter mode, a table as HTML in large type (st.dataframe's canvas
   ignores the page's CSS), formatted as its column configuration says, scrolling inside a box when it has
-  more rows than the screen holds.
+  more rows than the screen holds. It never scrolls sideways while its names (first column) and its last,
+  descriptive column can wrap: the figures between never do.
 - ``arrow_keys(previous_key, next_key)``: ← / → press the page's Previous / Next buttons. A tiny same-origin
   iframe (streamlit.components.v1.html) listens to the page's keydown and clicks the buttons Streamlit renders
   with those keys; keys typed into a text box or a menu are left alone.
@@ -52,6 +53,8 @@ section[data-testid="stSidebar"], div[data-testid="stSidebarCollapsedControl"], 
   {padding: 0.15rem 0.35rem; vertical-align: bottom}
 .stMainBlockContainer [data-testid="stTable"] p {font-size: 1.125rem; line-height: 1.3; margin: 0}
 .stMainBlockContainer [data-testid="stTable"] tbody p {white-space: nowrap}
+.stMainBlockContainer [data-testid="stTable"] tbody th p, .stMainBlockContainer [data-testid="stTable"] tbody td:last-child p
+  {white-space: normal}
 .stMainBlockContainer [data-testid="stTable"] thead p {font-weight: 600}
 </style>"""
 
@@ -138,11 +141,25 @@ def _plain(value) -> str:
 
 
 TABLE_HEADER_PX, TABLE_ROW_PX = 100, 30  # a row of 18 px type with its padding; a header of up to four lines
+TABLE_LINE_PX = 24  # each further line of a row whose last column wraps
 
 
-def presenter_table_height(rows: int, most: int = PRESENTER_TABLE_HEIGHT) -> int:
-    """How tall presenter_table draws `rows` rows, in pixels (at most `most`)."""
-    return min(most, TABLE_HEADER_PX + TABLE_ROW_PX * rows)
+LONG_NAME_CHARS = 24  # a name longer than this (~230 px at 18 px type) may wrap in a presenter table
+
+
+def _breakable(name: str) -> str:
+    """A long row name with a chance to wrap after each ".", "@" and "," (a nested layer's path, a swap's target
+    list; not inside a number), where it has no space: it wraps in its column instead of pushing the table
+    sideways. A shorter name stays whole: a chance to wrap lets the browser narrow its column even when the
+    table fits, at the cost of taller rows."""
+    if len(name) <= LONG_NAME_CHARS:
+        return name
+    return re.sub(r"(?<=[@,])(?=\S)|(?<=\.)(?=[^\d\s])", "\u200b", name)
+
+
+def presenter_table_height(rows: int, most: int = PRESENTER_TABLE_HEIGHT, row_lines: int = 1) -> int:
+    """How tall presenter_table draws `rows` rows of `row_lines` lines each, in pixels (at most `most`)."""
+    return min(most, TABLE_HEADER_PX + (TABLE_ROW_PX + TABLE_LINE_PX * (row_lines - 1)) * rows)
 
 
 def presenter_table(frame: pd.DataFrame, columns: dict, most: int = PRESENTER_TABLE_HEIGHT):
@@ -154,9 +171,13 @@ def presenter_table(frame: pd.DataFrame, columns: dict, most: int = PRESENTER_TA
         columns[key]["label"]: frame[key].map(_printf_to_format(columns[key].get("type_config", {}).get("format"))
                                               or _plain)
         for key in frame})
-    tall = TABLE_HEADER_PX + TABLE_ROW_PX * len(shown) > most
+    names = shown.columns[0]
+    shown[names] = shown[names].map(_breakable)
+    # a list in the last column ("1×256×80×80, 1×256×40×40") may wrap to a line an item: counted as such
+    lines = shown[shown.columns[-1]].map(lambda cell: 1 + str(cell).count(", ")) if len(shown.columns) > 1 else []
+    tall = TABLE_HEADER_PX + sum(TABLE_ROW_PX + TABLE_LINE_PX * (n - 1) for n in lines) > most
     box = st.container(height=most, border=False) if tall else st.container()
-    box.table(shown.set_index(shown.columns[0]))
+    box.table(shown.set_index(names))
 
 
 _ARROW_KEYS = """<script>

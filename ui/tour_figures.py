@@ -4,6 +4,8 @@ Every chart goes through ui.presenter (show_chart, or a view's `layout=narrow(..
 presenter_table in presenter mode, so that a step reads on a projector and fits its 1280×720 screen."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -17,32 +19,32 @@ from ui.common import cached_compare_row, cached_fold, cached_sweep, cost_of
 from ui.components import (COMPARE_COLUMNS, LAYER_COLUMNS, compare_table, layer_frame, layer_table, structural_depth,
                            totals)
 from ui.figures import cost_treemap
-from ui.presenter import (PRESENTER_CHART_HEIGHT, narrow, presenter_on, presenter_table,
+from ui.presenter import (PRESENTER_CHART_HEIGHT, PRESENTER_FONT_PX, narrow, presenter_on, presenter_table,
                           presenter_table_height, show_chart)
 
-# The columns a projector's figure column (~680 px at 18 px type) holds, under shorter names, the figures first:
-# a wider table scrolls sideways, so the descriptive columns go last. The others derive from these (memory
-# access in elements is the bytes over the element size) or stay on the normal view.
+# The columns a projector's figure column (~660 px at 18 px type) holds, under shorter names, the figures first
+# and one descriptive column last, which wraps (ui.presenter.presenter_table) so that nothing scrolls sideways.
+# The others derive from these (memory access in elements is the bytes over the element size) or stay on the
+# normal view: a layer's type (its name tells it) and a model's activations (its memory access counts them).
 PRESENTER_LAYER_COLUMNS = {"layer": "Layer", "params": "Params", "MACs (M)": "MACs (M)",
                            "share of MACs (%)": "MACs share", "memory access (MB)": "Memory access (MB)",
-                           "output shape": "Output", "type": "Type"}
+                           "output shape": "Output"}
 PRESENTER_COMPARE_COLUMNS = {"label": "Model", "params_m": "Params (M)", "gmacs": "GMACs",
-                             "memory_access_mb": "Memory access (MB)", "activations_m": "Activations (M)",
-                             "published_top1": "Published", "input": "Input", "published_metric": "Metric"}
-# Figures too dense for the column beside the prose: in presenter mode they take the screen's width below it,
-# and such a step is taller than one screen.
-FULL_WIDTH_IN_PRESENTER = {"connectivity"}
+                             "memory_access_mb": "Memory access (MB)", "input": "Input", "published_top1": "Published"}
+PUBLISHED_WITH_METRIC = "published with metric"  # "80.00 PASCAL VOC2007 test mAP (%)": rows of several metrics
 PRESENTER_FIGURE_HEIGHT = 550  # px: the figure column's share of a 720-pixel screen (controls and caption above)
+CONNECTIVITY_CHART_HEIGHT = PRESENTER_FIGURE_HEIGHT - 110  # px: under a one-line verdict and the tabs' labels
 
 
 def _presenter_columns(columns: dict, shown: dict) -> dict:
-    """The column configurations `shown` names, each under its shorter name."""
-    return {key: {**columns[key], "label": label} for key, label in shown.items()}
+    """The column configurations `shown` names, each under its shorter name (a column `columns` lacks: text)."""
+    return {key: {**columns.get(key, {}), "label": label} for key, label in shown.items()}
 
 
 def _compare_columns_shown(rows: list[dict]) -> dict:
     """The presenter's comparison columns, narrower where the rows allow: an input or a published metric that
-    every row shares moves into its column's header."""
+    every row shares moves into its column's header. Rows of several metrics show each figure with its metric,
+    in the last column (_compare_frame), which wraps."""
     shown = dict(PRESENTER_COMPARE_COLUMNS)
     inputs = {r["input"] for r in rows}
     if len(inputs) == 1:
@@ -50,9 +52,20 @@ def _compare_columns_shown(rows: list[dict]) -> dict:
         shown["label"] = f"Model (input {next(iter(inputs))})"
     headlines = {r["published_metric"] for r in rows if r["published_metric"]}
     if len(headlines) <= 1:
-        del shown["published_metric"]
         shown["published_top1"] = " ".join(["Published", *headlines])
+    else:
+        del shown["published_top1"]
+        shown[PUBLISHED_WITH_METRIC] = "Published"
     return shown
+
+
+def _compare_frame(rows: list[dict]) -> pd.DataFrame:
+    """The comparison rows, with each published figure also written out with its metric (PUBLISHED_WITH_METRIC)."""
+    frame = pd.DataFrame(rows)
+    frame[PUBLISHED_WITH_METRIC] = [f"{r['published_top1']:.2f} {r['published_metric']}"
+                                    if r["published_metric"] and r["published_top1"] is not None else ""
+                                    for r in rows]
+    return frame
 
 
 def side_by_side(base: dict, swapped: dict, base_label: str, swapped_label: str):
@@ -87,25 +100,120 @@ def _compare(fig):
     rows = [cached_compare_row(spec_from_item(item).key()) for item in fig["specs"]]
     x = fig.get("x", "gmacs")
     names = {"gmacs": "GMACs", "params_m": "parameters (M)", "memory_access_mb": "memory access (MB)"}
+    shown = _compare_columns_shown(rows)
     if presenter_on():
-        presenter_table(pd.DataFrame(rows), _presenter_columns(COMPARE_COLUMNS, _compare_columns_shown(rows)))
+        presenter_table(_compare_frame(rows), _presenter_columns(COMPARE_COLUMNS, shown))
     else:
         compare_table(rows)
-    # beside the prose in presenter mode, the chart takes what the table leaves of the figure column
-    height = min(PRESENTER_CHART_HEIGHT, max(250, PRESENTER_FIGURE_HEIGHT - presenter_table_height(len(rows))))
+    # beside the prose in presenter mode, the chart takes what the table leaves of the figure column; a figure
+    # written out with its metric wraps to about three lines
+    row_lines = 3 if PUBLISHED_WITH_METRIC in shown else 1
+    height = min(PRESENTER_CHART_HEIGHT,
+                 max(250, PRESENTER_FIGURE_HEIGHT - presenter_table_height(len(rows), row_lines=row_lines)))
     # One accuracy metric per plot (ImageNet top-1 and COCO AP are not one scale): the most common one.
     metrics = [r["published_metric"] for r in rows if r["published_metric"]]
     metric = max(metrics, key=metrics.count) if metrics else None
     with_acc = [r for r in rows if metric and r["published_metric"] == metric]
     if len(with_acc) >= 2:  # one point is not a trade-off: the bars show the cost of every row instead
-        plot = go.Figure(go.Scatter(x=[r[x] for r in with_acc], y=[r["published_top1"] for r in with_acc],
-                                    mode="markers+text", text=[r["label"] for r in with_acc], textposition="top center"))
-        plot.update_layout(xaxis_title=names.get(x, x), yaxis_title=f"published {metric}", height=400)
-        show_chart(plot, height=height)
+        show_chart(_trade_off(with_acc, x, names.get(x, x), metric, height if presenter_on() else 400), height=height)
     else:
         plot = go.Figure(go.Bar(x=[r["label"] for r in rows], y=[r[x] for r in rows]))
         plot.update_layout(yaxis_title=names.get(x, x), height=380)
         show_chart(plot, height=height)
+
+
+def point_labels(labels: list[str]) -> list[str]:
+    """Each label without the longest name prefix (up to a "_", "-" or ":") that a series shares, at least three
+    labels or all of them, so that close points keep short labels: efficientnet_b0 … efficientnet_b7 read
+    b0 … b7 (the table and the hover name them). Two of several (mobilenet_v2, mobilenet_v3_large) stay whole."""
+    series = min(3, len(labels))
+    short = []
+    for label in labels:
+        cuts = [i + 1 for i, mark in enumerate(label) if mark in "_-:"]
+        shared = max((cut for cut in cuts if sum(other.startswith(label[:cut]) for other in labels) >= series),
+                     default=0)
+        short.append(label[shared:] or label)
+    return short
+
+
+# Where Plotly may put a point's label, in the order tried, as (horizontal, vertical) offsets of the label's box
+# in its own width / height from the marker: centred above, below, then to the sides.
+LABEL_PLACES = {"top center": (-0.5, -1), "bottom center": (-0.5, 0), "top right": (0, -1), "top left": (-1, -1),
+                "bottom right": (0, 0), "bottom left": (-1, 0), "middle right": (0, -0.5), "middle left": (-1, -0.5)}
+MARKER_PX = 5  # a marker's radius and the gap to its label
+
+
+def label_box(point: tuple[float, float], label: str, place: str, font_px: float) -> tuple[float, ...]:
+    """The box (left, top, right, bottom, in px, y down) of `label` at textposition `place` beside a marker at
+    `point`, estimated at 0.58 em a character and one line of 1.25 em."""
+    (x, y), (across, down) = point, LABEL_PLACES[place]
+    w, h = 0.58 * font_px * len(label), 1.25 * font_px
+    left = x + across * w + {0: MARKER_PX, -1: -MARKER_PX}.get(across, 0)
+    top = y + down * h + {0: MARKER_PX, -1: -MARKER_PX}.get(down, 0)
+    return left, top, left + w, top + h
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(points: list[tuple[float, float]], labels: list[str], width: float, height: float,
+                 font_px: float) -> list[str]:
+    """A Plotly textposition per point (pixel coordinates, y down, in a plot area of width × height px) such that
+    no label covers another label, a marker or the plot area's edge; '' where none fits (that point is named by
+    its hover and the table)."""
+    taken = [(x - MARKER_PX, y - MARKER_PX, x + MARKER_PX, y + MARKER_PX) for x, y in points]  # the markers
+    places = []
+    for point, label in zip(points, labels):
+        for place in LABEL_PLACES:
+            box = label_box(point, label, place, font_px)
+            if box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height and not any(
+                    _overlap(box, other) for other in taken):
+                taken.append(box)
+                places.append(place)
+                break
+        else:
+            places.append("")
+    return places
+
+
+def _trade_off(rows: list[dict], x: str, x_name: str, metric: str, height: int = 400) -> go.Figure:
+    """Published accuracy against a cost, a labelled point per model, `height` px tall. Costs an order of magnitude
+    or more apart go on a log axis (on a linear one the small models crowd at zero). The axes' ranges are set
+    here, so that place_labels can put each label where it covers nothing, within the plot area."""
+    rows = sorted(rows, key=lambda r: r[x])
+    costs, accuracies = [r[x] for r in rows], [r["published_top1"] for r in rows]
+    log = min(costs) > 0 and max(costs) >= 10 * min(costs)
+    presenting = presenter_on()
+    font_px = PRESENTER_FONT_PX if presenting else 14
+    # the plot area: the figure column (or a narrow window) less the y axis, the chart less its titles and ticks
+    width, tall = (530, height - 110) if presenting else (650, height - 150)
+    along = [math.log10(c) for c in costs] if log else costs
+    x_pad = 0.06 * ((max(along) - min(along)) or 1)
+    x_range = [min(along) - x_pad, max(along) + x_pad]
+    room = 1.25 * font_px + 2 * MARKER_PX  # a label's line above the best point and below the worst
+    y_span = (max(accuracies) - min(accuracies)) or 1
+    y_pad = y_span * room / max(tall - 2 * room, 40)
+    y_range = [min(accuracies) - y_pad, max(accuracies) + y_pad]
+    pixels = [((a - x_range[0]) / (x_range[1] - x_range[0]) * width, (y_range[1] - b) / (y_range[1] - y_range[0]) * tall)
+              for a, b in zip(along, accuracies)]
+    names = point_labels([r["label"] for r in rows])
+    places = place_labels(pixels, names, width, tall, font_px)
+    plot = go.Figure(go.Scatter(
+        x=costs, y=accuracies, mode="markers+text", marker_size=2 * MARKER_PX - 2,
+        text=[name if place else "" for name, place in zip(names, places)],
+        textposition=[place or "top center" for place in places], hovertext=[r["label"] for r in rows],
+        hovertemplate=f"%{{hovertext}}: %{{x:,.3g}} {x_name}, %{{y:.2f}}<extra></extra>"))
+    # a projector's short chart: the metric's name on two lines, so that the axis holds it
+    published = f"published<br>{metric}" if presenting else f"published {metric}"
+    plot.update_layout(xaxis_title=x_name + (" (log scale)" if log else ""), yaxis_title=published, height=height)
+    plot.update_xaxes(range=x_range)
+    plot.update_yaxes(range=y_range)
+    if log:  # ticks at 1, 2 and 5 of each decade, all at the chart's type size (Plotly's minor ones are smaller)
+        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(min(costs))), math.ceil(math.log10(max(costs))) + 1)
+                 for m in (1, 2, 5) if min(costs) / 1.5 <= m * 10.0 ** e <= max(costs) * 1.5]
+        plot.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    return plot
 
 
 def _swap(fig):
@@ -163,10 +271,11 @@ def _receptive_field(fig):
 def _connectivity(fig):
     from ui.connectivity import connectivity_view
 
-    # the screen's whole width under the prose (FULL_WIDTH_IN_PRESENTER), at the view's own heights: two rows of
-    # up to six factors each, whose subplot titles wrap at 20 px
+    # in presenter mode its compact form: the verdict over two tabs of the figure column's height, whose charts
+    # hold up to six factors a row, their subplot titles wrapped to a cell's width at 20 px
     connectivity_view(ModelSpec(fig["arch"], swaps=tuple(fig.get("swaps", ()))), key="tour_connectivity",
-                      block=fig.get("block"), layout=narrow(height=660, title_chars=100, annotation_chars=34))
+                      block=fig.get("block"), compact=presenter_on(),
+                      layout=narrow(height=CONNECTIVITY_CHART_HEIGHT, annotation_chars=12))
 
 
 RENDERERS = {

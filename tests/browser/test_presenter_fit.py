@@ -1,10 +1,11 @@
 """Presenter mode on a projector's 1280×720 screen, in headless Chromium: a tour step fits the screen without
-scrolling and every chart on it, the Inside views' included, has text of at least 18 px.
+scrolling, no table on it scrolls sideways, and every chart on it, the Inside views' included, has text of at
+least 18 px, with no two point labels on top of each other.
 
 By default the steps most likely to overflow: for each figure kind, the step with the longest prose (prose is
-what fills the screen), and the comparison with the most rows. EXPLORER_TEST_EVERY_TOUR_STEP=1 walks every step
-of every tour instead, one page per tour with →, which takes about half an hour on 2 cores (every model is
-costed cold).
+what fills the screen), the comparison with the most rows, and the steps that once did not fit (ONCE_TOO_BIG).
+EXPLORER_TEST_EVERY_TOUR_STEP=1 walks every step of every tour instead, one page per tour with →, which takes
+about half an hour on 2 cores (every model is costed cold).
 """
 import os
 import re
@@ -19,12 +20,14 @@ SCREEN = {"width": 1280, "height": 720}
 # that differ by a pixel or two per line on another machine's fonts, not a hidden row or chart.
 FIT_TOLERANCE_PX = 8
 EVERY_STEP = os.environ.get("EXPLORER_TEST_EVERY_TOUR_STEP") == "1"
-# what a step of each figure kind draws once it is complete: (Plotly charts, tables)
-# A channel-connectivity step draws a menu, three figures, a verdict and two charts of up to six sparse factors
-# each, whose subplot titles need the whole screen's width at 20 px: it is checked for chart text, not for fit.
-TALLER_THAN_A_SCREEN = {"connectivity"}
+# what a step of each figure kind draws once it is complete: (Plotly charts, tables); a channel-connectivity
+# step draws its two charts in two tabs (the hidden tab's text has no size: chart_font_sizes skips it)
 DRAWN = {"compare": (1, 1), "layer_table": (0, 1), "model_totals": (1, 0), "receptive_field": (1, 0),
          "swin_mask": (2, 0), "resolution_sweep": (1, 0), "connectivity": (2, 0)}
+# Steps that were too tall (the channel connectivity drawn in full under the prose), had a table wider than the
+# figure column (its last column out of sight) or crowded point labels, each checked from now on.
+ONCE_TOO_BIG = {("igcv", 3), ("shufflenet_v1", 2), ("refinedet", 3), ("detr", 2), ("spinenet", 2),
+                ("efficientnet", 2), ("shufflenet_v1", 3)}
 
 
 def _prose(step: dict) -> int:
@@ -40,7 +43,7 @@ def steps_most_likely_to_overflow() -> list[tuple[str, int]]:
         if kind not in chosen or _prose(step) > _prose(chosen[kind][2]):
             chosen[kind] = (family, number, step)
     most_rows = max((s for s in steps if s[2]["figure"]["kind"] == "compare"), key=lambda s: len(s[2]["figure"]["specs"]))
-    return sorted({(family, number) for family, number, _ in [*chosen.values(), most_rows]})
+    return sorted({(family, number) for family, number, _ in [*chosen.values(), most_rows]} | ONCE_TOO_BIG)
 
 
 def content_height(page) -> int:
@@ -56,6 +59,30 @@ def chart_font_sizes(page) -> list[float]:
     return page.evaluate("""() => [...document.querySelectorAll('.stPlotlyChart svg text')]
         .filter(e => e.textContent.trim() && e.getBBox().width > 0)
         .map(e => parseFloat(getComputedStyle(e).fontSize))""")
+
+
+def tables_wider_than_their_box(page) -> list[str]:
+    """Each table that scrolls sideways (its box's content wider than the box), as 'header: content > box px'."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stTable"]')]
+        .flatMap(table => [table, ...table.querySelectorAll('div')])
+        .filter(box => box.clientWidth > 0 && box.scrollWidth > box.clientWidth + 1)
+        .map(box => `${(box.querySelector('th') || box).textContent.trim().slice(0, 30)}: `
+                    + `${box.scrollWidth} > ${box.clientWidth} px`)""")
+
+
+def overlapping_point_labels(page) -> list[str]:
+    """The pairs of a chart's point labels (scatter text) whose boxes overlap by more than 2 px each way."""
+    return page.evaluate("""() => [...document.querySelectorAll('.stPlotlyChart')].flatMap(chart => {
+        const labels = [...chart.querySelectorAll('.textpoint text')].filter(e => e.getBBox().width > 0)
+            .map(e => [e.textContent, e.getBoundingClientRect()]);
+        const pairs = [];
+        labels.forEach(([a, ra], i) => labels.slice(i + 1).forEach(([b, rb]) => {
+            const across = Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left);
+            const down = Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top);
+            if (across > 2 && down > 2) pairs.push(`${a} / ${b}`);
+        }));
+        return pairs;
+    })""")
 
 
 def wait_until_drawn(page, number: int, total: int, kind: str):
@@ -75,8 +102,12 @@ def wait_until_drawn(page, number: int, total: int, kind: str):
 
 def check_the_step(page, family: str, number: int, kind: str, problems: list):
     height = content_height(page)
-    if height > SCREEN["height"] + FIT_TOLERANCE_PX and kind not in TALLER_THAN_A_SCREEN:
+    if height > SCREEN["height"] + FIT_TOLERANCE_PX:
         problems.append(f"{family} step {number} ({kind}) is {height} px tall")
+    for wide in tables_wider_than_their_box(page):
+        problems.append(f"{family} step {number} ({kind}) has a table that scrolls sideways ({wide})")
+    for pair in overlapping_point_labels(page):
+        problems.append(f"{family} step {number} ({kind}) has point labels on top of each other: {pair}")
     sizes = chart_font_sizes(page)
     if DRAWN.get(kind, (0, 0))[0] and not sizes:
         problems.append(f"{family} step {number} ({kind}) shows no chart text")
