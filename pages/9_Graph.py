@@ -132,8 +132,8 @@ with guard("Linking the Inside views"):
 drawing = st.container()  # the drawing first on the screen; its overlay controls below it, read before it is drawn
 o1, o2 = st.columns(2)
 if resolve(spec.arch).input_kind == "image":
-    o1.toggle("Receptive field of every node", key="graph_rf",
-              help="Traced in a worker process once per model (torch.fx), then shown in the node panel: the region of "
+    o1.toggle("Receptive fields", key="graph_rf",
+              help="Of every node, traced in a worker process once per model (torch.fx), then shown in the node panel: the region of "
                    "the input one unit sees, and the jump (cumulative stride) between neighbouring units, in pixels")
     if st.session_state.graph_rf:
         with guard("The receptive fields"):
@@ -145,7 +145,9 @@ if run is None:
     _, expected = latency_job(spec)
     if expected is not None:
         o2.caption(f"Estimate: {expected.text()}.")
-    if o2.button("Time every layer (a job: batch 1, fp32, torch.profiler)", key="graph_time_layers"):
+    # a button's label does not wrap: the details go in its help, so the label fits a half-width column at 800 px
+    if o2.button("Time every layer", key="graph_time_layers",
+                 help="A job in a worker process: batch 1, fp32, each layer timed with torch.profiler"):
         with guard("Timing every layer"):
             run_latency(spec)
             run = latency_run_for(spec)
