@@ -18,7 +18,7 @@ from explorer.units import format_bytes, format_count
 from ui.common import cached_compare_row, cached_fold, cached_sweep, cost_of
 from ui.components import (COMPARE_COLUMNS, LAYER_COLUMNS, compare_table, layer_frame, layer_table, structural_depth,
                            totals)
-from ui.figures import cost_treemap
+from ui.figures import cost_treemap, decade_texts
 from ui.presenter import (PRESENTER_CHART_HEIGHT, PRESENTER_FONT_PX, narrow, presenter_on, presenter_table,
                           presenter_table_height, show_chart)
 
@@ -191,6 +191,8 @@ def _trade_off(rows: list[dict], x: str, x_name: str, metric: str, height: int =
     along = [math.log10(c) for c in costs] if log else costs
     x_pad = 0.06 * ((max(along) - min(along)) or 1)
     x_range = [min(along) - x_pad, max(along) + x_pad]
+    if log and math.floor(x_range[1]) - math.ceil(x_range[0]) < 1:  # under two decades in view: widen to whole ones
+        x_range = [math.floor(x_range[0]), math.ceil(x_range[1])]
     room = 1.25 * font_px + 2 * MARKER_PX  # a label's line above the best point and below the worst
     y_span = (max(accuracies) - min(accuracies)) or 1
     y_pad = y_span * room / max(tall - 2 * room, 40)
@@ -209,10 +211,13 @@ def _trade_off(rows: list[dict], x: str, x_name: str, metric: str, height: int =
     plot.update_layout(xaxis_title=x_name + (" (log scale)" if log else ""), yaxis_title=published, height=height)
     plot.update_xaxes(range=x_range)
     plot.update_yaxes(range=y_range)
-    if log:  # ticks at 1, 2 and 5 of each decade, all at the chart's type size (Plotly's minor ones are smaller)
-        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(min(costs))), math.ceil(math.log10(max(costs))) + 1)
-                 for m in (1, 2, 5) if min(costs) / 1.5 <= m * 10.0 ** e <= max(costs) * 1.5]
-        plot.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    if log:  # decades labelled, as on every log axis (ui.figures.label_decades), unlabelled grid lines between
+        exponents = range(math.ceil(x_range[0] - 1e-9), math.floor(x_range[1] + 1e-9) + 1)
+        plot.update_xaxes(type="log", tickmode="array", tickvals=[10.0 ** e for e in exponents],
+                          ticktext=decade_texts(exponents),
+                          minor=dict(tickmode="array", showgrid=True, ticks="",
+                                     tickvals=[m * 10.0 ** e for e in range(exponents[0] - 1, exponents[-1] + 1)
+                                               for m in range(2, 10)]))
     return plot
 
 

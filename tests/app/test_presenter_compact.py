@@ -137,10 +137,15 @@ def test_a_trade_off_over_two_orders_of_magnitude_goes_on_a_log_axis_with_every_
     points = fig.data[0]
     assert list(points.text) == [f"b{i}" for i in range(8)] and points.hovertext[0] == "efficientnet_b0"
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == "GMACs (log scale)"
-    assert list(fig.layout.xaxis.tickvals) == [0.5, 1, 2, 5, 10, 20, 50]  # 1-2-5 from 0.386/1.5 to 37.7·1.5
-    assert list(fig.layout.xaxis.ticktext) == ["0.5", "1", "2", "5", "10", "20", "50"]
-    low, high = fig.layout.xaxis.range  # log10 units, 6 % of the span beyond the ends
-    assert low < math.log10(0.386) < math.log10(37.746) < high
+    # 0.386 to 37.7 GMACs, 6 % of the span (in log10 units) beyond each end: 0.29 to 49, whose decades are 1 and 10
+    low, high = fig.layout.xaxis.range
+    assert low < math.log10(0.386) < math.log10(37.746) < high and 10 ** low > 0.1 and 10 ** high < 100
+    assert list(fig.layout.xaxis.tickvals) == [1, 10] and list(fig.layout.xaxis.ticktext) == ["1", "10"]
+    assert 2 in fig.layout.xaxis.minor.tickvals and 20 in fig.layout.xaxis.minor.tickvals  # grid lines, no text
+    # a span just over ten times, 1.5 to 16 GMACs, holds one decade: the range widens to whole ones, 1 to 100
+    narrow = _trade_off([{"label": "a", "gmacs": 1.5, "published_top1": 70.0},
+                         {"label": "b", "gmacs": 16.0, "published_top1": 75.0}], "gmacs", "GMACs", "top-1 (%)")
+    assert list(narrow.layout.xaxis.range) == [0, 2] and list(narrow.layout.xaxis.ticktext) == ["1", "10", "100"]
     close = [{"label": "a", "gmacs": 4.1, "published_top1": 80.9}, {"label": "b", "gmacs": 4.3, "published_top1": 81.2}]
     linear = _trade_off(close, "gmacs", "GMACs", "ImageNet top-1 (%)")
     assert linear.layout.xaxis.type is None and linear.layout.xaxis.title.text == "GMACs"
