@@ -24,7 +24,8 @@ COLUMNS = {
     "open": st.column_config.TextColumn("Open", pinned=True, help="Click to open this model in the Model page (this tab)"),
     "id": st.column_config.TextColumn("Model id", pinned=True),
     "params (M)": st.column_config.NumberColumn("Params (M)", format="%,.2f", help="Parameters, in millions"),
-    "GMACs": st.column_config.NumberColumn("GMACs", format="%,.3f", help="Multiply-accumulates, in billions"),
+    # four decimals: LeNet-5's 416,520 MACs read 0.0004, not 0.000
+    "GMACs": st.column_config.NumberColumn("GMACs", format="%,.4f", help="Multiply-accumulates, in billions"),
     "published accuracy": st.column_config.NumberColumn("Published", format="%.2f",
                                                         help="The published accuracy, in the unit the Metric column names"),
     "metric": st.column_config.TextColumn("Metric"),
@@ -60,12 +61,13 @@ def catalog_frame() -> pd.DataFrame:
                 "params (M)": m["params"] / 1e6 if "params" in m else None,
                 "GMACs": m["macs"] / 1e9 if "macs" in m else None,
                 "memory access (MB)": m["memory_access_bytes"] / 1e6 if "memory_access_bytes" in m else None,
-                "input": "×".join(map(str, m["input_shape"][1:])) if "input_shape" in m else None,
+                "input": "×".join(map(str, m["input_shape"][1:])) if "input_shape" in m else "—",
                 "published accuracy": row["published_top1"],
-                "metric": row["published_metric"],
+                # text cells say what is missing (a null cell reads "None")
+                "metric": row["published_metric"] if row["published_top1"] is not None else "none published",
                 "published params (M)": row["published_params_m"],
                 "published GMACs": row["published_gmacs"],
-                "published source": row["published_source"],
+                "published source": row["published_source"] or "—",
                 "paper": row["paper"]["url"],
                 "open": "open →" if row["implemented"] else "",
             }

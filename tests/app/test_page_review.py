@@ -5,6 +5,7 @@ import math
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from explorer.losses import regression_curves
@@ -28,6 +29,16 @@ def test_the_catalog_caption_names_the_column_that_holds_each_published_source()
     assert "paper" in sources["lenet5"].lower() or "lecun" in sources["lenet5"].lower()  # the paper's own table
     for origin in ("torchvision's weight metadata", "the paper or its official repository", "timm's results table"):
         assert origin in caption
+    # no text cell is null (the grid prints "None"): a row without a published accuracy says so in its Metric
+    text_columns = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+    assert {"metric", "published source", "input", "family"} <= set(text_columns)
+    assert not table[text_columns].isna().any().any()
+    unpublished = table[table["published accuracy"].isna()]
+    assert len(unpublished) >= 1 and set(unpublished["metric"]) == {"none published"}
+    # LeNet-5 by hand: convs 6·28²·25 + 16·10²·150, then 400·120 + 120·84 + 84·10 = 416,520 MACs, which the GMACs
+    # column's four decimals show as 0.0004 (three showed 0.000)
+    by_hand = 6 * 28**2 * 25 + 16 * 10**2 * 150 + 400 * 120 + 120 * 84 + 84 * 10
+    assert round(table.set_index("id")["GMACs"]["lenet5"] * 1e9) == by_hand == 416_520
 
 
 def _gradient_sentence(at) -> tuple[float, str, float]:
