@@ -87,7 +87,8 @@ def overlapping_point_labels(page) -> list[str]:
 
 def wait_until_drawn(page, number: int, total: int, kind: str):
     """The step's prose, then its figure: as many charts (each drawn) and tables as its kind makes, with no
-    spinner or job notice left (the Inside views run their work as jobs)."""
+    spinner or job notice left (the Inside views run their work as jobs), and none of the last step's elements:
+    Streamlit keeps them, marked stale, until the rerun ends, so a step read too early holds both."""
     page.get_by_text(re.compile(rf"^Step {number} of {total}")).wait_for(timeout=120_000)
     expect(page.get_by_text(re.compile(r"^Think about it"))).to_have_count(1, timeout=120_000)  # the last step's gone
     charts, tables = DRAWN.get(kind, (0, 0))
@@ -95,7 +96,8 @@ def wait_until_drawn(page, number: int, total: int, kind: str):
         const drawn = [...document.querySelectorAll('.stPlotlyChart')];
         return drawn.length >= charts && drawn.every(c => c.querySelector('.main-svg'))
             && document.querySelectorAll('[data-testid="stTable"], [data-testid="stDataFrame"]').length >= tables
-            && !document.querySelector('[data-testid="stSpinner"], [data-testid="stStatusWidget"]');
+            && !document.querySelector('[data-testid="stSpinner"], [data-testid="stStatusWidget"]')
+            && !document.querySelector('[data-stale="true"]');
     }""", arg=[charts, tables], timeout=150_000)
     expect(page.get_by_text("Cancel", exact=True)).to_have_count(0, timeout=150_000)  # no job still running
 
