@@ -4,8 +4,8 @@ least 18 px, with no two point labels on top of each other.
 
 By default the steps most likely to overflow: for each figure kind, the step with the longest prose (prose is
 what fills the screen), the comparison with the most rows, and the steps that once did not fit (ONCE_TOO_BIG).
-EXPLORER_TEST_EVERY_TOUR_STEP=1 walks every step of every tour instead, one page per tour with →, which takes
-about half an hour on 2 cores (every model is costed cold).
+EXPLORER_TEST_EVERY_TOUR_STEP=1 walks every step of every tour instead, one page per tour with →: all 227 steps
+of the 64 tours took 4 min 28 s on 2 cores.
 """
 import os
 import re
