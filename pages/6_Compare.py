@@ -18,7 +18,7 @@ from ui.common import (QUOTED_LINK_TEXT, cached_attention_formulas, cached_bench
                        cached_training_costs,
                        drop_unused_link_params, escape_markdown, guard, page_setup, plot_config, start_from_link)
 from ui.components import COMPARE_COLUMNS, more_columns
-from ui.figures import attention_formula_plot
+from ui.figures import attention_formula_plot, label_sides
 from ui.jobs import confirm_estimate, job_estimate
 from ui.graph import compare_diff_section
 
@@ -302,7 +302,8 @@ if size_label != "none":
     sizes = [10 + 40 * (r.get(axes[size_label]) or 0) / largest for r in plotted]
 fig.add_trace(go.Scatter(
     x=[r[x_key] for r in plotted], y=[y_of(r) for r in plotted], mode="markers+text",
-    text=[r["label"] for r in plotted], textposition="top center", name="models",
+    text=[r["label"] for r in plotted], textposition=label_sides([r[x_key] for r in plotted]),
+    cliponaxis=False, name="models",
     marker=dict(size=sizes or 12, color=[r.get(colour_key) or 0 for r in plotted], colorscale="Viridis", opacity=0.8,
                 showscale=True, colorbar=dict(title=colour_label)),
     customdata=[[r["input"], r["published_sources"].get(y_metric) or "" if y_metric else ""] for r in plotted],

@@ -68,6 +68,16 @@ def label_decades(fig: go.Figure) -> go.Figure:
     return fig
 
 
+def label_sides(xs: list[float]) -> list[str]:
+    """A textposition per point of a scatter: the names over the left quarter of the x range start at their point
+    and run right, those over the right quarter end at it, the rest are centred; so that no name runs past the
+    plot's edge, where a narrow window cut "densenet121" to "lensenet121"."""
+    low, high = min(xs, default=0.0), max(xs, default=0.0)
+    span = (high - low) or 1.0
+    return ["top right" if (x - low) / span < 0.25 else "top left" if (x - low) / span > 0.75 else "top center"
+            for x in xs]
+
+
 _METRIC_FIELD = {
     "MACs": ("macs", "MACs", 1e6, "M MACs"),
     "Memory access cost": ("memory_access_bytes", "memory access", 1e6, "MB"),

@@ -18,7 +18,7 @@ from tests.page_support import open_page
 from ui.components import (before_after, changed_place, changed_places_text, parse_batch_list, rf_frame,
                            structural_depth)
 from ui.figures import (attention_formula_plot, class_weight_plot, cost_treemap, decade_text, decade_texts, label_decades,
-                        roofline_plot, sweep_plot)
+                        label_sides, roofline_plot, sweep_plot)
 
 pytestmark = pytest.mark.usefixtures("clear_streamlit_caches")
 
@@ -51,6 +51,15 @@ def assert_decades_only(fig, axis_names: set[str]):
         assert axis["range"] == [round(exponents[0]), round(exponents[-1])]
         # the minor grid (2…9 × each decade) carries no labels
         assert all(round(v / 10 ** math.floor(math.log10(v) + 1e-9)) in range(2, 10) for v in axis["minor"]["tickvals"])
+
+
+def test_names_at_the_ends_of_a_scatter_run_inwards():
+    # VoVNet vs DenseNet in GMACs: the DenseNets in the left quarter of the 2.834–7.074 span (densenet169 at 12 %),
+    # the VoVNets at the right; a point in the middle half stays centred
+    gmacs = [2.834, 3.360, 7.072, 7.074]
+    assert label_sides(gmacs) == ["top right", "top right", "top left", "top left"]
+    assert label_sides([0.0, 5.0, 10.0]) == ["top right", "top center", "top left"]
+    assert label_sides([5.0]) == ["top right"] and label_sides([]) == []
 
 
 def test_decades_are_written_as_a_student_reads_them():
