@@ -57,15 +57,18 @@ def label_decades(fig: go.Figure) -> go.Figure:
             continue
         low = math.floor(math.log10(min(values)) + 1e-9)
         high = math.ceil(math.log10(max(values)) - 1e-9)
-        if high <= low:
-            high = low + 1
-        exponents = range(low, high + 1)
-        ticktext = decade_texts(exponents)
-        fig.layout[axis_name].update(
-            tickmode="array", tickvals=[10.0 ** e for e in exponents], ticktext=ticktext,
-            range=[low, high], minor=dict(tickmode="array", showgrid=True, ticks="",
-                                          tickvals=[m * 10.0 ** e for e in exponents[:-1] for m in range(2, 10)]))
+        fig.layout[axis_name].update(**decade_axis(low, high if high > low else low + 1))
     return fig
+
+
+def decade_axis(low: float, high: float) -> dict:
+    """A log axis over 10^low … 10^high (log10 units, as Plotly's range): a labelled tick at each power of ten
+    inside it, in one style (decade_texts), and unlabelled minor grid lines at 2…9 times each."""
+    exponents = range(math.ceil(low - 1e-9), math.floor(high + 1e-9) + 1)
+    return dict(tickmode="array", tickvals=[10.0 ** e for e in exponents], ticktext=decade_texts(exponents),
+                range=[low, high], minor=dict(tickmode="array", showgrid=True, ticks="",
+                                              tickvals=[m * 10.0 ** e for e in range(math.floor(low), math.ceil(high))
+                                                        for m in range(2, 10)]))
 
 
 def label_sides(xs: list[float]) -> list[str]:

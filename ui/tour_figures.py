@@ -18,7 +18,7 @@ from explorer.units import format_bytes, format_count
 from ui.common import cached_compare_row, cached_fold, cached_sweep, cost_of
 from ui.components import (COMPARE_COLUMNS, LAYER_COLUMNS, compare_table, layer_frame, layer_table, structural_depth,
                            totals)
-from ui.figures import cost_treemap, decade_texts
+from ui.figures import cost_treemap, decade_axis
 from ui.presenter import (PRESENTER_CHART_HEIGHT, PRESENTER_FONT_PX, narrow, presenter_on, presenter_table,
                           presenter_table_height, show_chart)
 
@@ -209,15 +209,9 @@ def _trade_off(rows: list[dict], x: str, x_name: str, metric: str, height: int =
     # a projector's short chart: the metric's name on two lines, so that the axis holds it
     published = f"published<br>{metric}" if presenting else f"published {metric}"
     plot.update_layout(xaxis_title=x_name + (" (log scale)" if log else ""), yaxis_title=published, height=height)
-    plot.update_xaxes(range=x_range)
+    # decades labelled, as on every log axis, over the range the labels were placed in
+    plot.update_xaxes(**(dict(type="log", **decade_axis(*x_range)) if log else dict(range=x_range)))
     plot.update_yaxes(range=y_range)
-    if log:  # decades labelled, as on every log axis (ui.figures.label_decades), unlabelled grid lines between
-        exponents = range(math.ceil(x_range[0] - 1e-9), math.floor(x_range[1] + 1e-9) + 1)
-        plot.update_xaxes(type="log", tickmode="array", tickvals=[10.0 ** e for e in exponents],
-                          ticktext=decade_texts(exponents),
-                          minor=dict(tickmode="array", showgrid=True, ticks="",
-                                     tickvals=[m * 10.0 ** e for e in range(exponents[0] - 1, exponents[-1] + 1)
-                                               for m in range(2, 10)]))
     return plot
 
 
