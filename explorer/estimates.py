@@ -152,11 +152,16 @@ def meta_cost(spec: dict[str, Any]) -> dict[str, Any]:
     return analyse(ModelSpec.from_dict(spec), with_layers=True)
 
 
-def _per_image(spec: dict[str, Any], cost: CostOf) -> tuple[float, float]:
-    """(GMACs per image forward, seconds to build the model) of a spec."""
+def _costed(spec: dict[str, Any], cost: CostOf) -> tuple[dict, float, float]:
+    """(cost report, GMACs per image forward, seconds to build the model) of a spec."""
     report = cost(spec)
     batch = max(1, int(ModelSpec.from_dict(spec).batch))
-    return report["macs"] / batch / 1e9, build_seconds(report.get("params", 0))
+    return report, report["macs"] / batch / 1e9, build_seconds(report.get("params", 0))
+
+
+def _per_image(spec: dict[str, Any], cost: CostOf) -> tuple[float, float]:
+    """(GMACs per image forward, seconds to build the model) of a spec."""
+    return _costed(spec, cost)[1:]
 
 
 def build_seconds(params: float) -> float:
@@ -332,11 +337,9 @@ def _receptive_field(kind, payload, rate, measured, device, cost):
     """The theoretical receptive fields (explorer.views.receptive_field): the model built with random weights, its
     graph traced by torch.fx and its shapes propagated on the meta device; no real forward, except for a model
     torch.fx cannot trace (then one forward with hooks, which the text names)."""
-    report = cost(payload["spec"])
+    report, gmacs, build = _costed(payload["spec"], cost)
     layers = len(report.get("layers") or [])
-    gmacs = report["macs"] / max(1, int(ModelSpec.from_dict(payload["spec"]).batch)) / 1e9
-    return Estimate(kind, 0, gmacs, rate, measured, device,
-                    build_seconds(report.get("params", 0)) + RF_TRACE_S_PER_LAYER * layers, f"{layers:,} layers",
+    return Estimate(kind, 0, gmacs, rate, measured, device, build + RF_TRACE_S_PER_LAYER * layers, f"{layers:,} layers",
                     "to build the model and trace its layers' shapes on the meta device, no real forward unless "
                     "torch.fx cannot trace it")
 
@@ -351,11 +354,9 @@ def _swin_masks(kind, payload, rate, measured, device, cost):
 def _connectivity(kind, payload, rate, measured, device, cost):
     """The search for grouped-conv blocks, or one block's channel paths: the model built, then patterns on one-hot
     channels, no image forward."""
-    report = cost(payload["spec"])
+    report, gmacs, build = _costed(payload["spec"], cost)
     convs = sum(1 for layer in report.get("layers") or [] if layer.get("type") == "Conv2d")
-    gmacs = report["macs"] / max(1, int(ModelSpec.from_dict(payload["spec"]).batch)) / 1e9
-    return Estimate(kind, 0, gmacs, rate, measured, device,
-                    build_seconds(report.get("params", 0)) + CONNECTIVITY_S_PER_CONV * convs, f"{convs:,} convs",
+    return Estimate(kind, 0, gmacs, rate, measured, device, build + CONNECTIVITY_S_PER_CONV * convs, f"{convs:,} convs",
                     "to build the model and run its convs' channel patterns on one-hot channels (no image forward)")
 
 
