@@ -7,8 +7,8 @@ from explorer.swaps import expand_swaps, parse_swap
 from explorer.text import escape_markdown
 from explorer.units import format_bytes, format_count
 from ui.common import arch_from_link, drop_unused_link_params, guard, int_from_link, page_setup
-from ui.graph import (cached_graph, latency_job, latency_run_for, links_overlay, rf_overlay, run_latency, show_graph,
-                      time_overlay)
+from ui.graph import (cached_graph, latency_job, latency_run_for, links_overlay, onnx_timing_section, rf_overlay,
+                      run_latency, show_graph, time_overlay)
 
 page_setup("Graph", ":material/account_tree:")
 st.title("Graph")
@@ -76,36 +76,10 @@ with st.expander("Open an exported model file (ONNX or torch.export .pt2)"):
                 st.caption("Not costed: " + ", ".join(f"{escape_markdown(u['op'])} ×{u['count']}"
                                                       for u in file_graph["uncounted_ops"][:20]))
             show_graph(file_graph, open_depth=1, height=560)
-            if not is_onnx:
-                st.caption("ONNX Runtime times `.onnx` files only; export the model with torch.onnx to time it.")
+            if is_onnx:
+                onnx_timing_section(upload.name, upload.getvalue())
             else:
-                import hashlib
-
-                from explorer.onnx_timing import MAX_RUNS
-                from explorer.spec import MAX_BATCH
-                from ui.jobs import estimated_job
-
-                file_data = upload.getvalue()
-                file_key = hashlib.sha256(file_data).hexdigest()
-                o1, o2, o3 = st.columns([1, 1, 2], vertical_alignment="bottom")
-                onnx_batch = o1.number_input("Batch", 1, MAX_BATCH, 1, key="graph_onnx_batch",
-                                             help="fills the file's named batch axis; a fixed batch must match it")
-                onnx_runs = o2.number_input("Timed runs", 1, MAX_RUNS, 20, key="graph_onnx_runs")
-                if o3.button("Time with ONNX Runtime", key="graph_onnx_time"):
-                    st.session_state.graph_onnx_timed = (file_key, int(onnx_batch), int(onnx_runs))
-                asked, timing = st.session_state.get("graph_onnx_timed"), None
-                if asked and asked[0] == file_key:
-                    timing = estimated_job("onnx_bench", {"name": upload.name, "data": file_data, "settings": {
-                        "batch": asked[1], "runs": asked[2], "device": "auto"}}, "Timing with ONNX Runtime",
-                                           "the ONNX Runtime timing", "graph_onnx_estimate")
-                if timing is not None:  # None: not asked, or a long one waiting for its Run click
-                    row, s = timing["results"][0], timing["settings"]
-                    st.markdown(f"ONNX Runtime {escape_markdown(s['onnxruntime'])}, batch {row['batch']}: median "
-                                f"**{row['median_ms']:.3f} ms**, p10 {row['p10_ms']:.3f} ms, p90 {row['p90_ms']:.3f} ms "
-                                f"({row['runs']} runs after {row['warmup_runs']} warm-up; {row['throughput_per_s']:,.1f} "
-                                f"samples/s), on {escape_markdown(s['device_name'])} with "
-                                f"{escape_markdown(', '.join(s['providers']))}, {s['threads']} threads.")
-                    st.caption(escape_markdown(timing["note"]))
+                st.caption("ONNX Runtime times `.onnx` files only; export the model with torch.onnx to time it.")
 
 graph = None
 with guard("Drawing the graph"):

@@ -584,3 +584,37 @@ window.architectureGraph = { cy: cy, toSvg: toSvg, expanded: expanded, render: r
 </script>
 </body></html>
 """
+
+
+def onnx_timing_section(name: str, data: bytes):
+    """The Graph page's ONNX Runtime timing of an uploaded `.onnx` file: batch and runs, a button, then the
+    `onnx_bench` job behind its estimate (a long one waits for its Run click) and its figures in ms."""
+    import hashlib
+
+    from explorer.onnx_timing import MAX_RUNS
+    from explorer.spec import MAX_BATCH
+    from explorer.text import escape_markdown
+    from ui.jobs import estimated_job
+
+    file_key = hashlib.sha256(data).hexdigest()
+    o1, o2, o3 = st.columns([1, 1, 2], vertical_alignment="bottom")
+    batch = o1.number_input("Batch", 1, MAX_BATCH, 1, key="graph_onnx_batch",
+                            help="fills the file's named batch axis; a fixed batch must match it")
+    runs = o2.number_input("Timed runs", 1, MAX_RUNS, 20, key="graph_onnx_runs")
+    if o3.button("Time with ONNX Runtime", key="graph_onnx_time"):
+        st.session_state.graph_onnx_timed = (file_key, int(batch), int(runs))
+    asked = st.session_state.get("graph_onnx_timed")
+    if not asked or asked[0] != file_key:  # not asked for this file
+        return
+    timing = estimated_job("onnx_bench", {"name": name, "data": data, "settings": {
+        "batch": asked[1], "runs": asked[2], "device": "auto"}}, "Timing with ONNX Runtime",
+                           "the ONNX Runtime timing", "graph_onnx_estimate")
+    if timing is None:  # a long one waiting for its Run click
+        return
+    row, settings = timing["results"][0], timing["settings"]
+    st.markdown(f"ONNX Runtime {escape_markdown(settings['onnxruntime'])}, batch {row['batch']}: median "
+                f"**{row['median_ms']:.3f} ms**, p10 {row['p10_ms']:.3f} ms, p90 {row['p90_ms']:.3f} ms "
+                f"({row['runs']} runs after {row['warmup_runs']} warm-up; {row['throughput_per_s']:,.1f} "
+                f"samples/s), on {escape_markdown(settings['device_name'])} with "
+                f"{escape_markdown(', '.join(settings['providers']))}, {settings['threads']} threads.")
+    st.caption(escape_markdown(timing["note"]))
